@@ -1,0 +1,76 @@
+//! The `gochat` command line: parse, load the configuration, dispatch to one file per command.
+
+mod check;
+mod migrate;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// Exit code for an unusable configuration or command line (as clap uses for usage errors).
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "gochat", version, about = "Go!Chat worker: support-ticket workflows on RabbitMQ")]
+pub struct Cli {
+    /// Configuration file (default: $GOCHAT_CONFIG, else config/default.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: consumers, timer scheduler, HTTP (health, readiness, metrics).
+    Run,
+    /// Apply pending database migrations (idempotent).
+    Migrate,
+    /// Validate the configuration, workflows and templates; exit 1 when invalid.
+    Check,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `check` reports an invalid configuration itself (exit 1, per its contract).
+    let loaded = config::load(cli.config.as_deref());
+    if let Command::Check = cli.command {
+        return check::run(loaded, cli.config.as_deref());
+    }
+    let config = match loaded {
+        Ok((config, _source)) => config,
+        Err(e) => {
+            eprintln!("gochat: invalid configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    crate::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gochat: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, config));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gochat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run => run::run(config).await,
+        Command::Migrate => migrate::run(&config).await,
+        Command::Check => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,285 @@
+//! The worker's configuration: one TOML file (`config/default.toml` documents every key),
+//! then the `GOCHAT_*` environment overrides of the public contract.
+//!
+//! Every key has a built-in default equal to the shipped `config/default.toml`, so the worker
+//! starts without any file; a test keeps the two in step. Loading validates everything up
+//! front and reports the file, the key, what was expected and what was found, because a worker
+//! that fails an hour later on a typo is worse than one that refuses to start.
+
+mod load;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, ConfigSource, load, load_from_str};
+pub use secret::{SecretUrl, redact};
+
+/// The whole configuration, as loaded and validated.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub http: HttpConfig,
+    pub smtp: SmtpConfig,
+    pub mail: MailConfig,
+    pub workflows: WorkflowsConfig,
+    pub scheduler: SchedulerConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseConfig::default(),
+            amqp: AmqpConfig::default(),
+            http: HttpConfig::default(),
+            smtp: SmtpConfig::default(),
+            mail: MailConfig::default(),
+            workflows: WorkflowsConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[database]`: where the state lives.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://...` (embedded default) or `postgres://...` (production).
+    pub url: SecretUrl,
+    /// Pool size. SQLite serialises writers anyway; PostgreSQL benefits from one connection
+    /// per concurrent job plus a few for the scheduler and the outbox relay.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before the job is retried.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// SQLite only: how long a writer waits for the lock before failing.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// Apply pending migrations at `gochat run` instead of refusing to start.
+    pub auto_migrate: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new(DEFAULT_DATABASE_URL),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+            auto_migrate: false,
+        }
+    }
+}
+
+/// The embedded default: a SQLite file under `./data/`, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/gochat.db?mode=rwc";
+
+/// `[amqp]`: the broker and the queue topology.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    pub url: SecretUrl,
+    /// Prepended to every exchange and queue name, so several environments (or parallel
+    /// tests) can share one broker without seeing each other's jobs.
+    pub prefix: String,
+    /// `classic` or `quorum` (replicated; the production choice on a cluster).
+    pub queue_type: QueueType,
+    /// How long to wait for a publisher confirm before the publish counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+    /// The retry ladder: the delay before each retry of a job that failed transiently. A job
+    /// that fails once more after the last rung goes to the dead letters.
+    #[serde(with = "duration_list")]
+    pub retry_delays: Vec<Duration>,
+    /// Defaults for every job kind's consumer.
+    pub prefetch: u16,
+    pub concurrency: usize,
+    /// Per-kind overrides, keyed by job kind (`inbound-mail`, ...).
+    pub consumers: BTreeMap<String, ConsumerConfig>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new(DEFAULT_AMQP_URL),
+            prefix: String::new(),
+            queue_type: QueueType::Classic,
+            confirm_timeout: Duration::from_secs(10),
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+            ],
+            prefetch: 64,
+            concurrency: 8,
+            consumers: BTreeMap::new(),
+        }
+    }
+}
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Per-kind consumer tuning; unset fields fall back to `[amqp]`'s.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    pub prefetch: Option<u16>,
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+/// `[http]`: health, readiness and metrics.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 9187)) }
+    }
+}
+
+/// `[smtp]`: outbound delivery.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// `smtp://host:port` (plain), `smtp://...?tls=required` (STARTTLS) or `smtps://` (TLS);
+    /// credentials as `smtp://user:pass@host`.
+    pub url: SecretUrl,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Delivery attempts for temporary (4xx, connection) failures before the message fails.
+    pub max_attempts: u32,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new("smtp://127.0.0.1:2525"),
+            timeout: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// `[mail]`: addresses, identifiers and limits of the mail we send and accept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The support address customers write to and that replies come from.
+    pub from_address: String,
+    pub from_name: String,
+    /// Domain of the Message-IDs we generate.
+    pub domain: String,
+    /// Largest raw message accepted, in bytes.
+    pub max_size: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            from_address: "support@gochat.example".into(),
+            from_name: "Go!Chat Support".into(),
+            domain: "gochat.example".into(),
+            max_size: 25 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[workflows]`: where the job workflows, lifecycles and templates live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowsConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for WorkflowsConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("workflows") }
+    }
+}
+
+/// `[scheduler]`: the durable timer scheduler.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How often due timers are claimed; bounds the firing delay.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Most timers claimed per round.
+    pub batch: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_millis(500), batch: 500 }
+    }
+}
+
+/// `[log]`: tracing output.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` for terminals, `json` for log collectors.
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is unset.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, filter: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl AmqpConfig {
+    /// Effective prefetch and concurrency of one job kind's consumer.
+    pub fn consumer(&self, kind: &str) -> (u16, usize) {
+        let o = self.consumers.get(kind);
+        (
+            o.and_then(|c| c.prefetch).unwrap_or(self.prefetch),
+            o.and_then(|c| c.concurrency).unwrap_or(self.concurrency),
+        )
+    }
+}
+
+/// `["1s", "10s", "1m"]` as a list of durations (humantime_serde handles single values only).
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                humantime::parse_duration(s)
+                    .map_err(|e| D::Error::custom(format!("{s:?} is not a duration like \"10s\": {e}")))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,68 @@
+//! The operations endpoint: `/healthz` (alive), `/readyz` (database and broker reachable),
+//! `/metrics` (Prometheus). Later the inbox API joins this router.
+
+use std::net::SocketAddr;
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::queue::BrokerStatus;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub broker: BrokerStatus,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until shutdown. Returns the bound address (port 0 picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    mut shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.recv().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    let db = s.store.ping().await;
+    let broker = s.broker.is_connected();
+    let body = format!(
+        "{{\"database\":\"{}\",\"broker\":\"{}\"}}\n",
+        if db { "up" } else { "down" },
+        if broker { "up" } else { "down" }
+    );
+    let code = if db && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [("content-type", "application/json")], body)
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    let (in_use, size) = s.store.pool_in_use();
+    s.metrics.db_pool.with_label_values(&["in_use"]).set(i64::from(in_use));
+    s.metrics.db_pool.with_label_values(&["idle"]).set(i64::from(size.saturating_sub(in_use)));
+    s.metrics.broker_connected.set(i64::from(s.broker.is_connected()));
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
+}

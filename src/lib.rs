@@ -1,0 +1,19 @@
+//! Go!Chat worker: support-ticket jobs from RabbitMQ, run as declarative workflows, with the
+//! state in SQLite or PostgreSQL.
+//!
+//! Layout: `config` (what ops set), `store` (the only module that speaks SQL), `queue`
+//! (RabbitMQ), `http` (health, readiness, metrics), `cli` (the `gochat` commands), plus the
+//! small shared pieces (`clock`, `shutdown`, `metrics`, `telemetry`).
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod contract;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod queue;
+pub mod services;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,5 @@
+//! The RabbitMQ side: one supervised connection, the topology, publishers and consumers.
+
+mod connection;
+
+pub use connection::{Broker, BrokerStatus};

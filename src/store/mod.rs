@@ -1,0 +1,53 @@
+//! Persistence: the one place that knows SQL. Other modules call domain operations
+//! (upsert a customer, list the inbox, claim due timers, ...) and never build queries.
+
+mod connect;
+mod error;
+mod tx;
+pub mod views;
+
+use sea_orm::{DatabaseConnection, DbBackend};
+
+pub use error::StoreError;
+pub use tx::Tx;
+
+/// A pooled connection to the configured database (SQLite or PostgreSQL).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// The underlying SeaORM connection, for transactions spanning several operations.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// True when the database answers a trivial query (readiness).
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// Connections of the pool in use right now (the `gochat_db_pool_connections` gauge).
+    pub fn pool_in_use(&self) -> (u32, u32) {
+        match self.backend() {
+            DbBackend::Sqlite => {
+                let p = self.db.get_sqlite_connection_pool();
+                (p.size().saturating_sub(p.num_idle() as u32), p.size())
+            }
+            _ => {
+                let p = self.db.get_postgres_connection_pool();
+                (p.size().saturating_sub(p.num_idle() as u32), p.size())
+            }
+        }
+    }
+
+    /// Closes every pooled connection (graceful shutdown).
+    pub async fn close(&self) {
+        let _ = self.db.close_by_ref().await;
+    }
+}

@@ -1,0 +1,121 @@
+//! The JSON views of the public contract (`gochat threads --json`, `gochat thread --json`,
+//! later the inbox API). Field names are part of the contract: add, never rename.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A thread as the inbox card shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadCard {
+    pub id: Uuid,
+    pub subject: String,
+    pub status: String,
+    pub lifecycle: String,
+    pub lifecycle_step: Option<i32>,
+    pub customers: Vec<CustomerRef>,
+    /// The latest customer-side contact.
+    pub contact: Option<ContactRef>,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
+    pub item_count: i32,
+    pub has_attachments: bool,
+    pub attachment_names: Vec<String>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub snippet: Option<String>,
+    pub flags: Vec<String>,
+    pub linked_thread_id: Option<Uuid>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CustomerRef {
+    pub id: Uuid,
+    pub external_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContactRef {
+    pub name: Option<String>,
+    pub address: String,
+    /// External id of the thread's customer this contact belongs to, if any.
+    pub external_id: Option<String>,
+}
+
+/// `{"thread": card, "feed": [...]}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadView {
+    pub thread: ThreadCard,
+    pub feed: Vec<FeedItem>,
+}
+
+/// One entry of a thread's feed, in time order.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedItem {
+    Message(MessageItem),
+    Comment(CommentItem),
+    Event(EventItem),
+}
+
+impl FeedItem {
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            FeedItem::Message(m) => m.at,
+            FeedItem::Comment(c) => c.at,
+            FeedItem::Event(e) => e.at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MessageItem {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+    pub direction: String,
+    pub channel: String,
+    /// The Message-ID header without angle brackets.
+    pub message_id: Option<String>,
+    pub from: String,
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    /// Outbound only: draft, queued, sending, sent, failed.
+    pub state: Option<String>,
+    pub error: Option<String>,
+    /// Inbound only: new, reply, auto_reply, bounce, ...
+    pub classification: Option<String>,
+    pub kind: Option<String>,
+    pub attachments: Vec<AttachmentItem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AttachmentItem {
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CommentItem {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+    pub author: serde_json::Value,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventItem {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+    pub kind: String,
+    pub actor: serde_json::Value,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub detail: Option<serde_json::Value>,
+}
