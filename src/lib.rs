@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

@@ -9,8 +9,9 @@ use prometheus::{
 };
 
 /// Latency buckets from 1 ms to 60 s: jobs are mostly milliseconds, SMTP can take seconds.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -42,34 +43,103 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build = IntGaugeVec::new(
-            Opts::new("gochat_build_info", "Build of the running worker; always 1."),
+            Opts::new(
+                "gochat_build_info",
+                "Build of the running worker; always 1.",
+            ),
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(build))?;
 
         let m = Metrics {
-            jobs: counter(&registry, "gochat_jobs_total", "Jobs finished, by kind and outcome.", &["kind", "outcome"])?,
-            jobs_consumed: counter(&registry, "gochat_jobs_consumed_total", "Deliveries taken from the broker, by kind.", &["kind"])?,
-            job_duration: histogram(&registry, "gochat_job_duration_seconds", "Time from delivery to ack, by kind.", &["kind"])?,
-            step_duration: histogram(&registry, "gochat_step_duration_seconds", "Time per workflow step, by action.", &["action"])?,
-            broker_connected: gauge(&registry, "gochat_broker_connected", "1 while connected to RabbitMQ, else 0.")?,
-            db_pool: gauge_vec(&registry, "gochat_db_pool_connections", "Pooled database connections, by state.", &["state"])?,
-            outbox_backlog: gauge(&registry, "gochat_outbox_backlog", "Outbox rows not yet published.")?,
-            outbox_published: counter(&registry, "gochat_outbox_published_total", "Outbox rows published, by kind.", &["kind"])?,
-            timers: gauge_vec(&registry, "gochat_timers", "Timers by state (pending, due).", &["state"])?,
-            timers_fired: counter(&registry, "gochat_timers_fired_total", "Timers handled, by outcome (fired, stale).", &["outcome"])?,
+            jobs: counter(
+                &registry,
+                "gochat_jobs_total",
+                "Jobs finished, by kind and outcome.",
+                &["kind", "outcome"],
+            )?,
+            jobs_consumed: counter(
+                &registry,
+                "gochat_jobs_consumed_total",
+                "Deliveries taken from the broker, by kind.",
+                &["kind"],
+            )?,
+            job_duration: histogram(
+                &registry,
+                "gochat_job_duration_seconds",
+                "Time from delivery to ack, by kind.",
+                &["kind"],
+            )?,
+            step_duration: histogram(
+                &registry,
+                "gochat_step_duration_seconds",
+                "Time per workflow step, by action.",
+                &["action"],
+            )?,
+            broker_connected: gauge(
+                &registry,
+                "gochat_broker_connected",
+                "1 while connected to RabbitMQ, else 0.",
+            )?,
+            db_pool: gauge_vec(
+                &registry,
+                "gochat_db_pool_connections",
+                "Pooled database connections, by state.",
+                &["state"],
+            )?,
+            outbox_backlog: gauge(
+                &registry,
+                "gochat_outbox_backlog",
+                "Outbox rows not yet published.",
+            )?,
+            outbox_published: counter(
+                &registry,
+                "gochat_outbox_published_total",
+                "Outbox rows published, by kind.",
+                &["kind"],
+            )?,
+            timers: gauge_vec(
+                &registry,
+                "gochat_timers",
+                "Timers by state (pending, due).",
+                &["state"],
+            )?,
+            timers_fired: counter(
+                &registry,
+                "gochat_timers_fired_total",
+                "Timers handled, by outcome (fired, stale).",
+                &["outcome"],
+            )?,
             timer_firing_delay: {
                 let h = Histogram::with_opts(
-                    HistogramOpts::new("gochat_timer_firing_delay_seconds", "Delay between a timer's due time and its job being published.")
-                        .buckets(LATENCY_BUCKETS.to_vec()),
+                    HistogramOpts::new(
+                        "gochat_timer_firing_delay_seconds",
+                        "Delay between a timer's due time and its job being published.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 )?;
                 registry.register(Box::new(h.clone()))?;
                 h
             },
-            inbound_mails: counter(&registry, "gochat_inbound_mails_total", "Inbound mails, by classification.", &["classification"])?,
-            outbound_messages: counter(&registry, "gochat_outbound_messages_total", "Outbound messages, by state reached.", &["state"])?,
-            smtp_errors: counter(&registry, "gochat_smtp_errors_total", "SMTP failures, by class (temporary, permanent, connection).", &["class"])?,
+            inbound_mails: counter(
+                &registry,
+                "gochat_inbound_mails_total",
+                "Inbound mails, by classification.",
+                &["classification"],
+            )?,
+            outbound_messages: counter(
+                &registry,
+                "gochat_outbound_messages_total",
+                "Outbound messages, by state reached.",
+                &["state"],
+            )?,
+            smtp_errors: counter(
+                &registry,
+                "gochat_smtp_errors_total",
+                "SMTP failures, by class (temporary, permanent, connection).",
+                &["class"],
+            )?,
             registry,
         };
         Ok(m)
@@ -86,7 +156,12 @@ impl Metrics {
     }
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
@@ -98,14 +173,27 @@ fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::E
     Ok(g)
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, prometheus::Error> {
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<HistogramVec, prometheus::Error> {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)?;
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<HistogramVec, prometheus::Error> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )?;
     r.register(Box::new(h.clone()))?;
     Ok(h)
 }
@@ -120,6 +208,9 @@ mod tests {
         m.jobs.with_label_values(&["inbound-mail", "acked"]).inc();
         let text = m.render();
         assert!(text.contains("gochat_build_info{version=\""), "{text}");
-        assert!(text.contains("gochat_jobs_total{kind=\"inbound-mail\",outcome=\"acked\"} 1"), "{text}");
+        assert!(
+            text.contains("gochat_jobs_total{kind=\"inbound-mail\",outcome=\"acked\"} 1"),
+            "{text}"
+        );
     }
 }

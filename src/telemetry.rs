@@ -15,9 +15,16 @@ pub fn init(log: &LogConfig) {
         .add_directive("lapin=warn".parse().unwrap_or_else(|_| filter_default()));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match log.format {
-        LogFormat::Human => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Human => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     // Already initialised (a second call in one process): keep the first.

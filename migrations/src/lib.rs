@@ -1,1 +1,54 @@
-pub fn placeholder() {}
+//! The Go!Chat schema as migrations, one file per concern, named by date. The same
+//! migrations run on SQLite and PostgreSQL: only portable column types are used, and
+//! enumerations are plain strings checked by the application (SQLite has no enum types).
+
+pub use sea_orm_migration;
+use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_customers;
+mod m20261124_000002_threads;
+mod m20261124_000003_jobs;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261124_000001_customers::Migration),
+            Box::new(m20261124_000002_threads::Migration),
+            Box::new(m20261124_000003_jobs::Migration),
+        ]
+    }
+}
+
+/// `CREATE INDEX IF NOT EXISTS <name> ON <table> (<cols>)`.
+pub(crate) fn index<T: IntoIden + Copy, C: IntoIden + Copy>(
+    name: &str,
+    table: T,
+    cols: &[C],
+) -> IndexCreateStatement {
+    let mut i = Index::create();
+    i.name(name).table(table).if_not_exists();
+    for c in cols {
+        i.col(*c);
+    }
+    i.to_owned()
+}
+
+/// A foreign key from `from.col` to `to.id`.
+pub(crate) fn fk<A: IntoIden + Copy, B: IntoIden + Copy, C: IntoIden + Copy, D: IntoIden + Copy>(
+    name: &str,
+    from: A,
+    col: B,
+    to: C,
+    to_col: D,
+    on_delete: ForeignKeyAction,
+) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .name(name)
+        .from(from, col)
+        .to(to, to_col)
+        .on_delete(on_delete)
+        .to_owned()
+}

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 
-pub fn run(loaded: Result<(Config, ConfigSource), ConfigError>, _explicit: Option<&Path>) -> ExitCode {
+pub fn run(
+    loaded: Result<(Config, ConfigSource), ConfigError>,
+    _explicit: Option<&Path>,
+) -> ExitCode {
     match loaded {
         Ok((_config, source)) => {
             println!("configuration {source}: ok");

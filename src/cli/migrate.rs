@@ -10,7 +10,10 @@ use crate::store::Store;
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&config.database).await?;
     let applied = store.migrate().await.context("applying migrations")?;
-    println!("{applied} migration(s) applied; the schema at {} is up to date", config.database.url);
+    println!(
+        "{applied} migration(s) applied; the schema at {} is up to date",
+        config.database.url
+    );
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,11 @@
 //! The `gochat` command line: parse, load the configuration, dispatch to one file per command.
 
 mod check;
+mod customer;
 mod migrate;
+mod publish;
 mod run;
+mod threads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +18,11 @@ use crate::config::{self, Config};
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "gochat", version, about = "Go!Chat worker: support-ticket workflows on RabbitMQ")]
+#[command(
+    name = "gochat",
+    version,
+    about = "Go!Chat worker: support-ticket workflows on RabbitMQ"
+)]
 pub struct Cli {
     /// Configuration file (default: $GOCHAT_CONFIG, else config/default.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -32,6 +39,15 @@ pub enum Command {
     Migrate,
     /// Validate the configuration, workflows and templates; exit 1 when invalid.
     Check,
+    /// Publish jobs (one JSON payload or JSON lines) with confirms; prints their message ids.
+    Publish(publish::PublishArgs),
+    /// The inbox: threads, newest update first.
+    Threads(threads::ThreadsArgs),
+    /// One thread and its feed.
+    Thread(threads::ThreadArgs),
+    /// Customers and their contacts.
+    #[command(subcommand)]
+    Customer(customer::CustomerCommand),
 }
 
 /// Entry point of the binary.
@@ -50,7 +66,10 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gochat: cannot start the async runtime: {e}");
@@ -71,6 +90,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
     match command {
         Command::Run => run::run(config).await,
         Command::Migrate => migrate::run(&config).await,
+        Command::Publish(args) => publish::run(&config, args).await,
+        Command::Threads(args) => threads::list(&config, args).await,
+        Command::Thread(args) => threads::show(&config, args).await,
+        Command::Customer(cmd) => customer::run(&config, cmd).await,
         Command::Check => Ok(ExitCode::SUCCESS),
     }
 }

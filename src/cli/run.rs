@@ -34,8 +34,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     });
 
     let name = format!("gochat-{}@{}", std::process::id(), hostname());
-    let (broker, broker_task) = Broker::supervise(config.amqp.url.clone(), name, trigger.subscribe());
-    let state = HttpState { store: store.clone(), broker: broker.status(), metrics: metrics.clone() };
+    let (broker, broker_task) =
+        Broker::supervise(config.amqp.url.clone(), name, trigger.subscribe());
+    let state = HttpState {
+        store: store.clone(),
+        broker: broker.status(),
+        metrics: metrics.clone(),
+    };
     let (addr, http_task) = http::serve(config.http.addr, state, trigger.subscribe())
         .await
         .with_context(|| format!("binding the HTTP address {}", config.http.addr))?;

@@ -36,7 +36,12 @@ pub enum ConfigError {
     },
     /// A key has a value of the wrong shape or out of range.
     #[error("{file}:{line}: key `{key}`: {message}")]
-    Invalid { file: String, line: usize, key: String, message: String },
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
 }
 
 /// Loads the configuration: `explicit` (from `--config`), else `GOCHAT_CONFIG`, else
@@ -61,8 +66,10 @@ pub fn load_with_env(
     let (mut config, source, text) = match path {
         Some(path) => {
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                file: file.clone(),
+                source,
+            })?;
             (load_from_str(&text, &file)?, ConfigSource::File(path), text)
         }
         None => (Config::default(), ConfigSource::BuiltIn, String::new()),
@@ -82,7 +89,12 @@ pub fn load_from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             .span()
             .map(|s| line_of(text, s.start))
             .unwrap_or_else(|| key_line(text, &key));
-        ConfigError::Invalid { file: file.into(), line, key, message: inner.message().into() }
+        ConfigError::Invalid {
+            file: file.into(),
+            line,
+            key,
+            message: inner.message().into(),
+        }
     })
 }
 
@@ -96,7 +108,10 @@ fn syntax_error(e: toml::de::Error, text: &str, file: &str) -> ConfigError {
 }
 
 /// The environment overrides of the public contract; each beats the file.
-fn apply_env(config: &mut Config, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn apply_env(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     if let Some(v) = env("GOCHAT_DATABASE_URL") {
         config.database.url = SecretUrl::new(v);
     }
@@ -136,7 +151,10 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
     check_scheme(&config.amqp.url, &["amqp", "amqps"]).map_err(|m| fail("amqp.url", m))?;
     check_scheme(&config.smtp.url, &["smtp", "smtps"]).map_err(|m| fail("smtp.url", m))?;
     if config.database.max_connections == 0 {
-        return Err(fail("database.max_connections", "expected at least 1, found 0".into()));
+        return Err(fail(
+            "database.max_connections",
+            "expected at least 1, found 0".into(),
+        ));
     }
     if config.amqp.retry_delays.is_empty() || config.amqp.retry_delays.iter().any(|d| d.is_zero()) {
         return Err(fail(
@@ -145,14 +163,25 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
                 .into(),
         ));
     }
-    if !config.amqp.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if !config
+        .amqp
+        .prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(fail(
             "amqp.prefix",
-            format!("expected letters, digits, '.', '_' or '-', found {:?}", config.amqp.prefix),
+            format!(
+                "expected letters, digits, '.', '_' or '-', found {:?}",
+                config.amqp.prefix
+            ),
         ));
     }
     if config.amqp.prefetch == 0 || config.amqp.concurrency == 0 {
-        return Err(fail("amqp.prefetch", "prefetch and concurrency must be at least 1".into()));
+        return Err(fail(
+            "amqp.prefetch",
+            "prefetch and concurrency must be at least 1".into(),
+        ));
     }
     for (kind, c) in &config.amqp.consumers {
         if !crate::contract::JOB_KINDS.contains(&kind.as_str()) {
@@ -174,11 +203,17 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
     if !config.mail.from_address.contains('@') {
         return Err(fail(
             "mail.from_address",
-            format!("expected an email address, found {:?}", config.mail.from_address),
+            format!(
+                "expected an email address, found {:?}",
+                config.mail.from_address
+            ),
         ));
     }
     if config.scheduler.interval.is_zero() || config.scheduler.batch == 0 {
-        return Err(fail("scheduler.interval", "interval and batch must be positive".into()));
+        return Err(fail(
+            "scheduler.interval",
+            "interval and batch must be positive".into(),
+        ));
     }
     Ok(())
 }
@@ -199,7 +234,9 @@ fn check_scheme(url: &SecretUrl, allowed: &[&str]) -> Result<(), String> {
 
 /// 1-based line of byte offset `at`.
 fn line_of(text: &str, at: usize) -> usize {
-    text.get(..at).map(|t| t.matches('\n').count() + 1).unwrap_or(1)
+    text.get(..at)
+        .map(|t| t.matches('\n').count() + 1)
+        .unwrap_or(1)
 }
 
 /// Best-effort line of a dotted key (`amqp.retry_delays`) in a TOML text, for errors found
@@ -220,8 +257,7 @@ fn key_line(text: &str, dotted: &str) -> usize {
             }
             continue;
         }
-        if current == table
-            && l.split('=').next().map(|k| k.trim().trim_matches('"')) == Some(key)
+        if current == table && l.split('=').next().map(|k| k.trim().trim_matches('"')) == Some(key)
         {
             return i + 1;
         }
@@ -249,21 +285,34 @@ mod tests {
     fn wrong_type_names_file_line_key_expected_and_found() {
         let text = "[database]\nmax_connections = \"ten\"\n";
         let err = load_from_str(text, "bad.toml").unwrap_err().to_string();
-        assert!(err.starts_with("bad.toml:2: key `database.max_connections`:"), "{err}");
+        assert!(
+            err.starts_with("bad.toml:2: key `database.max_connections`:"),
+            "{err}"
+        );
         assert!(err.contains("expected u32") && err.contains("ten"), "{err}");
     }
 
     #[test]
     fn unknown_key_is_refused_with_the_known_ones() {
-        let err = load_from_str("[amqp]\nprefixx = \"a\"\n", "c.toml").unwrap_err().to_string();
+        let err = load_from_str("[amqp]\nprefixx = \"a\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.toml:2"), "{err}");
-        assert!(err.contains("unknown field `prefixx`") && err.contains("`prefix`"), "{err}");
+        assert!(
+            err.contains("unknown field `prefixx`") && err.contains("`prefix`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn syntax_error_is_located() {
-        let err = load_from_str("[http]\naddr = \n", "s.toml").unwrap_err().to_string();
-        assert!(err.starts_with("s.toml:2: key `<syntax>`: not valid TOML"), "{err}");
+        let err = load_from_str("[http]\naddr = \n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.toml:2: key `<syntax>`: not valid TOML"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -271,16 +320,22 @@ mod tests {
         let err = load_from_str("[amqp]\nconfirm_timeout = \"ten seconds\"\n", "d.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("d.toml:2: key `amqp.confirm_timeout`"), "{err}");
+        assert!(
+            err.contains("d.toml:2: key `amqp.confirm_timeout`"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("g.toml");
         std::fs::write(&file, "[database]\n\nurl = \"mysql://x\"\n").expect("write");
         let err = load_with_env(Some(&file), no_env).unwrap_err().to_string();
-        assert!(err.ends_with(
-            "g.toml:3: key `database.url`: expected a URL with scheme sqlite or postgres or \
+        assert!(
+            err.ends_with(
+                "g.toml:3: key `database.url`: expected a URL with scheme sqlite or postgres or \
              postgresql, found scheme \"mysql\""
-        ), "{err}");
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -313,7 +368,10 @@ mod tests {
         let file = dir.path().join("e.toml");
         std::fs::write(&file, "").expect("write");
         let err = load_with_env(Some(&file), env).unwrap_err().to_string();
-        assert!(err.contains("GOCHAT_HTTP_ADDR") && err.contains("\"nowhere\""), "{err}");
+        assert!(
+            err.contains("GOCHAT_HTTP_ADDR") && err.contains("\"nowhere\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -322,7 +380,10 @@ mod tests {
         let file = dir.path().join("k.toml");
         std::fs::write(&file, "[amqp.consumers.inbound-mails]\nprefetch = 4\n").expect("write");
         let err = load_with_env(Some(&file), no_env).unwrap_err().to_string();
-        assert!(err.contains("k.toml:1: key `amqp.consumers.inbound-mails`"), "{err}");
+        assert!(
+            err.contains("k.toml:1: key `amqp.consumers.inbound-mails`"),
+            "{err}"
+        );
         assert!(err.contains("inbound-mail, outbound-message"), "{err}");
     }
 }

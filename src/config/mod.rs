@@ -22,6 +22,7 @@ pub use secret::{SecretUrl, redact};
 /// The whole configuration, as loaded and validated.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Config {
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
@@ -31,21 +32,6 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     pub scheduler: SchedulerConfig,
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            database: DatabaseConfig::default(),
-            amqp: AmqpConfig::default(),
-            http: HttpConfig::default(),
-            smtp: SmtpConfig::default(),
-            mail: MailConfig::default(),
-            workflows: WorkflowsConfig::default(),
-            scheduler: SchedulerConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 /// `[database]`: where the state lives.
@@ -152,7 +138,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 9187)) }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9187)),
+        }
     }
 }
 
@@ -212,7 +200,9 @@ pub struct WorkflowsConfig {
 
 impl Default for WorkflowsConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("workflows") }
+        Self {
+            dir: PathBuf::from("workflows"),
+        }
     }
 }
 
@@ -229,7 +219,10 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_millis(500), batch: 500 }
+        Self {
+            interval: Duration::from_millis(500),
+            batch: 500,
+        }
     }
 }
 
@@ -245,7 +238,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Human, filter: "info".into() }
+        Self {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -277,8 +273,9 @@ mod duration_list {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|s| {
-                humantime::parse_duration(s)
-                    .map_err(|e| D::Error::custom(format!("{s:?} is not a duration like \"10s\": {e}")))
+                humantime::parse_duration(s).map_err(|e| {
+                    D::Error::custom(format!("{s:?} is not a duration like \"10s\": {e}"))
+                })
             })
             .collect()
     }

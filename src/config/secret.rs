@@ -73,7 +73,10 @@ mod tests {
 
     #[test]
     fn url_without_password_is_unchanged() {
-        assert_eq!(redact("sqlite://data/gochat.db?mode=rwc"), "sqlite://data/gochat.db?mode=rwc");
+        assert_eq!(
+            redact("sqlite://data/gochat.db?mode=rwc"),
+            "sqlite://data/gochat.db?mode=rwc"
+        );
         assert_eq!(redact("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
     }
 }

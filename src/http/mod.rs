@@ -55,14 +55,29 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         if db { "up" } else { "down" },
         if broker { "up" } else { "down" }
     );
-    let code = if db && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if db && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, [("content-type", "application/json")], body)
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let (in_use, size) = s.store.pool_in_use();
-    s.metrics.db_pool.with_label_values(&["in_use"]).set(i64::from(in_use));
-    s.metrics.db_pool.with_label_values(&["idle"]).set(i64::from(size.saturating_sub(in_use)));
-    s.metrics.broker_connected.set(i64::from(s.broker.is_connected()));
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
+    s.metrics
+        .db_pool
+        .with_label_values(&["in_use"])
+        .set(i64::from(in_use));
+    s.metrics
+        .db_pool
+        .with_label_values(&["idle"])
+        .set(i64::from(size.saturating_sub(in_use)));
+    s.metrics
+        .broker_connected
+        .set(i64::from(s.broker.is_connected()));
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }

@@ -59,3 +59,19 @@ impl From<sea_orm::DbErr> for JobError {
         StoreError::from(e).into()
     }
 }
+
+/// Checks a payload against its kind's contract before any work is done; the reason names
+/// the field. (JSON Schema validation joins this as `schemas/` lands.)
+pub fn check_payload(kind: &str, payload: &serde_json::Value) -> Result<(), JobError> {
+    let expected = format!("{kind}/v1");
+    match payload.get("schema").and_then(|s| s.as_str()) {
+        _ if !payload.is_object() => Err(JobError::permanent("payload is not a JSON object")),
+        Some(s) if s == expected => Ok(()),
+        Some(s) => Err(JobError::permanent(format!(
+            "payload has schema {s:?}, expected {expected:?}"
+        ))),
+        None => Err(JobError::permanent(format!(
+            "payload has no \"schema\" field; expected \"{expected}\""
+        ))),
+    }
+}

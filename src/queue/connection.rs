@@ -21,7 +21,10 @@ pub struct BrokerStatus(watch::Receiver<Option<Arc<Connection>>>);
 
 impl BrokerStatus {
     pub fn is_connected(&self) -> bool {
-        self.0.borrow().as_ref().is_some_and(|c| c.status().connected())
+        self.0
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
     }
 
     /// A status that is never connected (commands that do not use the broker).
@@ -39,7 +42,11 @@ pub struct Broker {
 
 impl Broker {
     /// Starts the supervisor task; it runs until `shutdown`, then closes the connection.
-    pub fn supervise(url: SecretUrl, name: String, mut shutdown: Shutdown) -> (Broker, tokio::task::JoinHandle<()>) {
+    pub fn supervise(
+        url: SecretUrl,
+        name: String,
+        mut shutdown: Shutdown,
+    ) -> (Broker, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(None::<Arc<Connection>>);
         let task = tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);

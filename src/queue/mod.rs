@@ -1,5 +1,16 @@
-//! The RabbitMQ side: one supervised connection, the topology, publishers and consumers.
+//! The RabbitMQ side: one supervised connection, the contract's topology, publishers with
+//! confirms, consumers that settle jobs only after commit, and the outbox relay.
 
 mod connection;
+pub mod consumer;
+mod error;
+mod names;
+pub mod publisher;
+pub mod relay;
+pub mod topology;
 
 pub use connection::{Broker, BrokerStatus};
+pub use consumer::{ConsumerSpec, Handled, Handler};
+pub use error::QueueError;
+pub use names::Names;
+pub use publisher::{Outgoing, Publisher};

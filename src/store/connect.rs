@@ -14,13 +14,15 @@ impl Store {
     /// Connects to `config.url`, creating the SQLite folder if needed.
     pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
         let url = config.url.expose();
-        if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::SqliteFolder {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-            }
+        if let Some(path) = sqlite_path(url)
+            && let Some(dir) = Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::SqliteFolder {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let mut options = ConnectOptions::new(url.to_owned());
         let busy = config.busy_timeout;
@@ -33,11 +35,16 @@ impl Store {
             .map_sqlx_sqlite_opts(move |o| {
                 // WAL lets readers (the inbox, readiness) run beside the one writer; the busy
                 // timeout turns lock contention into a wait instead of an error.
-                o.journal_mode(SqliteJournalMode::Wal).busy_timeout(busy).foreign_keys(true)
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
             });
         let db = Database::connect(options)
             .await
-            .map_err(|source| StoreError::Connect { url: config.url.redacted(), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: config.url.redacted(),
+                source,
+            })?;
         Ok(Store { db })
     }
 
@@ -64,7 +71,10 @@ impl Store {
             return Ok(());
         }
         if auto_migrate {
-            tracing::info!(count = pending.len(), "applying pending migrations (auto_migrate)");
+            tracing::info!(
+                count = pending.len(),
+                "applying pending migrations (auto_migrate)"
+            );
             self.migrate().await?;
             return Ok(());
         }
@@ -74,7 +84,9 @@ impl Store {
 
 /// The file path of a `sqlite://PATH?...` URL, `None` for memory databases and other backends.
 fn sqlite_path(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.to_owned())
 }
@@ -85,8 +97,14 @@ mod tests {
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite://data/gochat.db?mode=rwc").as_deref(), Some("data/gochat.db"));
-        assert_eq!(sqlite_path("sqlite:///var/lib/x.db").as_deref(), Some("/var/lib/x.db"));
+        assert_eq!(
+            sqlite_path("sqlite://data/gochat.db?mode=rwc").as_deref(),
+            Some("data/gochat.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/x.db").as_deref(),
+            Some("/var/lib/x.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("postgres://h/db"), None);
     }

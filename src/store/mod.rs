@@ -2,13 +2,19 @@
 //! (upsert a customer, list the inbox, claim due timers, ...) and never build queries.
 
 mod connect;
+pub mod customers;
 mod error;
+pub mod inbox;
+pub mod outbox;
+pub mod processed;
 mod tx;
 pub mod views;
 
 use sea_orm::{DatabaseConnection, DbBackend};
 
+pub use customers::{ContactInput, CustomerUpsert, UpsertOutcome};
 pub use error::StoreError;
+pub use inbox::InboxFilter;
 pub use tx::Tx;
 
 /// A pooled connection to the configured database (SQLite or PostgreSQL).

@@ -1,0 +1,370 @@
+//! Consuming one job kind: take a delivery, decode it, hand it to the handler, and settle it.
+//!
+//! Settling is where "nothing lost" is decided: a job is acked only after the handler
+//! committed its effects; a transient failure is re-published to the retry ladder and a
+//! permanent one to the dead letters, each confirmed by the broker *before* the original is
+//! acked. If that publish fails, the original is requeued, so the worst case is a
+//! redelivery, which the handler's idempotency makes harmless.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::publisher::{Outgoing, Publisher};
+use super::topology::{RETRY_DELAY_HEADER, retry_header_value};
+use super::{Broker, Names};
+use crate::jobs::{Job, JobError};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+pub const REASON_HEADER: &str = "x-gochat-reason";
+pub const KIND_HEADER: &str = "x-gochat-kind";
+pub const ATTEMPTS_HEADER: &str = "x-gochat-attempts";
+pub const FIRST_FAILURE_HEADER: &str = "x-gochat-first-failure";
+
+/// What a handler did with a job it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Its effects are committed.
+    Applied,
+    /// Its message id was already processed: nothing was done again.
+    Duplicate,
+}
+
+/// Runs one job to completion (committed) or to a classified failure.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, job: Job) -> impl Future<Output = Result<Handled, JobError>> + Send;
+}
+
+/// How one kind's consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub kind: String,
+    pub prefetch: u16,
+    pub concurrency: usize,
+    pub retry_delays: Vec<Duration>,
+    pub confirm_timeout: Duration,
+}
+
+/// Consumes `spec.kind` until shutdown, reconnecting with the broker. On shutdown it stops
+/// taking deliveries, waits for those in flight, and returns.
+pub async fn run<H: Handler>(
+    broker: Broker,
+    names: Names,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) {
+    let slots = Arc::new(Semaphore::new(spec.concurrency));
+    let ctx = Arc::new(Settle {
+        names,
+        spec,
+        metrics,
+    });
+    let mut watch = broker.watch();
+    while !shutdown.is_shutdown() {
+        // Wait for a live connection (or shutdown).
+        let conn = tokio::select! {
+            _ = shutdown.recv() => break,
+            c = watch.wait_for(|c| c.as_ref().is_some_and(|c| c.status().connected())) => match c {
+                Ok(c) => c.clone(),
+                Err(_) => break,
+            },
+        };
+        let Some(conn) = conn else { continue };
+        match consume_on(&conn, &ctx, &slots, &handler, &mut shutdown).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(kind = %ctx.spec.kind, error = %e, "consumer interrupted; resuming when the broker is back");
+                tokio::select! {
+                    _ = shutdown.recv() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+    // Let in-flight jobs finish: each holds a slot.
+    let _all = slots.acquire_many(ctx.spec.concurrency as u32).await;
+    tracing::info!(kind = %ctx.spec.kind, "consumer stopped");
+}
+
+struct Settle {
+    names: Names,
+    spec: ConsumerSpec,
+    metrics: Metrics,
+}
+
+async fn consume_on<H: Handler>(
+    conn: &lapin::Connection,
+    ctx: &Arc<Settle>,
+    slots: &Arc<Semaphore>,
+    handler: &Arc<H>,
+    shutdown: &mut Shutdown,
+) -> Result<(), super::QueueError> {
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(ctx.spec.prefetch, BasicQosOptions::default())
+        .await?;
+    let publisher = Arc::new(Publisher::open(conn, ctx.spec.confirm_timeout).await?);
+    let tag = format!("gochat-{}-{}", ctx.spec.kind, uuid::Uuid::now_v7().simple());
+    let queue = ctx.names.queue(&ctx.spec.kind);
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(kind = %ctx.spec.kind, %queue, prefetch = ctx.spec.prefetch, concurrency = ctx.spec.concurrency, "consuming");
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.recv() => {
+                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                break;
+            }
+            d = consumer.next() => d,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(super::QueueError::Disconnected),
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (ctx, handler, publisher) = (ctx.clone(), handler.clone(), publisher.clone());
+        tokio::spawn(async move {
+            ctx.process(delivery, handler.as_ref(), &publisher).await;
+            drop(permit);
+        });
+    }
+    // Deliveries already running keep their slot; wait for them before closing the channel
+    // they must ack on.
+    let _all = slots.acquire_many(ctx.spec.concurrency as u32).await;
+    publisher.close().await;
+    let _ = channel.close(200, "shutdown".into()).await;
+    Ok(())
+}
+
+impl Settle {
+    async fn process<H: Handler>(&self, delivery: Delivery, handler: &H, publisher: &Publisher) {
+        let kind = self.spec.kind.as_str();
+        let started = Instant::now();
+        self.metrics.jobs_consumed.with_label_values(&[kind]).inc();
+        let job = match decode(kind, &delivery) {
+            Ok(job) => job,
+            Err(reason) => {
+                self.dead_letter(&delivery, publisher, &reason, 1, None)
+                    .await;
+                return;
+            }
+        };
+        let span =
+            tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
+        let (attempt, first_failure) = (job.attempt, job.first_failure);
+        let result = handler.handle(job).instrument(span.clone()).await;
+        let _enter = span.enter();
+        match result {
+            Ok(outcome) => {
+                let label = if outcome == Handled::Applied {
+                    "acked"
+                } else {
+                    "duplicate"
+                };
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    // The effects are committed; the redelivery will be a duplicate.
+                    tracing::warn!(error = %e, "ack failed after commit; the job will come back as a duplicate");
+                }
+                self.metrics.jobs.with_label_values(&[kind, label]).inc();
+            }
+            Err(JobError::Transient(reason))
+                if (attempt as usize) <= self.spec.retry_delays.len() =>
+            {
+                let delay = self.spec.retry_delays[attempt as usize - 1];
+                tracing::warn!(%reason, retry_in = ?delay, "transient failure; retrying");
+                self.retry(&delivery, publisher, delay, attempt, first_failure)
+                    .await;
+            }
+            Err(JobError::Transient(reason)) => {
+                let reason = format!("gave up after {attempt} attempts: {reason}");
+                self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
+                    .await;
+            }
+            Err(JobError::Permanent(reason)) => {
+                self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
+                    .await;
+            }
+        }
+        self.metrics
+            .job_duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn retry(
+        &self,
+        d: &Delivery,
+        publisher: &Publisher,
+        delay: Duration,
+        attempt: u32,
+        first: Option<DateTime<Utc>>,
+    ) {
+        let first = first.unwrap_or_else(Utc::now);
+        let msg = self
+            .copy(d, self.names.retry_exchange(), attempt, first)
+            .header(RETRY_DELAY_HEADER, retry_header_value(delay));
+        self.settle(d, publisher, msg, "retried").await;
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        publisher: &Publisher,
+        reason: &str,
+        attempt: u32,
+        first: Option<DateTime<Utc>>,
+    ) {
+        tracing::error!(kind = %self.spec.kind, %reason, "job dead-lettered");
+        let mut msg = self.copy(d, String::new(), attempt, first.unwrap_or_else(Utc::now));
+        msg.routing_key = self.names.dead_letters();
+        let msg = msg.header(REASON_HEADER, text(&one_line(reason)));
+        self.settle(d, publisher, msg, "dead_lettered").await;
+    }
+
+    /// Publishes `msg` (confirmed), then acks the original; requeues the original if the
+    /// publish failed, so the job is never lost between the two.
+    async fn settle(&self, d: &Delivery, publisher: &Publisher, msg: Outgoing, outcome: &str) {
+        match publisher.publish(&msg).await {
+            Ok(()) => {
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+                self.metrics
+                    .jobs
+                    .with_label_values(&[&self.spec.kind, outcome])
+                    .inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the job to {}; requeueing it", msg.routing_key);
+                let _ = d
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                self.metrics
+                    .jobs
+                    .with_label_values(&[&self.spec.kind, "requeued"])
+                    .inc();
+            }
+        }
+    }
+
+    /// The delivery as a new message keeping body, id and headers, with updated counters.
+    fn copy(&self, d: &Delivery, exchange: String, attempt: u32, first: DateTime<Utc>) -> Outgoing {
+        let mut headers = d.properties.headers().clone().unwrap_or_default();
+        headers.insert(KIND_HEADER.into(), text(&self.spec.kind));
+        headers.insert(
+            ATTEMPTS_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(attempt)),
+        );
+        headers.insert(FIRST_FAILURE_HEADER.into(), text(&first.to_rfc3339()));
+        let message_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        Outgoing {
+            exchange,
+            routing_key: self.spec.kind.clone(),
+            message_id,
+            content_type: "application/json",
+            payload: d.data.clone(),
+            headers,
+        }
+    }
+}
+
+/// Turns a delivery into a [`Job`], or says why it cannot be one (a permanent failure).
+pub fn decode(kind: &str, d: &Delivery) -> Result<Job, String> {
+    let message_id = d
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| {
+            "job has no AMQP message_id; every job needs one as its idempotency key".to_string()
+        })?;
+    let headers = d.properties.headers().clone().unwrap_or_default();
+    let previous = headers
+        .inner()
+        .get(ATTEMPTS_HEADER)
+        .and_then(as_i64)
+        .unwrap_or(0);
+    let first_failure = headers
+        .inner()
+        .get(FIRST_FAILURE_HEADER)
+        .and_then(as_string)
+        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let payload: serde_json::Value =
+        serde_json::from_slice(&d.data).map_err(|e| format!("payload is not valid JSON: {e}"))?;
+    crate::jobs::check_payload(kind, &payload).map_err(|e| e.to_string())?;
+    Ok(Job {
+        kind: kind.to_owned(),
+        message_id,
+        payload,
+        attempt: u32::try_from(previous.max(0))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1),
+        first_failure,
+    })
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.to_owned()))
+}
+
+fn as_i64(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::LongLongInt(i) => Some(*i),
+        AMQPValue::LongInt(i) => Some(i64::from(*i)),
+        AMQPValue::LongUInt(i) => Some(i64::from(*i)),
+        AMQPValue::ShortInt(i) => Some(i64::from(*i)),
+        AMQPValue::ShortUInt(i) => Some(i64::from(*i)),
+        _ => as_string(v).and_then(|s| s.parse().ok()),
+    }
+}
+
+fn as_string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// A reason fit for a header: one line, at most 500 characters.
+pub fn one_line(reason: &str) -> String {
+    let flat: String = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 500 {
+        let mut cut: String = flat.chars().take(497).collect();
+        cut.push_str("...");
+        cut
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,119 @@
+//! Declares the exchanges and queues of the contract. Declaring is idempotent, so every
+//! worker does it on every (re)connection and ops never run a set-up script.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ExchangeKind};
+
+use super::{Names, QueueError};
+use crate::config::{AmqpConfig, QueueType};
+use crate::contract::JOB_KINDS;
+
+/// The header a retried job carries; the retry exchange routes on it.
+pub const RETRY_DELAY_HEADER: &str = "x-gochat-retry-delay-ms";
+
+/// Declares everything on a fresh channel of `conn` (a failed declaration closes its channel).
+pub async fn declare(
+    conn: &Connection,
+    names: &Names,
+    config: &AmqpConfig,
+) -> Result<(), QueueError> {
+    let ch = conn.create_channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    exchange(&ch, &names.jobs_exchange(), ExchangeKind::Direct, durable).await?;
+    exchange(&ch, &names.events_exchange(), ExchangeKind::Topic, durable).await?;
+    exchange(&ch, &names.retry_exchange(), ExchangeKind::Headers, durable).await?;
+
+    for kind in JOB_KINDS {
+        let q = names.queue(kind);
+        queue(&ch, &q, queue_args(config.queue_type)).await?;
+        ch.queue_bind(
+            q.as_str().into(),
+            names.jobs_exchange().into(),
+            (*kind).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    queue(&ch, &names.dead_letters(), queue_args(config.queue_type)).await?;
+
+    for delay in &config.retry_delays {
+        let q = names.retry_queue(*delay);
+        let mut args = queue_args(config.queue_type);
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(millis(*delay)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(names.jobs_exchange().into()),
+        );
+        queue(&ch, &q, args).await?;
+        let mut bind = FieldTable::default();
+        bind.insert("x-match".into(), AMQPValue::LongString("all".into()));
+        bind.insert(RETRY_DELAY_HEADER.into(), retry_header_value(*delay));
+        ch.queue_bind(
+            q.as_str().into(),
+            names.retry_exchange().into(),
+            ShortString::from(""),
+            QueueBindOptions::default(),
+            bind,
+        )
+        .await?;
+    }
+    let _ = ch.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
+/// The value of [`RETRY_DELAY_HEADER`] for `delay`, identical in bindings and messages.
+pub fn retry_header_value(delay: Duration) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(millis(delay).to_string()))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn queue_args(kind: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    let t = match kind {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    args.insert("x-queue-type".into(), AMQPValue::LongString(t.into()));
+    args
+}
+
+async fn exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    opts: ExchangeDeclareOptions,
+) -> Result<(), QueueError> {
+    ch.exchange_declare(name.into(), kind, opts, FieldTable::default())
+        .await
+        .map_err(|source| QueueError::Topology {
+            what: format!("exchange {name}"),
+            source,
+        })
+}
+
+async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), QueueError> {
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), opts, args)
+        .await
+        .map(|_| ())
+        .map_err(|source| QueueError::Topology {
+            what: format!("queue {name}"),
+            source,
+        })
+}

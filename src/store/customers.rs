@@ -1,0 +1,237 @@
+//! Customers and their contacts: the upsert other tools (and ops) use to keep them in sync.
+
+use chrono::{DateTime, Utc};
+use gochat_entities::{contacts, customer_contacts, customers};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// A customer with the contacts to attach (the `customer-upsert` job's payload).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CustomerUpsert {
+    pub external_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub contacts: Vec<ContactInput>,
+    /// Detach the customer's contacts that are not listed (the contacts themselves stay:
+    /// they may belong to other customers and their messages keep their sender).
+    #[serde(default)]
+    pub replace_contacts: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ContactInput {
+    pub kind: contacts::ContactKind,
+    pub address: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created,
+    Updated,
+}
+
+/// The canonical form of an address, so one person is one contact: emails are trimmed and
+/// lower-cased; chat ids are trimmed. Refuses what could smuggle a header (CR, LF).
+pub fn normalise_address(kind: contacts::ContactKind, raw: &str) -> Result<String, StoreError> {
+    let a = raw.trim();
+    if a.is_empty() || a.chars().any(|c| c.is_control()) {
+        return Err(StoreError::Invalid(format!(
+            "invalid {} address {raw:?}",
+            kind_name(kind)
+        )));
+    }
+    match kind {
+        contacts::ContactKind::Email => {
+            let (local, domain) = a
+                .rsplit_once('@')
+                .filter(|(l, d)| {
+                    !l.is_empty() && d.contains('.') && !a.contains(char::is_whitespace)
+                })
+                .ok_or_else(|| StoreError::Invalid(format!("invalid email address {raw:?}")))?;
+            Ok(format!(
+                "{}@{}",
+                local.to_lowercase(),
+                domain.to_lowercase()
+            ))
+        }
+        contacts::ContactKind::Chat => Ok(a.to_owned()),
+    }
+}
+
+fn kind_name(kind: contacts::ContactKind) -> &'static str {
+    match kind {
+        contacts::ContactKind::Email => "email",
+        contacts::ContactKind::Chat => "chat",
+    }
+}
+
+/// Creates or updates a customer by external id and attaches its contacts, inside `db` (a
+/// transaction when called from a job). Safe against concurrent upserts of the same ids.
+pub async fn upsert_customer(
+    db: &impl ConnectionTrait,
+    input: &CustomerUpsert,
+    now: DateTime<Utc>,
+) -> Result<(Uuid, UpsertOutcome), StoreError> {
+    let external_id = input.external_id.trim();
+    if external_id.is_empty() {
+        return Err(StoreError::Invalid("customer external_id is empty".into()));
+    }
+    let existing = customers::Entity::find()
+        .filter(customers::Column::ExternalId.eq(external_id))
+        .one(db)
+        .await?;
+    let outcome = if existing.is_some() {
+        UpsertOutcome::Updated
+    } else {
+        UpsertOutcome::Created
+    };
+    customers::Entity::insert(customers::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        external_id: Set(external_id.to_owned()),
+        name: Set(input.name.clone()),
+        attributes: Set(serde_json::json!({})),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(customers::Column::ExternalId)
+            .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    let customer = customers::Entity::find()
+        .filter(customers::Column::ExternalId.eq(external_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "customer",
+            id: external_id.into(),
+        })?;
+
+    let mut keep = Vec::with_capacity(input.contacts.len());
+    for c in &input.contacts {
+        let contact = upsert_contact(db, c, now).await?;
+        link(db, customer.id, contact, now).await?;
+        keep.push(contact);
+    }
+    if input.replace_contacts {
+        customer_contacts::Entity::delete_many()
+            .filter(customer_contacts::Column::CustomerId.eq(customer.id))
+            .filter(customer_contacts::Column::ContactId.is_not_in(keep))
+            .exec(db)
+            .await?;
+    }
+    Ok((customer.id, outcome))
+}
+
+/// Finds or creates a contact by (kind, normalised address); a given name or language
+/// updates the stored one. Returns its id.
+pub async fn upsert_contact(
+    db: &impl ConnectionTrait,
+    c: &ContactInput,
+    now: DateTime<Utc>,
+) -> Result<Uuid, StoreError> {
+    let address = normalise_address(c.kind, &c.address)?;
+    let mut update = vec![contacts::Column::UpdatedAt];
+    if c.name.is_some() {
+        update.push(contacts::Column::DisplayName);
+    }
+    if c.language.is_some() {
+        update.push(contacts::Column::Language);
+    }
+    contacts::Entity::insert(contacts::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        kind: Set(c.kind),
+        address: Set(address.clone()),
+        display_name: Set(c.name.clone()),
+        language: Set(c.language.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
+            .update_columns(update)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    contacts::Entity::find()
+        .filter(contacts::Column::Kind.eq(c.kind))
+        .filter(contacts::Column::Address.eq(&address))
+        .one(db)
+        .await?
+        .map(|m| m.id)
+        .ok_or(StoreError::NotFound {
+            what: "contact",
+            id: address,
+        })
+}
+
+async fn link(
+    db: &impl ConnectionTrait,
+    customer: Uuid,
+    contact: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    customer_contacts::Entity::insert(customer_contacts::ActiveModel {
+        customer_id: Set(customer),
+        contact_id: Set(contact),
+        created_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            customer_contacts::Column::CustomerId,
+            customer_contacts::Column::ContactId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contacts::ContactKind;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalise_address(ContactKind::Email, " Anna.M@Example.COM ")
+                .ok()
+                .as_deref(),
+            Some("anna.m@example.com")
+        );
+        for bad in [
+            "",
+            "anna",
+            "anna@",
+            "@example.com",
+            "a b@example.com",
+            "anna@example.com\r\nBcc: x@y.z",
+            "anna@localhost",
+        ] {
+            assert!(
+                normalise_address(ContactKind::Email, bad).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            normalise_address(ContactKind::Chat, " widget:42 ")
+                .ok()
+                .as_deref(),
+            Some("widget:42")
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The transactional outbox: follow-up jobs and events are written in the job's own
+//! transaction and published after commit by the relay, so a crash between commit and
+//! publish loses nothing (the row is still there) and a rolled-back job publishes nothing.
+
+use chrono::{DateTime, Duration, Utc};
+use gochat_entities::outbox;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, Statement,
+};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// A row to publish.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub id: Uuid,
+    pub kind: outbox::OutboxKind,
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: String,
+    pub payload: String,
+    pub headers: Option<serde_json::Value>,
+}
+
+/// Adds a message to the outbox inside `db` (the job's transaction).
+pub async fn enqueue(
+    db: &impl ConnectionTrait,
+    kind: outbox::OutboxKind,
+    exchange: &str,
+    routing_key: &str,
+    message_id: &str,
+    payload: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    outbox::Entity::insert(outbox::ActiveModel {
+        id: Set(id),
+        kind: Set(kind),
+        exchange: Set(exchange.to_owned()),
+        routing_key: Set(routing_key.to_owned()),
+        message_id: Set(message_id.to_owned()),
+        payload: Set(payload.to_string()),
+        headers: Set(None),
+        created_at: Set(now),
+        available_at: Set(now),
+        attempts: Set(0),
+        published_at: Set(None),
+        last_error: Set(None),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(id)
+}
+
+/// Claims up to `limit` unpublished rows for `lease`: other relays skip them until the lease
+/// ends, so several workers do not publish the same rows (and if this one dies, another
+/// takes them over after the lease). One statement on both databases; PostgreSQL skips rows
+/// another relay has locked instead of waiting.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<OutboxMessage>, StoreError> {
+    let backend = db.get_database_backend();
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let (p1, p2, p3) = placeholders(backend);
+    let sql = format!(
+        "UPDATE outbox SET available_at = {p1}, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND available_at <= {p2} \
+         ORDER BY id LIMIT {p3}{lock}) \
+         RETURNING id, kind, exchange, routing_key, message_id, payload, headers"
+    );
+    let stmt = Statement::from_sql_and_values(
+        backend,
+        sql,
+        [(now + lease).into(), now.into(), i64::from(limit).into()],
+    );
+    let rows = db.query_all_raw(stmt).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let kind: String = r.try_get("", "kind")?;
+        out.push(OutboxMessage {
+            id: r.try_get("", "id")?,
+            kind: if kind == "event" {
+                outbox::OutboxKind::Event
+            } else {
+                outbox::OutboxKind::Job
+            },
+            exchange: r.try_get("", "exchange")?,
+            routing_key: r.try_get("", "routing_key")?,
+            message_id: r.try_get("", "message_id")?,
+            payload: r.try_get("", "payload")?,
+            headers: r.try_get("", "headers")?,
+        });
+    }
+    out.sort_by_key(|m| m.id);
+    Ok(out)
+}
+
+/// Marks rows published (confirmed by the broker).
+pub async fn mark_published(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::PublishedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records why a publish failed; the row becomes available again after `retry_in`.
+pub async fn mark_failed(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    error: &str,
+    available_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::LastError,
+            sea_orm::sea_query::Expr::value(error.to_owned()),
+        )
+        .col_expr(
+            outbox::Column::AvailableAt,
+            sea_orm::sea_query::Expr::value(available_at),
+        )
+        .filter(outbox::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Rows not yet published (the `gochat_outbox_backlog` gauge).
+pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, StoreError> {
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .count(db)
+        .await?)
+}
+
+/// Deletes rows published before `before`, keeping the table (and its index) small.
+pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    let r = outbox::Entity::delete_many()
+        .filter(outbox::Column::PublishedAt.lt(before))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
+}
+
+fn placeholders(backend: DbBackend) -> (&'static str, &'static str, &'static str) {
+    match backend {
+        DbBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?", "?", "?"),
+    }
+}

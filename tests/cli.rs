@@ -1,0 +1,304 @@
+//! The `gochat` binary end to end: configuration errors, `check`, `migrate`, and `run`
+//! (health, readiness, metrics, graceful shutdown) on SQLite and PostgreSQL.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb, gochat, stderr, stdout};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+    let out = gochat(dir.path(), "sqlite::memory:")
+        .args(["--config", shipped, "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("default.toml: ok"),
+        "{}",
+        stdout(&out)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[amqp]\nretry_delays = [\"1s\", \"soon\"]\n").expect("write");
+    let out = gochat(dir.path(), "sqlite::memory:")
+        .args(["--config"])
+        .arg(&bad)
+        .arg("check")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:2: key `amqp.retry_delays`"), "{err}");
+    assert!(err.contains("\"soon\" is not a duration"), "{err}");
+}
+
+#[test]
+fn an_invalid_config_stops_every_command_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[database]\nmax_connections = 0\n").expect("write");
+    for cmd in [&["migrate"][..], &["run"], &["threads"]] {
+        let out = gochat(dir.path(), "sqlite::memory:")
+            .env("GOCHAT_CONFIG", &bad)
+            .args(cmd)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out)
+                .contains("bad.toml:2: key `database.max_connections`: expected at least 1"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // A bad override names the variable.
+    let out = gochat(dir.path(), "sqlite::memory:")
+        .env("GOCHAT_HTTP_ADDR", "port 80")
+        .arg("migrate")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("GOCHAT_HTTP_ADDR"),
+        "{}",
+        stderr(&out)
+    );
+    // A wrong database scheme from the environment is caught before connecting.
+    let out = gochat(dir.path(), "mysql://root@127.0.0.1/test")
+        .arg("migrate")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("key `database.url`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = gochat(dir.path(), "sqlite::memory:")
+        .arg("no-such-command")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let out = gochat(dir.path(), "sqlite::memory:")
+        .args(["threads", "--status", "pending"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected one of open, waiting, reminder, closed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_default_database_is_a_sqlite_file_under_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(common::gochat_bin())
+        .current_dir(dir.path())
+        .env_remove("GOCHAT_DATABASE_URL")
+        .env_remove("GOCHAT_CONFIG")
+        .arg("migrate")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.path().join("data/gochat.db").is_file());
+}
+
+both_backends!(
+    migrate_is_idempotent_and_run_refuses_an_unmigrated_database,
+    |db: TestDb| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = gochat(dir.path(), &db.url)
+            .env("GOCHAT_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .arg("run")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("run `gochat migrate`"),
+            "{}",
+            stderr(&out)
+        );
+
+        let first = gochat(dir.path(), &db.url)
+            .arg("migrate")
+            .output()
+            .expect("run");
+        assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+        assert!(
+            !stdout(&first).starts_with("0 migration"),
+            "{}",
+            stdout(&first)
+        );
+        let second = gochat(dir.path(), &db.url)
+            .arg("migrate")
+            .output()
+            .expect("run");
+        assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+        assert!(
+            stdout(&second).starts_with("0 migration(s) applied"),
+            "{}",
+            stdout(&second)
+        );
+        let store = gochat::store::Store::connect(&db.config())
+            .await
+            .expect("connect");
+        assert!(
+            store
+                .pending_migrations()
+                .await
+                .expect("pending")
+                .is_empty()
+        );
+    }
+);
+
+/// A running worker, killed if the test fails before stopping it.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_worker(dir: &std::path::Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Worker {
+    let mut cmd = gochat(dir, db_url);
+    cmd.env("GOCHAT_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "GOCHAT_AMQP_PREFIX",
+            format!("test-{}.", uuid::Uuid::now_v7().simple()),
+        )
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Worker(cmd.spawn().expect("spawn gochat run"))
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(url).await.ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.text().await.unwrap_or_default()))
+}
+
+/// Polls `url` until it answers `want` or 30 s pass.
+async fn wait_status(url: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((code, body)) = get(url).await
+            && code == want
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigterm_and_wait(worker: &mut Worker) -> (Option<i32>, String) {
+    let pid = worker.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = worker.0.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = worker.0.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gochat run did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+both_backends!(
+    run_serves_health_readiness_metrics_and_stops_on_sigterm,
+    |db: TestDb| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _store = db.store().await; // migrated
+        let port = free_port();
+        let mut worker = start_worker(dir.path(), &db.url, port, &[]);
+        let base = format!("http://127.0.0.1:{port}");
+        assert_eq!(wait_status(&format!("{base}/healthz"), 200).await, "ok\n");
+        let ready = wait_status(&format!("{base}/readyz"), 200).await;
+        assert_eq!(ready.trim(), r#"{"database":"up","broker":"up"}"#);
+        let (code, metrics) = get(&format!("{base}/metrics")).await.expect("metrics");
+        assert_eq!(code, 200);
+        assert!(
+            metrics.contains("gochat_build_info{version=\""),
+            "{metrics}"
+        );
+        assert!(metrics.contains("gochat_broker_connected 1"), "{metrics}");
+        assert!(
+            metrics.contains("gochat_db_pool_connections{state=\"in_use\"}"),
+            "{metrics}"
+        );
+
+        let (code, err) = sigterm_and_wait(&mut worker);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.contains("stopped cleanly"), "{err}");
+        assert!(
+            !err.contains("guest:guest"),
+            "the AMQP password leaked into the logs: {err}"
+        );
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_the_broker_is_unreachable_and_auto_migrate_works() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("auto.toml");
+    std::fs::write(&config, "[database]\nauto_migrate = true\n").expect("write");
+    let port = free_port();
+    let dead_broker = format!("amqp://guest:secret-pw@127.0.0.1:{}/%2f", free_port());
+    let mut worker = start_worker(
+        dir.path(),
+        &db.url,
+        port,
+        &[
+            ("GOCHAT_AMQP_URL", &dead_broker),
+            ("GOCHAT_CONFIG", config.to_str().expect("utf-8 path")),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&format!("{base}/healthz"), 200).await;
+    let body = wait_status(&format!("{base}/readyz"), 503).await;
+    assert_eq!(body.trim(), r#"{"database":"up","broker":"down"}"#);
+    let (code, err) = sigterm_and_wait(&mut worker);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("applying pending migrations"), "{err}");
+    assert!(err.contains("cannot connect to the broker"), "{err}");
+    assert!(!err.contains("secret-pw"), "password leaked: {err}");
+}

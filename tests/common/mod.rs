@@ -1,0 +1,159 @@
+//! Shared test support: a fresh database per test (SQLite file or PostgreSQL database
+//! `gochat_test_<uuid>`, dropped afterwards) and helpers to run the `gochat` binary.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gochat::config::{DatabaseConfig, SecretUrl};
+use gochat::store::Store;
+use sea_orm::{ConnectionTrait, Database};
+
+/// Admin URL of the PostgreSQL server the tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("GOCHAT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test only.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    /// The PostgreSQL database to drop, or the SQLite folder to delete, on drop.
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/gochat.db?mode=rwc", dir.path().display());
+                TestDb {
+                    url,
+                    backend,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("gochat_test_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(pg_admin_url())
+                    .await
+                    .expect("PostgreSQL reachable");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create database");
+                admin.close().await.ok();
+                let base = pg_admin_url();
+                let url = match base.rfind('/') {
+                    Some(i) => format!("{}/{name}", &base[..i]),
+                    None => panic!("bad GOCHAT_TEST_PG_URL {base}"),
+                };
+                TestDb {
+                    url,
+                    backend,
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: SecretUrl::new(self.url.clone()),
+            max_connections: 5,
+            ..DatabaseConfig::default()
+        }
+    }
+
+    /// A connected, migrated store.
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&self.config()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside any runtime we may use; a thread with its own runtime is safe in
+        // both sync and async tests.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(admin) = Database::connect(pg_admin_url()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs `body` once per backend: `both_backends!(name, |db| async move { ... })` defines the
+/// tests `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = common::TestDb::new(common::Backend::Sqlite).await;
+                ($body)(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = common::TestDb::new(common::Backend::Postgres).await;
+                ($body)(db).await;
+            }
+        }
+    };
+}
+
+/// The `gochat` binary built for this test run.
+pub fn gochat_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gochat"))
+}
+
+/// `gochat` with a clean environment: only the given overrides, run in `dir`.
+pub fn gochat(dir: &Path, db_url: &str) -> Command {
+    let mut cmd = Command::new(gochat_bin());
+    cmd.current_dir(dir)
+        .env_remove("GOCHAT_CONFIG")
+        .env_remove("GOCHAT_AMQP_PREFIX")
+        .env_remove("RUST_LOG")
+        .env("GOCHAT_DATABASE_URL", db_url)
+        .env(
+            "GOCHAT_WORKFLOWS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
+        );
+    cmd
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
