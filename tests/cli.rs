@@ -302,3 +302,162 @@ async fn readiness_is_503_while_the_broker_is_unreachable_and_auto_migrate_works
     assert!(err.contains("cannot connect to the broker"), "{err}");
     assert!(!err.contains("secret-pw"), "password leaked: {err}");
 }
+
+both_backends!(
+    customer_upsert_and_the_inbox_views_from_the_command_line,
+    |db: TestDb| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = db.store().await;
+        let out = gochat(dir.path(), &db.url)
+            .args([
+                "customer",
+                "upsert",
+                "--external-id",
+                "acme",
+                "--name",
+                "ACME",
+            ])
+            .args([
+                "--email",
+                "Alice Liddell <Alice@Example.com>",
+                "--chat",
+                "alice#42",
+            ])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("created"), "{}", stdout(&out));
+
+        // A thread written through the store, as the inbound workflow does.
+        use gochat::store::threads::{self, NewMessage, NewThread};
+        use gochat_entities::messages::{Channel, MessageDirection};
+        use gochat_entities::threads::ThreadStatus;
+        let conn = store.conn();
+        let cards = gochat::store::inbox::list_threads(conn, &Default::default())
+            .await
+            .expect("list");
+        assert!(cards.is_empty());
+        let acme = {
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+            gochat_entities::customers::Entity::find()
+                .filter(gochat_entities::customers::Column::ExternalId.eq("acme"))
+                .one(conn)
+                .await
+                .expect("query")
+                .expect("acme exists")
+        };
+        let system = serde_json::json!({"kind": "system"});
+        let now = chrono::Utc::now();
+        let t = threads::create(
+            conn,
+            NewThread {
+                subject: "Invoice 42 is wrong".into(),
+                status: ThreadStatus::Open,
+                lifecycle: "default".into(),
+                mailbox: None,
+                customers: vec![acme.id],
+                linked_thread_id: None,
+                flags: vec![],
+            },
+            &system,
+            now,
+        )
+        .await
+        .expect("create");
+        let mut m = NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            "alice@example.com",
+            "Invoice 42 is wrong",
+        );
+        m.text_body = Some("The total is off by 10 EUR.".into());
+        threads::add_message(conn, &t, m, now)
+            .await
+            .expect("message");
+
+        let out = gochat(dir.path(), &db.url)
+            .args(["threads", "--json"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let cards: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON array");
+        assert_eq!(cards.as_array().map(Vec::len), Some(1));
+        for key in [
+            "id",
+            "subject",
+            "status",
+            "customers",
+            "contact",
+            "assignee",
+            "tags",
+            "item_count",
+            "has_attachments",
+            "attachment_names",
+            "last_message_at",
+            "updated_at",
+            "snippet",
+            "version",
+        ] {
+            assert!(
+                cards[0].get(key).is_some(),
+                "card lacks {key}: {}",
+                cards[0]
+            );
+        }
+        assert_eq!(cards[0]["customers"][0]["external_id"], "acme");
+
+        let out = gochat(dir.path(), &db.url)
+            .args(["threads", "--status", "closed", "--json"])
+            .output()
+            .expect("run");
+        assert_eq!(stdout(&out).trim(), "[]");
+        let out = gochat(dir.path(), &db.url)
+            .args(["threads", "--status", "shut"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "a bad status is a usage error");
+
+        let out = gochat(dir.path(), &db.url)
+            .args(["threads"])
+            .output()
+            .expect("run");
+        assert!(
+            stdout(&out).contains("Invoice 42 is wrong") && stdout(&out).contains("open"),
+            "{}",
+            stdout(&out)
+        );
+
+        let id = t.id.to_string();
+        let out = gochat(dir.path(), &db.url)
+            .args(["thread", &id, "--json"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let view: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON object");
+        assert_eq!(view["thread"]["id"], id.as_str());
+        let types: Vec<&str> = view["feed"]
+            .as_array()
+            .expect("feed")
+            .iter()
+            .map(|i| i["type"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(types, ["event", "message"]);
+        assert_eq!(view["feed"][1]["text"], "The total is off by 10 EUR.");
+
+        let out = gochat(dir.path(), &db.url)
+            .args(["thread", &id])
+            .output()
+            .expect("run");
+        assert!(
+            stdout(&out).contains("The total is off by 10 EUR."),
+            "{}",
+            stdout(&out)
+        );
+        let out = gochat(dir.path(), &db.url)
+            .args(["thread", &uuid::Uuid::now_v7().to_string()])
+            .output()
+            .expect("run");
+        assert_ne!(out.status.code(), Some(0));
+        assert!(stderr(&out).contains("no thread"), "{}", stderr(&out));
+    }
+);

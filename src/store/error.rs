@@ -25,6 +25,8 @@ pub enum StoreError {
     },
     #[error("{what} not found: {id}")]
     NotFound { what: &'static str, id: String },
+    #[error("thread {thread_id} changed concurrently (was at version {version}); retry")]
+    Conflict { thread_id: uuid::Uuid, version: i64 },
     #[error("invalid input: {0}")]
     Invalid(String),
     #[error("database error: {0}")]
@@ -36,7 +38,7 @@ impl StoreError {
     /// lock could not be taken. Everything else is a fact about the input.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Connect { .. } => true,
+            StoreError::Connect { .. } | StoreError::Conflict { .. } => true,
             StoreError::Db(e) => db_err_is_transient(e),
             _ => false,
         }

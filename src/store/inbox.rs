@@ -132,8 +132,9 @@ pub async fn thread_view(
                 })
             }),
     );
-    // Stable: equal times keep messages, then comments, then events; ids are v7 (time-ordered).
-    feed.sort_by_key(|item| item.at());
+    // Equal times (one job writes several rows with the same clock reading) fall back to the
+    // ids, which are UUID v7: time-ordered and monotonic, so the order of writing is kept.
+    feed.sort_by_key(|item| (item.at(), item.id()));
     Ok(Some(ThreadView { thread: card, feed }))
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod inbox;
 pub mod outbox;
 pub mod processed;
+pub mod threads;
 mod tx;
 pub mod views;
 

@@ -69,6 +69,14 @@ impl FeedItem {
             FeedItem::Event(e) => e.at,
         }
     }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            FeedItem::Message(m) => m.id,
+            FeedItem::Comment(c) => c.id,
+            FeedItem::Event(e) => e.id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -1,0 +1,689 @@
+//! Write side of threads: create a thread, add messages and comments, change status,
+//! assignee, tags and customers. Every change bumps the thread's `version` with a
+//! compare-and-set, so two writers racing on one thread never both win: the loser gets
+//! [`StoreError::Conflict`] (transient: its job is retried against the new state).
+//!
+//! Each change also writes a `thread_events` row (the audit shown in the feed); the caller
+//! passes the actor. All functions take a connection or a transaction: the job handler runs
+//! them inside the job's transaction.
+
+use chrono::{DateTime, Utc};
+use gochat_entities::{
+    attachments, blobs, comments, customers, messages, thread_customers, thread_events,
+    thread_tags, threads,
+};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// Longest snippet kept on the inbox card, in characters.
+const SNIPPET_CHARS: usize = 160;
+
+/// What a new thread starts with.
+#[derive(Debug, Clone)]
+pub struct NewThread {
+    pub subject: String,
+    pub status: threads::ThreadStatus,
+    pub lifecycle: String,
+    pub mailbox: Option<String>,
+    pub customers: Vec<Uuid>,
+    pub linked_thread_id: Option<Uuid>,
+    pub flags: Vec<String>,
+}
+
+/// A message to add to a thread's feed.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub direction: messages::MessageDirection,
+    pub channel: messages::Channel,
+    pub contact_id: Option<Uuid>,
+    pub message_id_header: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub from_address: String,
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
+    pub classification: Option<messages::Classification>,
+    pub kind: Option<messages::OutboundKind>,
+    pub state: Option<messages::OutboundState>,
+    pub author: Option<Value>,
+    pub raw_mail_id: Option<Uuid>,
+    pub job_message_id: Option<String>,
+    pub dedupe_key: Option<String>,
+    pub attachments: Vec<NewAttachment>,
+}
+
+impl NewMessage {
+    /// A message with only the required parts set; callers fill in the rest.
+    pub fn new(
+        direction: messages::MessageDirection,
+        channel: messages::Channel,
+        from: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> NewMessage {
+        NewMessage {
+            direction,
+            channel,
+            contact_id: None,
+            message_id_header: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            from_address: from.into(),
+            from_name: None,
+            to: Vec::new(),
+            cc: Vec::new(),
+            subject: subject.into(),
+            text_body: None,
+            html_body: None,
+            classification: None,
+            kind: None,
+            state: None,
+            author: None,
+            raw_mail_id: None,
+            job_message_id: None,
+            dedupe_key: None,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// A file attached to a message. Its bytes go to the content-addressed `blobs` table.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    pub name: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+    pub inline: bool,
+    pub content_id: Option<String>,
+}
+
+/// A URL-safe token that routes replies back to the thread (`support+<token>@...`).
+fn reply_token() -> String {
+    let mut bytes = [0u8; 10];
+    rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The thread, or `NotFound`.
+pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<threads::Model, StoreError> {
+    threads::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound {
+            what: "thread",
+            id: id.to_string(),
+        })
+}
+
+/// The thread whose reply token is `token`, if any.
+pub async fn by_reply_token(
+    db: &impl ConnectionTrait,
+    token: &str,
+) -> Result<Option<threads::Model>, StoreError> {
+    Ok(threads::Entity::find()
+        .filter(threads::Column::ReplyToken.eq(token))
+        .one(db)
+        .await?)
+}
+
+/// The thread holding a message whose Message-ID header is one of `ids` (the newest match).
+pub async fn by_message_ids(
+    db: &impl ConnectionTrait,
+    ids: &[String],
+) -> Result<Option<threads::Model>, StoreError> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let found = messages::Entity::find()
+        .filter(messages::Column::MessageIdHeader.is_in(ids.iter().cloned()))
+        .all(db)
+        .await?;
+    let Some(newest) = found.into_iter().max_by_key(|m| m.created_at) else {
+        return Ok(None);
+    };
+    Ok(Some(get(db, newest.thread_id).await?))
+}
+
+/// Creates a thread with its customers and a `created` event.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    new: NewThread,
+    actor: &Value,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    let id = Uuid::now_v7();
+    let model = threads::ActiveModel {
+        id: Set(id),
+        subject: Set(new.subject),
+        status: Set(new.status),
+        assignee: Set(None),
+        lifecycle: Set(new.lifecycle),
+        lifecycle_step: Set(None),
+        reply_token: Set(reply_token()),
+        mailbox: Set(new.mailbox),
+        linked_thread_id: Set(new.linked_thread_id),
+        version: Set(1),
+        flags: Set(json!(new.flags)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_message_at: Set(None),
+        snippet: Set(None),
+        has_attachments: Set(false),
+        attachment_names: Set(json!([])),
+        item_count: Set(0),
+        contact_id: Set(None),
+    };
+    threads::Entity::insert(model)
+        .exec_without_returning(db)
+        .await?;
+    link_customers(db, id, &new.customers, now).await?;
+    record_event(
+        db,
+        id,
+        "created",
+        actor,
+        None,
+        Some(json!({"status": new.status})),
+        now,
+    )
+    .await?;
+    get(db, id).await
+}
+
+/// Saves `changed` (a modified copy of `current`) if nobody changed the thread since
+/// `current` was read; bumps the version and `updated_at`.
+async fn save(
+    db: &impl ConnectionTrait,
+    current: &threads::Model,
+    mut changed: threads::Model,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    changed.version = current.version + 1;
+    changed.updated_at = now;
+    let am = changed.clone().into_active_model().reset_all();
+    let res = threads::Entity::update_many()
+        .set(am)
+        .filter(threads::Column::Id.eq(current.id))
+        .filter(threads::Column::Version.eq(current.version))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::Conflict {
+            thread_id: current.id,
+            version: current.version,
+        });
+    }
+    Ok(changed)
+}
+
+/// Appends a message (with its attachments) and updates the inbox card.
+pub async fn add_message(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    msg: NewMessage,
+    now: DateTime<Utc>,
+) -> Result<(threads::Model, messages::Model), StoreError> {
+    let id = Uuid::now_v7();
+    let row = messages::ActiveModel {
+        id: Set(id),
+        thread_id: Set(thread.id),
+        direction: Set(msg.direction),
+        channel: Set(msg.channel),
+        contact_id: Set(msg.contact_id),
+        message_id_header: Set(msg.message_id_header),
+        in_reply_to: Set(msg.in_reply_to),
+        references: Set(json!(msg.references)),
+        from_address: Set(msg.from_address),
+        from_name: Set(msg.from_name),
+        to_addresses: Set(json!(msg.to)),
+        cc_addresses: Set(json!(msg.cc)),
+        subject: Set(msg.subject),
+        text_body: Set(msg.text_body.clone()),
+        html_body: Set(msg.html_body),
+        classification: Set(msg.classification),
+        kind: Set(msg.kind),
+        state: Set(msg.state),
+        error: Set(None),
+        smtp_reply: Set(None),
+        attempts: Set(0),
+        author: Set(msg.author),
+        raw_mail_id: Set(msg.raw_mail_id),
+        job_message_id: Set(msg.job_message_id),
+        dedupe_key: Set(msg.dedupe_key),
+        created_at: Set(now),
+        updated_at: Set(now),
+        sent_at: Set(None),
+    };
+    messages::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
+
+    let mut names = Vec::new();
+    for a in msg.attachments.iter() {
+        store_attachment(db, id, a, now).await?;
+        if !a.inline {
+            names.push(a.name.clone());
+        }
+    }
+
+    let mut card = thread.clone();
+    card.last_message_at = Some(now);
+    card.item_count += 1 + names.len() as i32;
+    if let Some(text) = msg.text_body.as_deref() {
+        card.snippet = Some(snippet(text));
+    }
+    if msg.contact_id.is_some() {
+        card.contact_id = msg.contact_id;
+    }
+    if !names.is_empty() {
+        card.has_attachments = true;
+        let mut all: Vec<Value> = card
+            .attachment_names
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.extend(names.into_iter().map(Value::String));
+        card.attachment_names = Value::Array(all);
+    }
+    let card = save(db, thread, card, now).await?;
+    let message = messages::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound {
+            what: "message",
+            id: id.to_string(),
+        })?;
+    Ok((card, message))
+}
+
+async fn store_attachment(
+    db: &impl ConnectionTrait,
+    message_id: Uuid,
+    a: &NewAttachment,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sha = hex(&Sha256::digest(&a.data));
+    blobs::Entity::insert(blobs::ActiveModel {
+        sha256: Set(sha.clone()),
+        size: Set(a.data.len() as i64),
+        data: Set(a.data.clone()),
+        created_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(blobs::Column::Sha256)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    attachments::Entity::insert(attachments::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        message_id: Set(message_id),
+        name: Set(a.name.clone()),
+        content_type: Set(a.content_type.clone()),
+        size: Set(a.data.len() as i64),
+        sha256: Set(sha),
+        inline: Set(a.inline),
+        content_id: Set(a.content_id.clone()),
+        created_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Adds an internal comment (never shown to the customer).
+pub async fn add_comment(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    author: &Value,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<(threads::Model, comments::Model), StoreError> {
+    let row = comments::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        thread_id: Set(thread.id),
+        author: Set(author.clone()),
+        body: Set(body.to_owned()),
+        created_at: Set(now),
+    }
+    .insert(db)
+    .await?;
+    let mut card = thread.clone();
+    card.item_count += 1;
+    let card = save(db, thread, card, now).await?;
+    Ok((card, row))
+}
+
+/// Sets the status (and the lifecycle step, `None` off the reminder ladder); records a
+/// `status` event when it changes. Returns the thread unchanged if nothing changes.
+pub async fn set_status(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    status: threads::ThreadStatus,
+    step: Option<i32>,
+    actor: &Value,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    if thread.status == status && thread.lifecycle_step == step {
+        return Ok(thread.clone());
+    }
+    let mut changed = thread.clone();
+    changed.status = status;
+    changed.lifecycle_step = step;
+    let saved = save(db, thread, changed, now).await?;
+    if thread.status != status {
+        let detail = reason.map(|r| json!({"reason": r}));
+        insert_event(
+            db,
+            thread.id,
+            "status",
+            actor,
+            Some(json!({"status": thread.status})),
+            Some(json!({"status": status})),
+            detail,
+            now,
+        )
+        .await?;
+    }
+    Ok(saved)
+}
+
+/// Assigns the thread to an agent (`None` unassigns).
+pub async fn set_assignee(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    assignee: Option<String>,
+    actor: &Value,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    if thread.assignee == assignee {
+        return Ok(thread.clone());
+    }
+    let mut changed = thread.clone();
+    changed.assignee = assignee.clone();
+    let saved = save(db, thread, changed, now).await?;
+    insert_event(
+        db,
+        thread.id,
+        "assignee",
+        actor,
+        Some(json!({"assignee": thread.assignee})),
+        Some(json!({"assignee": assignee})),
+        None,
+        now,
+    )
+    .await?;
+    Ok(saved)
+}
+
+/// The thread's tags, sorted.
+pub async fn tags(db: &impl ConnectionTrait, thread_id: Uuid) -> Result<Vec<String>, StoreError> {
+    let mut tags: Vec<String> = thread_tags::Entity::find()
+        .filter(thread_tags::Column::ThreadId.eq(thread_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    tags.sort();
+    Ok(tags)
+}
+
+/// Adds and removes tags; records a `tags` event with the sets before and after.
+pub async fn change_tags(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    add: &[String],
+    remove: &[String],
+    actor: &Value,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    let before = tags(db, thread.id).await?;
+    let mut after = before.clone();
+    after.retain(|t| !remove.contains(t));
+    for t in add {
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(StoreError::Invalid("a tag cannot be empty".into()));
+        }
+        if !after.iter().any(|x| x == t) {
+            after.push(t.to_owned());
+        }
+    }
+    after.sort();
+    if after == before {
+        return Ok(thread.clone());
+    }
+    thread_tags::Entity::delete_many()
+        .filter(thread_tags::Column::ThreadId.eq(thread.id))
+        .filter(thread_tags::Column::Tag.is_in(remove.iter().cloned()))
+        .exec(db)
+        .await?;
+    let new: Vec<thread_tags::ActiveModel> = after
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|t| thread_tags::ActiveModel {
+            thread_id: Set(thread.id),
+            tag: Set(t.clone()),
+        })
+        .collect();
+    if !new.is_empty() {
+        thread_tags::Entity::insert_many(new)
+            .on_conflict(
+                OnConflict::columns([thread_tags::Column::ThreadId, thread_tags::Column::Tag])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    let saved = save(db, thread, thread.clone(), now).await?;
+    insert_event(
+        db,
+        thread.id,
+        "tags",
+        actor,
+        Some(json!({"tags": before})),
+        Some(json!({"tags": after})),
+        None,
+        now,
+    )
+    .await?;
+    Ok(saved)
+}
+
+/// The external ids of the thread's customers, in the order they were added.
+pub async fn customer_ids(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let mut links = thread_customers::Entity::find()
+        .filter(thread_customers::Column::ThreadId.eq(thread_id))
+        .find_also_related(customers::Entity)
+        .all(db)
+        .await?;
+    links.sort_by_key(|(l, _)| (l.added_at, l.customer_id));
+    Ok(links
+        .into_iter()
+        .filter_map(|(_, c)| c.map(|c| (c.id, c.external_id)))
+        .collect())
+}
+
+/// Replaces the thread's customers by those with `external_ids` (all must exist).
+pub async fn set_customers(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    external_ids: &[String],
+    actor: &Value,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    if external_ids.is_empty() {
+        return Err(StoreError::Invalid(
+            "a thread keeps at least one customer".into(),
+        ));
+    }
+    let found = customers::Entity::find()
+        .filter(customers::Column::ExternalId.is_in(external_ids.iter().cloned()))
+        .all(db)
+        .await?;
+    if let Some(missing) = external_ids
+        .iter()
+        .find(|e| !found.iter().any(|c| &&c.external_id == e))
+    {
+        return Err(StoreError::NotFound {
+            what: "customer",
+            id: missing.clone(),
+        });
+    }
+    let before: Vec<String> = customer_ids(db, thread.id)
+        .await?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let mut after: Vec<String> = external_ids.to_vec();
+    after.dedup();
+    if before == after {
+        return Ok(thread.clone());
+    }
+    thread_customers::Entity::delete_many()
+        .filter(thread_customers::Column::ThreadId.eq(thread.id))
+        .exec(db)
+        .await?;
+    let ordered: Vec<Uuid> = after
+        .iter()
+        .filter_map(|e| found.iter().find(|c| &c.external_id == e).map(|c| c.id))
+        .collect();
+    link_customers(db, thread.id, &ordered, now).await?;
+    let saved = save(db, thread, thread.clone(), now).await?;
+    insert_event(
+        db,
+        thread.id,
+        "customers",
+        actor,
+        Some(json!({"customers": before})),
+        Some(json!({"customers": after})),
+        None,
+        now,
+    )
+    .await?;
+    Ok(saved)
+}
+
+async fn link_customers(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+    customer_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    // Distinct `added_at` keep the order customers were given in.
+    let rows: Vec<thread_customers::ActiveModel> = customer_ids
+        .iter()
+        .enumerate()
+        .map(|(i, c)| thread_customers::ActiveModel {
+            thread_id: Set(thread_id),
+            customer_id: Set(*c),
+            added_at: Set(now + chrono::Duration::microseconds(i as i64)),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    thread_customers::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                thread_customers::Column::ThreadId,
+                thread_customers::Column::CustomerId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Records an audit event in the feed (with only a `before`/`after` where they matter).
+pub async fn record_event(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+    kind: &str,
+    actor: &Value,
+    before: Option<Value>,
+    after: Option<Value>,
+    now: DateTime<Utc>,
+) -> Result<thread_events::Model, StoreError> {
+    insert_event(db, thread_id, kind, actor, before, after, None, now).await
+}
+
+#[allow(clippy::too_many_arguments)] // one row's columns; a struct would only rename them
+async fn insert_event(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+    kind: &str,
+    actor: &Value,
+    before: Option<Value>,
+    after: Option<Value>,
+    detail: Option<Value>,
+    now: DateTime<Utc>,
+) -> Result<thread_events::Model, StoreError> {
+    Ok(thread_events::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        thread_id: Set(thread_id),
+        kind: Set(kind.to_owned()),
+        actor: Set(actor.clone()),
+        before: Set(before),
+        after: Set(after),
+        detail: Set(detail),
+        at: Set(now),
+    }
+    .insert(db)
+    .await?)
+}
+
+/// The first `SNIPPET_CHARS` characters of `text`, whitespace collapsed.
+fn snippet(text: &str) -> String {
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match collapsed.char_indices().nth(SNIPPET_CHARS) {
+        Some((i, _)) => format!("{}…", &collapsed[..i]),
+        None => collapsed,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_collapse_whitespace_and_stop_at_the_limit() {
+        assert_eq!(snippet("  Hello\n\n  world  "), "Hello world");
+        let long = "é".repeat(SNIPPET_CHARS + 5);
+        let s = snippet(&long);
+        assert_eq!(s.chars().count(), SNIPPET_CHARS + 1);
+        assert!(s.ends_with('…'));
+    }
+
+    #[test]
+    fn reply_tokens_are_20_hex_chars_and_differ() {
+        let (a, b) = (reply_token(), reply_token());
+        assert_eq!(a.len(), 20);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

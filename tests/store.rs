@@ -1,0 +1,539 @@
+//! The store on both databases: customers and contacts, the thread write side (version
+//! compare-and-set, audit events, card fields), the inbox JSON views, idempotency records and
+//! the outbox.
+
+mod common;
+
+use chrono::{Duration, TimeZone, Utc};
+use gochat::store::threads::{self, NewAttachment, NewMessage, NewThread};
+use gochat::store::{
+    ContactInput, CustomerUpsert, InboxFilter, StoreError, UpsertOutcome, customers, inbox, outbox,
+    processed,
+};
+use gochat_entities::contacts::ContactKind;
+use gochat_entities::messages::{Channel, Classification, MessageDirection, OutboundState};
+use gochat_entities::outbox::OutboxKind;
+use gochat_entities::threads::ThreadStatus;
+use sea_orm::TransactionTrait;
+use serde_json::json;
+
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap()
+}
+
+fn email(address: &str, name: &str) -> ContactInput {
+    ContactInput {
+        kind: ContactKind::Email,
+        address: address.into(),
+        name: Some(name.into()),
+        language: None,
+    }
+}
+
+both_backends!(
+    customers_share_contacts_and_upserts_are_idempotent,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let acme = CustomerUpsert {
+            external_id: "acme".into(),
+            name: "ACME".into(),
+            contacts: vec![
+                email("  Alice@Example.COM ", "Alice"),
+                email("bob@example.com", "Bob"),
+            ],
+            replace_contacts: false,
+        };
+        let (acme_id, outcome) = customers::upsert_customer(conn, &acme, t0()).await.unwrap();
+        assert_eq!(outcome, UpsertOutcome::Created);
+        let (again, outcome) = customers::upsert_customer(conn, &acme, t0()).await.unwrap();
+        assert_eq!((again, outcome), (acme_id, UpsertOutcome::Updated));
+
+        // Alice also works for Globex: one contact, two customers.
+        let globex = CustomerUpsert {
+            external_id: "globex".into(),
+            name: "Globex".into(),
+            contacts: vec![email("alice@example.com", "Alice")],
+            replace_contacts: false,
+        };
+        let (globex_id, _) = customers::upsert_customer(conn, &globex, t0())
+            .await
+            .unwrap();
+        assert_ne!(globex_id, acme_id);
+
+        let rows = conn
+            .query_all_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT address FROM contacts ORDER BY address".to_owned(),
+            ))
+            .await
+            .unwrap();
+        let addresses: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("", "address").unwrap())
+            .collect();
+        assert_eq!(addresses, ["alice@example.com", "bob@example.com"]);
+
+        // replace_contacts detaches Bob from ACME but keeps the contact.
+        let replaced = CustomerUpsert {
+            contacts: vec![email("alice@example.com", "Alice")],
+            replace_contacts: true,
+            ..acme.clone()
+        };
+        customers::upsert_customer(conn, &replaced, t0())
+            .await
+            .unwrap();
+        let links = conn
+            .query_all_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM customer_contacts".to_owned(),
+            ))
+            .await
+            .unwrap();
+        let n: i64 = links[0].try_get("", "n").unwrap();
+        assert_eq!(n, 2, "alice→acme, alice→globex");
+
+        let bad = CustomerUpsert {
+            contacts: vec![email("not an address", "X")],
+            ..acme
+        };
+        assert!(matches!(
+            customers::upsert_customer(conn, &bad, t0()).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+);
+
+use sea_orm::ConnectionTrait;
+
+both_backends!(
+    thread_changes_are_audited_versioned_and_shown_in_the_views,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let acme = CustomerUpsert {
+            external_id: "acme".into(),
+            name: "ACME".into(),
+            contacts: vec![email("alice@example.com", "Alice Liddell")],
+            replace_contacts: false,
+        };
+        let (acme_id, _) = customers::upsert_customer(conn, &acme, t0()).await.unwrap();
+        customers::upsert_customer(
+            conn,
+            &CustomerUpsert {
+                external_id: "globex".into(),
+                name: "Globex".into(),
+                contacts: vec![],
+                replace_contacts: false,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+        let alice =
+            customers::upsert_contact(conn, &email("alice@example.com", "Alice Liddell"), t0())
+                .await
+                .unwrap();
+
+        let system = json!({"kind": "system", "id": "test", "name": "test"});
+        let agent = json!({"kind": "agent", "id": "a1", "name": "Ann Agent"});
+        let tx = conn.begin().await.unwrap();
+        let thread = threads::create(
+            &tx,
+            NewThread {
+                subject: "Printer on fire".into(),
+                status: ThreadStatus::Open,
+                lifecycle: "default".into(),
+                mailbox: Some("support@example.com".into()),
+                customers: vec![acme_id],
+                linked_thread_id: None,
+                flags: vec![],
+            },
+            &system,
+            t0(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(thread.version, 1);
+        let mut inbound = NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            "alice@example.com",
+            "Printer on fire",
+        );
+        inbound.contact_id = Some(alice);
+        inbound.message_id_header = Some("m1@example.com".into());
+        inbound.to = vec!["support@example.com".into()];
+        inbound.text_body = Some("Hello,\n\n  the printer   is on fire.".into());
+        inbound.classification = Some(Classification::New);
+        inbound.attachments = vec![NewAttachment {
+            name: "fire.jpg".into(),
+            content_type: "image/jpeg".into(),
+            data: vec![0xff, 0xd8, 0xff, 0xe0, 1, 2, 3],
+            inline: false,
+            content_id: None,
+        }];
+        let (thread, msg) =
+            threads::add_message(&tx, &thread, inbound, t0() + Duration::minutes(1))
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(thread.version, 2);
+        assert_eq!(msg.thread_id, thread.id);
+
+        let (thread, _) = threads::add_comment(
+            conn,
+            &thread,
+            &agent,
+            "Call the fire brigade",
+            t0() + Duration::minutes(2),
+        )
+        .await
+        .unwrap();
+        let thread = threads::set_assignee(
+            conn,
+            &thread,
+            Some("a1".into()),
+            &agent,
+            t0() + Duration::minutes(3),
+        )
+        .await
+        .unwrap();
+        let thread = threads::change_tags(
+            conn,
+            &thread,
+            &["urgent".into(), "hardware".into()],
+            &[],
+            &agent,
+            t0() + Duration::minutes(4),
+        )
+        .await
+        .unwrap();
+        let thread = threads::change_tags(
+            conn,
+            &thread,
+            &[],
+            &["urgent".into()],
+            &agent,
+            t0() + Duration::minutes(5),
+        )
+        .await
+        .unwrap();
+        let thread = threads::set_customers(
+            conn,
+            &thread,
+            &["acme".into(), "globex".into()],
+            &agent,
+            t0() + Duration::minutes(6),
+        )
+        .await
+        .unwrap();
+        let mut outbound = NewMessage::new(
+            MessageDirection::Outbound,
+            Channel::Email,
+            "support@example.com",
+            "Re: Printer on fire",
+        );
+        outbound.to = vec!["alice@example.com".into()];
+        outbound.text_body = Some("We are on our way.".into());
+        outbound.state = Some(OutboundState::Queued);
+        let (thread, _) =
+            threads::add_message(conn, &thread, outbound, t0() + Duration::minutes(7))
+                .await
+                .unwrap();
+        let stale = thread.clone();
+        let thread = threads::set_status(
+            conn,
+            &thread,
+            ThreadStatus::Waiting,
+            None,
+            &agent,
+            Some("replied"),
+            t0() + Duration::minutes(8),
+        )
+        .await
+        .unwrap();
+
+        // A writer holding the old version loses: the compare-and-set refuses it.
+        let err = threads::set_status(
+            conn,
+            &stale,
+            ThreadStatus::Closed,
+            None,
+            &agent,
+            None,
+            t0() + Duration::minutes(9),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        assert!(err.is_transient());
+
+        // Looking threads up by Message-ID and reply token.
+        let found = threads::by_message_ids(conn, &["nope@x".into(), "m1@example.com".into()])
+            .await
+            .unwrap();
+        assert_eq!(found.map(|t| t.id), Some(thread.id));
+        let found = threads::by_reply_token(conn, &thread.reply_token)
+            .await
+            .unwrap();
+        assert_eq!(found.map(|t| t.id), Some(thread.id));
+
+        // The card, as `gochat threads --json` prints it.
+        let cards = inbox::list_threads(
+            conn,
+            &InboxFilter {
+                status: None,
+                limit: 50,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(cards.len(), 1);
+        let card = serde_json::to_value(&cards[0]).unwrap();
+        assert_eq!(card["status"], "waiting");
+        assert_eq!(card["subject"], "Printer on fire");
+        assert_eq!(card["assignee"], "a1");
+        assert_eq!(card["tags"], json!(["hardware"]));
+        assert_eq!(
+            card["item_count"], 4,
+            "2 messages + 1 attachment + 1 comment"
+        );
+        assert_eq!(card["has_attachments"], true);
+        assert_eq!(card["attachment_names"], json!(["fire.jpg"]));
+        assert_eq!(card["snippet"], "We are on our way.");
+        assert_eq!(card["version"], thread.version);
+        assert_eq!(
+            card["customers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["external_id"].clone())
+                .collect::<Vec<_>>(),
+            [json!("acme"), json!("globex")]
+        );
+        assert_eq!(
+            card["contact"],
+            json!({"name": "Alice Liddell", "address": "alice@example.com", "external_id": "acme"})
+        );
+        assert_eq!(card["last_message_at"], json!("2026-11-02T09:07:00Z"));
+
+        // Filtering by status.
+        let open = inbox::list_threads(
+            conn,
+            &InboxFilter {
+                status: Some(ThreadStatus::Open),
+                limit: 50,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(open.is_empty());
+
+        // The feed, as `gochat thread <id> --json` prints it: in time order, typed items.
+        let view = inbox::thread_view(conn, thread.id).await.unwrap().unwrap();
+        let feed = serde_json::to_value(&view).unwrap()["feed"].clone();
+        let kinds: Vec<String> = feed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| match i["type"].as_str().unwrap() {
+                "event" => format!("event:{}", i["kind"].as_str().unwrap()),
+                t => t.to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "event:created",
+                "message",
+                "comment",
+                "event:assignee",
+                "event:tags",
+                "event:tags",
+                "event:customers",
+                "message",
+                "event:status"
+            ]
+        );
+        let first = &feed[1];
+        assert_eq!(first["direction"], "inbound");
+        assert_eq!(first["message_id"], "m1@example.com");
+        assert_eq!(first["classification"], "new");
+        assert_eq!(
+            first["attachments"],
+            json!([{"name": "fire.jpg", "content_type": "image/jpeg", "size": 7}])
+        );
+        assert_eq!(feed[8]["before"], json!({"status": "open"}));
+        assert_eq!(feed[8]["after"], json!({"status": "waiting"}));
+        assert_eq!(feed[8]["actor"]["id"], "a1");
+        assert_eq!(feed[7]["state"], "queued");
+
+        // Unknown thread: None; unknown customer: NotFound.
+        assert!(
+            inbox::thread_view(conn, uuid::Uuid::now_v7())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let err = threads::set_customers(conn, &thread, &["initech".into()], &agent, t0())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::NotFound {
+                    what: "customer",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+);
+
+both_backends!(
+    inbox_lists_newest_update_first_and_respects_the_limit,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let system = json!({"kind": "system"});
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let t = threads::create(
+                conn,
+                NewThread {
+                    subject: format!("thread {i}"),
+                    status: if i % 2 == 0 {
+                        ThreadStatus::Open
+                    } else {
+                        ThreadStatus::Closed
+                    },
+                    lifecycle: "default".into(),
+                    mailbox: None,
+                    customers: vec![],
+                    linked_thread_id: None,
+                    flags: vec![],
+                },
+                &system,
+                t0() + Duration::minutes(i),
+            )
+            .await
+            .unwrap();
+            ids.push(t.id);
+        }
+        let cards = inbox::list_threads(
+            conn,
+            &InboxFilter {
+                status: None,
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            cards.iter().map(|c| c.id).collect::<Vec<_>>(),
+            [ids[4], ids[3], ids[2]]
+        );
+        let open = inbox::list_threads(
+            conn,
+            &InboxFilter {
+                status: Some(ThreadStatus::Open),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            open.iter().map(|c| c.id).collect::<Vec<_>>(),
+            [ids[4], ids[2], ids[0]]
+        );
+    }
+);
+
+both_backends!(
+    processed_jobs_and_outbox_round_trip,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        assert!(!processed::is_processed(conn, "job-1").await.unwrap());
+        let tx = conn.begin().await.unwrap();
+        assert!(
+            processed::record(&tx, "job-1", "customer-upsert", t0())
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        assert!(processed::is_processed(conn, "job-1").await.unwrap());
+        // A second record of the same id is refused (the caller rolls back its transaction).
+        let tx = conn.begin().await.unwrap();
+        assert!(
+            !processed::record(&tx, "job-1", "customer-upsert", t0())
+                .await
+                .unwrap()
+        );
+        tx.rollback().await.unwrap();
+
+        // A rolled-back transaction publishes nothing.
+        let tx = conn.begin().await.unwrap();
+        outbox::enqueue(
+            &tx,
+            OutboxKind::Event,
+            "gochat.events",
+            "thread.created",
+            "ev-0",
+            &json!({"n": 0}),
+            t0(),
+        )
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(outbox::backlog(conn).await.unwrap(), 0);
+
+        for i in 1..=3 {
+            outbox::enqueue(
+                conn,
+                OutboxKind::Event,
+                "gochat.events",
+                "thread.created",
+                &format!("ev-{i}"),
+                &json!({"n": i}),
+                t0(),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(outbox::backlog(conn).await.unwrap(), 3);
+        let lease = Duration::seconds(30);
+        let first = outbox::claim(conn, t0(), lease, 2).await.unwrap();
+        assert_eq!(first.len(), 2);
+        // Leased rows are not handed out again until the lease ends.
+        let second = outbox::claim(conn, t0(), lease, 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(
+            outbox::claim(conn, t0() + Duration::seconds(1), lease, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        outbox::mark_published(conn, &first.iter().map(|m| m.id).collect::<Vec<_>>(), t0())
+            .await
+            .unwrap();
+        assert_eq!(outbox::backlog(conn).await.unwrap(), 1);
+        // After the lease expires an unpublished row comes back.
+        let again = outbox::claim(conn, t0() + Duration::seconds(31), lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .map(|m| m.message_id.as_str())
+                .collect::<Vec<_>>(),
+            [second[0].message_id.as_str()]
+        );
+        assert_eq!(
+            outbox::prune(conn, t0() + Duration::days(1)).await.unwrap(),
+            2
+        );
+    }
+);
