@@ -18,3 +18,5 @@ pub mod services;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod worker;
+pub mod workflow;

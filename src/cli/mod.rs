@@ -48,6 +48,15 @@ pub enum Command {
     /// Customers and their contacts.
     #[command(subcommand)]
     Customer(customer::CustomerCommand),
+    /// Workflow tools.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Print the reference of the built-in actions and job facts (Markdown).
+    Actions,
 }
 
 /// Entry point of the binary.
@@ -94,6 +103,13 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Threads(args) => threads::list(&config, args).await,
         Command::Thread(args) => threads::show(&config, args).await,
         Command::Customer(cmd) => customer::run(&config, cmd).await,
+        Command::Workflows(WorkflowsCommand::Actions) => {
+            print!(
+                "{}",
+                crate::workflow::docs::markdown(&crate::workflow::Registry::builtin())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check => Ok(ExitCode::SUCCESS),
     }
 }

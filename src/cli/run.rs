@@ -1,17 +1,18 @@
-//! `gochat run`: the worker. Connects to the database and the broker, serves HTTP, and stops
+//! `gochat run`: the worker. Starts it, serves HTTP, reloads workflows on SIGHUP, and stops
 //! gracefully on SIGTERM or SIGINT: stop taking work, finish what is in flight, close
 //! connections, exit 0.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
-use crate::queue::Broker;
 use crate::shutdown;
-use crate::store::Store;
+use crate::worker::{StartError, Worker};
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(
@@ -19,42 +20,58 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         broker = %config.amqp.url,
         prefix = %config.amqp.prefix,
         http = %config.http.addr,
+        workflows = %config.workflows.dir.display(),
         "starting the worker"
     );
-    let store = Store::connect(&config.database).await?;
-    store.ensure_schema(config.database.auto_migrate).await?;
     let metrics = Metrics::new().context("registering metrics")?;
-
-    let (trigger, shutdown) = shutdown::channel();
-    let signal_trigger = trigger.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        tracing::info!("shutdown requested; finishing in-flight work");
-        signal_trigger.trigger();
-    });
-
-    let name = format!("gochat-{}@{}", std::process::id(), hostname());
-    let (broker, broker_task) =
-        Broker::supervise(config.amqp.url.clone(), name, trigger.subscribe());
-    let state = HttpState {
-        store: store.clone(),
-        broker: broker.status(),
-        metrics: metrics.clone(),
+    let http_addr = config.http.addr;
+    let worker = match Worker::start(config, Arc::new(SystemClock), metrics.clone()).await {
+        Ok(w) => w,
+        Err(e @ StartError::Workflows { .. }) => {
+            eprintln!("gochat: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
     };
-    let (addr, http_task) = http::serve(config.http.addr, state, trigger.subscribe())
+
+    let (http_stop, _) = shutdown::channel();
+    let state = HttpState {
+        store: worker.services.store.clone(),
+        broker: worker.broker.status(),
+        metrics,
+    };
+    let (addr, http_task) = http::serve(http_addr, state, http_stop.subscribe())
         .await
-        .with_context(|| format!("binding the HTTP address {}", config.http.addr))?;
+        .with_context(|| format!("binding the HTTP address {http_addr}"))?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
 
-    let mut wait = shutdown;
-    wait.recv().await;
+    wait_for_stop(&worker).await;
+    tracing::info!("shutdown requested; finishing in-flight work");
+    worker.stop().await;
+    http_stop.trigger();
     let _ = http_task.await;
-    let _ = broker_task.await;
-    store.close().await;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+/// Returns on SIGTERM or SIGINT; reloads the workflows on each SIGHUP meanwhile.
+async fn wait_for_stop(worker: &Worker) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = shutdown::signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => match worker.reload() {
+                        Ok(kinds) => tracing::info!(?kinds, "workflows reloaded"),
+                        Err(e) => tracing::error!(problems = %e, "workflows NOT reloaded (the previous ones stay in force)"),
+                    },
+                }
+            }
+        }
+    }
+    shutdown::signal().await;
 }

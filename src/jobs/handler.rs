@@ -5,6 +5,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use tracing::Instrument;
+
 use crate::jobs::{Job, JobError};
 use crate::queue::relay::RelayWaker;
 use crate::queue::{Handled, Handler};
@@ -30,22 +32,40 @@ impl WorkflowHandler {
 
 impl Handler for WorkflowHandler {
     async fn handle(&self, job: Job) -> Result<Handled, JobError> {
+        let thread_id = job
+            .payload
+            .get("thread_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let span = tracing::info_span!("job", kind = %job.kind, message_id = %job.message_id, thread_id = %thread_id);
+        self.apply(&job).instrument(span).await
+    }
+}
+
+impl WorkflowHandler {
+    async fn apply(&self, job: &Job) -> Result<Handled, JobError> {
         let db = self.services.store.conn();
         if processed::is_processed(db, &job.message_id).await? {
             return Ok(Handled::Duplicate);
         }
         let set = self.current();
         let workflow = set.get(&job.kind).ok_or_else(|| {
-            JobError::permanent(format!("no workflow for job kind {:?} in workflows/jobs/", job.kind))
+            JobError::permanent(format!(
+                "no workflow for job kind {:?} in workflows/jobs/",
+                job.kind
+            ))
         })?;
         let mut tx = Tx::new(db.clone());
-        let mut facts = Facts::for_job(&job);
-        let mut ctx = StepContext { job: &job, facts: &mut facts, tx: &mut tx, services: &self.services };
-        if let Err(failure) = engine::run(workflow, &mut ctx).await {
+        let mut facts = Facts::for_job(job);
+        let mut ctx = StepContext::new(&self.services, job, &mut facts, &mut tx);
+        let now = ctx.now;
+        let outcome = engine::run(workflow, &mut ctx).await;
+        drop(ctx);
+        if let Err(failure) = outcome {
             let _ = tx.rollback().await;
             return Err(failure.into_job_error());
         }
-        let now = self.services.clock.now();
         let recorded = processed::record(tx.get().await?, &job.message_id, &job.kind, now).await?;
         if !recorded {
             // Another worker applied the same job meanwhile: its effects stand, ours go.

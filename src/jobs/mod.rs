@@ -1,6 +1,9 @@
 //! Jobs: the unit of work taken from a queue, and the split of its failures into transient
 //! (retry later) and permanent (dead letters, with the reason).
 
+pub mod handler;
+pub mod schema;
+
 use chrono::{DateTime, Utc};
 
 use crate::store::StoreError;
@@ -60,13 +63,13 @@ impl From<sea_orm::DbErr> for JobError {
     }
 }
 
-/// Checks a payload against its kind's contract before any work is done; the reason names
-/// the field. (JSON Schema validation joins this as `schemas/` lands.)
+/// Checks a payload against its kind's contract before any work is done: first the schema
+/// tag (so a v2 payload is refused with a clear reason), then the JSON Schema.
 pub fn check_payload(kind: &str, payload: &serde_json::Value) -> Result<(), JobError> {
     let expected = format!("{kind}/v1");
     match payload.get("schema").and_then(|s| s.as_str()) {
         _ if !payload.is_object() => Err(JobError::permanent("payload is not a JSON object")),
-        Some(s) if s == expected => Ok(()),
+        Some(s) if s == expected => schema::validate(kind, payload),
         Some(s) => Err(JobError::permanent(format!(
             "payload has schema {s:?}, expected {expected:?}"
         ))),

@@ -12,7 +12,8 @@ use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
 
-use crate::config::SecretUrl;
+use super::Names;
+use crate::config::{AmqpConfig, SecretUrl};
 use crate::shutdown::Shutdown;
 
 /// Readiness view of the broker: cheap to clone, never blocks.
@@ -42,9 +43,12 @@ pub struct Broker {
 
 impl Broker {
     /// Starts the supervisor task; it runs until `shutdown`, then closes the connection.
+    /// With `topology`, the contract's exchanges and queues are declared on every connection
+    /// before anyone sees it, so a consumer never starts on a broker that lost its queues.
     pub fn supervise(
         url: SecretUrl,
         name: String,
+        topology: Option<(Names, AmqpConfig)>,
         mut shutdown: Shutdown,
     ) -> (Broker, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(None::<Arc<Connection>>);
@@ -59,6 +63,18 @@ impl Broker {
                 match attempt {
                     Ok(conn) => {
                         let conn = Arc::new(conn);
+                        if let Some((names, config)) = &topology
+                            && let Err(e) = super::topology::declare(&conn, names, config).await
+                        {
+                            tracing::error!(error = %e, retry_in = ?delay, "cannot declare the broker topology");
+                            let _ = conn.close(200, "topology failed".into()).await;
+                            tokio::select! {
+                                _ = shutdown.recv() => break,
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                            continue;
+                        }
                         delay = Duration::from_millis(200);
                         tracing::info!(broker = %url, "connected to the broker");
                         let mut events = conn.events_listener();

@@ -1,0 +1,151 @@
+//! The contract between the engine and a built-in action: what it gets (the step's checked
+//! parameters and the run's context) and what it returns (go on, or stop the workflow).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gochat_entities::threads;
+use sea_orm::DatabaseTransaction;
+use serde_json::Value;
+
+use super::facts::Facts;
+use super::spec::ActionSpec;
+use crate::jobs::{Job, JobError};
+use crate::queue::Names;
+use crate::services::Services;
+use crate::store::Tx;
+
+/// A built-in action. Implementations are stateless; everything a run needs is in the context.
+#[async_trait::async_trait]
+pub trait Action: Send + Sync + 'static {
+    fn spec(&self) -> &'static ActionSpec;
+
+    /// Checks that go beyond each parameter's type (e.g. "exactly one of"), at load time.
+    fn validate(&self, _params: &Params) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError>;
+}
+
+/// What happens after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// End the workflow successfully here (the job is still recorded as processed).
+    Stop(String),
+}
+
+/// Everything one workflow run works with.
+pub struct StepContext<'a> {
+    pub services: &'a Services,
+    pub job: &'a Job,
+    pub facts: &'a mut Facts,
+    /// The job's transaction, begun on first use.
+    pub tx: &'a mut Tx,
+    /// The thread the job is about, once a step loaded or created it.
+    pub thread: Option<threads::Model>,
+    pub names: Names,
+    /// One clock reading per job, so every row it writes carries the same time.
+    pub now: DateTime<Utc>,
+}
+
+impl<'a> StepContext<'a> {
+    pub fn new(services: &'a Services, job: &'a Job, facts: &'a mut Facts, tx: &'a mut Tx) -> Self {
+        StepContext {
+            names: Names::new(&services.config.amqp.prefix),
+            now: services.clock.now(),
+            services,
+            job,
+            facts,
+            tx,
+            thread: None,
+        }
+    }
+
+    /// The job's transaction.
+    pub async fn db(&mut self) -> Result<&DatabaseTransaction, JobError> {
+        Ok(self.tx.get().await?)
+    }
+
+    /// The loaded thread; the loader guarantees a step that needs it runs after one that
+    /// provides it, so its absence is a bug in a conditional workflow, reported as such.
+    pub fn thread(&self) -> Result<&threads::Model, JobError> {
+        self.thread.as_ref().ok_or_else(|| {
+            JobError::permanent(
+                "no thread is loaded at this step (a `load_thread` or `create_thread` step was skipped by its condition)",
+            )
+        })
+    }
+
+    /// Replaces the current thread and refreshes the `thread.*` facts.
+    pub fn set_thread(&mut self, t: threads::Model) {
+        self.facts.set("thread.id", Value::String(t.id.to_string()));
+        self.facts.set("thread.status", serde_json::json!(t.status));
+        self.facts.set("thread.version", Value::from(t.version));
+        self.facts
+            .set("thread.assignee", serde_json::json!(t.assignee));
+        self.facts
+            .set("thread.lifecycle", Value::String(t.lifecycle.clone()));
+        self.facts
+            .set("thread.lifecycle_step", serde_json::json!(t.lifecycle_step));
+        self.thread = Some(t);
+    }
+}
+
+/// A step's parameters after checking, with defaults filled in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params {
+    values: BTreeMap<String, Value>,
+}
+
+impl Params {
+    pub(super) fn new(values: BTreeMap<String, Value>) -> Self {
+        Params { values }
+    }
+
+    fn get(&self, name: &str) -> Result<&Value, JobError> {
+        self.values
+            .get(name)
+            .ok_or_else(|| JobError::permanent(format!("parameter `{name}` is not set")))
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.values.get(name).is_some_and(|v| !v.is_null())
+    }
+
+    pub fn str(&self, name: &str) -> Result<&str, JobError> {
+        self.get(name)?
+            .as_str()
+            .ok_or_else(|| JobError::permanent(format!("parameter `{name}` is not a string")))
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, JobError> {
+        self.get(name)?
+            .as_bool()
+            .ok_or_else(|| JobError::permanent(format!("parameter `{name}` is not a boolean")))
+    }
+
+    pub fn int(&self, name: &str) -> Result<i64, JobError> {
+        self.get(name)?
+            .as_i64()
+            .ok_or_else(|| JobError::permanent(format!("parameter `{name}` is not an integer")))
+    }
+
+    pub fn duration(&self, name: &str) -> Result<Duration, JobError> {
+        humantime::parse_duration(self.str(name)?)
+            .map_err(|e| JobError::permanent(format!("parameter `{name}`: {e}")))
+    }
+
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, JobError> {
+        let v = self.get(name)?;
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .ok_or_else(|| JobError::permanent(format!("parameter `{name}` is not a list")))
+    }
+}

@@ -1,0 +1,32 @@
+//! Control flow: ending a workflow early.
+
+use crate::jobs::JobError;
+use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+
+/// `stop`: ends the workflow successfully (used with `when:`).
+pub struct Stop;
+
+static STOP: ActionSpec = ActionSpec {
+    name: "stop",
+    summary: "Ends the workflow here; the job counts as done. Use with `when:`.",
+    params: &[ParamSpec {
+        name: "reason",
+        ty: ParamType::Str,
+        default: None,
+        doc: "Why, for the logs.",
+    }],
+    reads: &[],
+    writes: &[],
+};
+
+#[async_trait::async_trait]
+impl Action for Stop {
+    fn spec(&self) -> &'static ActionSpec {
+        &STOP
+    }
+
+    async fn run(&self, _ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+        Ok(Flow::Stop(params.str("reason")?.to_owned()))
+    }
+}

@@ -1,0 +1,65 @@
+//! The workflow engine: each job kind is a YAML file of named steps calling built-in actions
+//! (`workflows/jobs/<kind>.yaml`). Ops change behaviour by editing YAML; the loader checks
+//! every file against the actions' declarations before anything runs.
+//!
+//! - [`spec`]: what an action declares (parameters, facts read and written)
+//! - [`load`]: YAML → checked [`Workflow`], errors with file:line:column and hints
+//! - [`condition`]: the `when:` matchers
+//! - [`engine`]: running the steps
+//! - [`actions`]: the built-in actions, grouped by what they touch
+//! - [`docs`]: the action reference, generated from the declarations
+
+pub mod action;
+pub mod actions;
+pub mod condition;
+pub mod docs;
+pub mod engine;
+pub mod facts;
+pub mod load;
+pub mod registry;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use action::{Action, Flow, Params, StepContext};
+pub use facts::Facts;
+pub use load::{LoadError, Problem};
+pub use registry::Registry;
+
+/// A checked workflow for one job kind.
+pub struct Workflow {
+    pub kind: String,
+    pub file: PathBuf,
+    pub steps: Vec<Step>,
+}
+
+pub struct Step {
+    pub name: String,
+    pub action: Arc<dyn Action>,
+    pub params: Params,
+    pub when: Option<condition::Condition>,
+}
+
+/// The job workflows in force, by kind. Swapped whole on reload.
+#[derive(Default)]
+pub struct WorkflowSet {
+    workflows: BTreeMap<String, Arc<Workflow>>,
+}
+
+impl WorkflowSet {
+    /// Loads and checks `<dir>/jobs/*.yaml` with the built-in actions.
+    pub fn load(dir: &Path) -> Result<WorkflowSet, LoadError> {
+        load::load_dir(dir, &Registry::builtin())
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<Workflow>> {
+        self.workflows.get(kind)
+    }
+
+    /// The job kinds that have a workflow.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.workflows.keys().map(String::as_str).collect()
+    }
+}
