@@ -11,8 +11,10 @@ use super::{Names, QueueError};
 use crate::config::{AmqpConfig, QueueType};
 use crate::contract::JOB_KINDS;
 
-/// The header a retried job carries; the retry exchange routes on it.
-pub const RETRY_DELAY_HEADER: &str = "x-gochat-retry-delay-ms";
+/// The header a retried job carries; the retry exchange routes on it. Not `x-`-prefixed on
+/// purpose: RabbitMQ's headers exchange ignores `x-` headers when matching, so a binding on
+/// one would match every message and a retry would land in every retry queue.
+pub const RETRY_DELAY_HEADER: &str = "gochat-retry-delay-ms";
 
 /// Declares everything on a fresh channel of `conn` (a failed declaration closes its channel).
 pub async fn declare(

@@ -84,17 +84,11 @@ pub async fn upsert_customer(
     if external_id.is_empty() {
         return Err(StoreError::Invalid("customer external_id is empty".into()));
     }
-    let existing = customers::Entity::find()
-        .filter(customers::Column::ExternalId.eq(external_id))
-        .one(db)
-        .await?;
-    let outcome = if existing.is_some() {
-        UpsertOutcome::Updated
-    } else {
-        UpsertOutcome::Created
-    };
+    // Whether this call created the row is read from the row itself (does it carry the id we
+    // proposed?), not from a prior SELECT, which two concurrent upserts would both pass.
+    let proposed = Uuid::now_v7();
     customers::Entity::insert(customers::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(proposed),
         external_id: Set(external_id.to_owned()),
         name: Set(input.name.clone()),
         attributes: Set(serde_json::json!({})),
@@ -116,6 +110,11 @@ pub async fn upsert_customer(
             what: "customer",
             id: external_id.into(),
         })?;
+    let outcome = if customer.id == proposed {
+        UpsertOutcome::Created
+    } else {
+        UpsertOutcome::Updated
+    };
 
     let mut keep = Vec::with_capacity(input.contacts.len());
     for c in &input.contacts {

@@ -15,7 +15,7 @@ use gochat_entities::{
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter,
+    QueryFilter, QuerySelect,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -124,6 +124,23 @@ pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<threads::Model, 
             what: "thread",
             id: id.to_string(),
         })
+}
+
+/// The thread, locked for the rest of the transaction (PostgreSQL `FOR UPDATE`), so jobs on
+/// one thread queue up instead of failing each other's version check. SQLite needs no lock:
+/// its write transactions are serialised already (see `Tx`).
+pub async fn get_for_update(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<threads::Model, StoreError> {
+    let mut q = threads::Entity::find_by_id(id);
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    q.one(db).await?.ok_or(StoreError::NotFound {
+        what: "thread",
+        id: id.to_string(),
+    })
 }
 
 /// The thread whose reply token is `token`, if any.

@@ -4,7 +4,10 @@
 //! "sending" before talking to the SMTP server), so the transaction can be committed midway
 //! and a fresh one begun on next use; the job's idempotency record always goes into the last.
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
 
 use super::StoreError;
 
@@ -18,10 +21,17 @@ impl Tx {
         Self { db, current: None }
     }
 
-    /// The open transaction, begun now if there is none.
+    /// The open transaction, begun now if there is none. On SQLite it is begun IMMEDIATE:
+    /// job transactions write, and a deferred one that read first could not upgrade to a
+    /// writer once another job committed (SQLITE_BUSY at once, without waiting the busy
+    /// timeout). PostgreSQL ignores the mode.
     pub async fn get(&mut self) -> Result<&DatabaseTransaction, StoreError> {
         if self.current.is_none() {
-            self.current = Some(self.db.begin().await?);
+            let options = TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            self.current = Some(self.db.begin_with_options(options).await?);
         }
         match &self.current {
             Some(t) => Ok(t),

@@ -2,6 +2,8 @@
 //! `gochat_test_<uuid>`, dropped afterwards) and helpers to run the `gochat` binary.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -103,7 +103,7 @@ impl Action for LoadThread {
         let raw = ctx.facts.str(fact).unwrap_or_default().to_owned();
         let id = Uuid::parse_str(&raw)
             .map_err(|_| JobError::permanent(format!("`{fact}` is not a thread id: {raw:?}")))?;
-        let thread = match threads::get(ctx.db().await?, id).await {
+        let thread = match threads::get_for_update(ctx.db().await?, id).await {
             Err(StoreError::NotFound { .. }) => {
                 return Err(JobError::permanent(format!("unknown thread {id}")));
             }

@@ -1,0 +1,228 @@
+//! Broker test support: a fresh `GOCHAT_AMQP_PREFIX` per test (so tests run in parallel on
+//! the machine's RabbitMQ), raw publishing, an event tap, and cleanup of every queue and
+//! exchange the prefix created.
+
+use std::time::{Duration, Instant};
+
+use gochat::contract::JOB_KINDS;
+use gochat::queue::Names;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+pub fn amqp_url() -> String {
+    std::env::var("GOCHAT_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A message taken from a queue.
+#[derive(Debug)]
+pub struct Got {
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub headers: FieldTable,
+    pub routing_key: String,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.inner().get(name).map(|v| match v {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            AMQPValue::ShortString(s) => s.as_str().to_owned(),
+            AMQPValue::LongLongInt(i) => i.to_string(),
+            AMQPValue::LongInt(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+    }
+}
+
+pub struct TestBroker {
+    pub prefix: String,
+    pub names: Names,
+    conn: Connection,
+    channel: Channel,
+    taps: Vec<String>,
+}
+
+impl TestBroker {
+    pub async fn new() -> TestBroker {
+        let prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ reachable");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        TestBroker {
+            names: Names::new(&prefix),
+            prefix,
+            conn,
+            channel,
+            taps: Vec::new(),
+        }
+    }
+
+    /// Declares the contract's topology for the prefix, as the worker does on connecting.
+    pub async fn declare(&self, amqp: &gochat::config::AmqpConfig) {
+        gochat::queue::topology::declare(&self.conn, &self.names, amqp)
+            .await
+            .expect("topology");
+    }
+
+    /// Publishes a job as another tool would: persistent JSON with `message_id` (if given).
+    pub async fn publish(&self, kind: &str, message_id: Option<&str>, body: &[u8]) {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.names.jobs_exchange().as_str().into(),
+                kind.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "broker refused the test publish");
+    }
+
+    pub async fn publish_json(&self, kind: &str, message_id: &str, payload: &serde_json::Value) {
+        self.publish(kind, Some(message_id), payload.to_string().as_bytes())
+            .await;
+    }
+
+    /// A queue bound to every event of the prefix's events exchange (declare after the
+    /// worker declared its topology).
+    pub async fn tap_events(&mut self) -> String {
+        let q = format!("{}test.events.{}", self.prefix, self.taps.len());
+        self.channel
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare tap");
+        self.channel
+            .queue_bind(
+                q.as_str().into(),
+                self.names.events_exchange().as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind tap");
+        self.taps.push(q.clone());
+        q
+    }
+
+    /// The next message on `queue`, waiting up to `timeout`.
+    pub async fn get(&self, queue: &str, timeout: Duration) -> Option<Got> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                return Some(Got {
+                    body: m.delivery.data.clone(),
+                    message_id: m
+                        .delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|s| s.to_string()),
+                    headers: m.delivery.properties.headers().clone().unwrap_or_default(),
+                    routing_key: m.delivery.routing_key.to_string(),
+                });
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Messages ready in `queue` (0 if it does not exist).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let r = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let n = r.map(|q| q.message_count()).unwrap_or(0);
+        let _ = ch.close(200, "ok".into()).await;
+        n
+    }
+
+    /// Deletes every queue and exchange of the prefix.
+    pub async fn cleanup(&self, retry_delays: &[Duration]) {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let mut queues: Vec<String> = JOB_KINDS.iter().map(|k| self.names.queue(k)).collect();
+        queues.push(self.names.dead_letters());
+        queues.extend(retry_delays.iter().map(|d| self.names.retry_queue(*d)));
+        queues.extend(self.taps.iter().cloned());
+        for q in queues {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in [
+            self.names.jobs_exchange(),
+            self.names.events_exchange(),
+            self.names.retry_exchange(),
+        ] {
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = ch.close(200, "ok".into()).await;
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

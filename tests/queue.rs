@@ -1,0 +1,404 @@
+//! The queue runtime against the real RabbitMQ and both databases: jobs applied once,
+//! events published after commit, poison messages dead-lettered with their reason,
+//! transient failures retried, and a killed worker losing nothing and doing nothing twice.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::broker::{TestBroker, eventually};
+use common::{Backend, TestDb};
+use gochat::clock::SystemClock;
+use gochat::config::Config;
+use gochat::metrics::Metrics;
+use gochat::store::threads::{self, NewThread};
+use gochat::worker::Worker;
+use gochat_entities::threads::ThreadStatus;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(db: &TestDb, broker: &TestBroker, retry: &[u64]) -> Config {
+    let mut c = Config {
+        database: db.config(),
+        ..Config::default()
+    };
+    c.amqp.url = gochat::config::SecretUrl::new(common::broker::amqp_url());
+    c.amqp.prefix = broker.prefix.clone();
+    c.amqp.retry_delays = retry.iter().map(|ms| Duration::from_millis(*ms)).collect();
+    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    c
+}
+
+async fn start(config: Config) -> Worker {
+    let w = Worker::start(
+        config,
+        Arc::new(SystemClock),
+        Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("worker starts");
+    assert!(w.broker.connected(WAIT).await.is_some(), "worker connected");
+    w
+}
+
+async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get::<i64>("", "n").expect("n")
+}
+
+fn upsert(external_id: &str, name: &str) -> serde_json::Value {
+    json!({"schema": "customer-upsert/v1", "external_id": external_id, "name": name,
+           "contacts": [{"kind": "email", "address": format!("{external_id}@example.com")}]})
+}
+
+both_backends!(
+    a_job_is_applied_once_and_its_event_published_after_commit,
+    |db: TestDb| async move {
+        let mut broker = TestBroker::new().await;
+        let store = db.store().await;
+        let worker = start(config(&db, &broker, &[200])).await;
+        let tap = broker.tap_events().await;
+
+        broker
+            .publish_json("customer-upsert", "job-1", &upsert("acme", "ACME"))
+            .await;
+        // The same message id again (a redelivery, or a publisher retrying): no second
+        // effect, even when both copies are processed at the same time.
+        broker
+            .publish_json("customer-upsert", "job-1", &upsert("acme", "ACME"))
+            .await;
+        // A different job upserting the same customer, maybe concurrently: applied, and
+        // still exactly one "created" event.
+        broker
+            .publish_json("customer-upsert", "job-2", &upsert("acme", "ACME"))
+            .await;
+
+        let conn = store.conn();
+        eventually(WAIT, "both jobs recorded", || async {
+            (count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await == 2).then_some(())
+        })
+        .await;
+        let event = broker
+            .get(&tap, WAIT)
+            .await
+            .expect("customer.created event");
+        let ev = event.json();
+        assert_eq!(event.routing_key, "customer.created");
+        assert_eq!(ev["specversion"], "1.0");
+        assert_eq!(ev["type"], "com.algoreg.gochat.customer.created");
+        assert_eq!(ev["subject"], "acme");
+        assert_eq!(ev["data"]["job.name"], "ACME");
+        assert_eq!(ev["data"]["customer.external_id"], "acme");
+        assert_eq!(
+            event.message_id.as_deref(),
+            ev["id"].as_str(),
+            "AMQP message id = event id, for consumers' dedupe"
+        );
+        assert!(
+            broker.get(&tap, Duration::from_millis(700)).await.is_none(),
+            "exactly one event"
+        );
+
+        assert_eq!(count(conn, "SELECT COUNT(*) AS n FROM customers").await, 1);
+        eventually(WAIT, "the outbox drained", || async {
+            (count(
+                conn,
+                "SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0)
+                .then_some(())
+        })
+        .await;
+        let metrics = worker.services.metrics.render();
+        assert!(
+            metrics.contains("gochat_jobs_total{kind=\"customer-upsert\",outcome=\"acked\"} 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("gochat_jobs_total{kind=\"customer-upsert\",outcome=\"duplicate\"} 1"),
+            "{metrics}"
+        );
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(200)]).await;
+    }
+);
+
+both_backends!(
+    poison_messages_go_to_the_dead_letters_with_their_reason,
+    |db: TestDb| async move {
+        let broker = TestBroker::new().await;
+        let _store = db.store().await;
+        let worker = start(config(&db, &broker, &[200])).await;
+
+        broker
+            .publish("customer-upsert", Some("bad-json"), b"{not json")
+            .await;
+        broker
+            .publish(
+                "customer-upsert",
+                None,
+                upsert("x", "X").to_string().as_bytes(),
+            )
+            .await;
+        broker
+            .publish_json(
+                "customer-upsert",
+                "bad-schema",
+                &json!({"schema": "customer-upsert/v1", "name": 42}),
+            )
+            .await;
+        broker
+            .publish_json(
+                "customer-upsert",
+                "bad-version",
+                &json!({"schema": "customer-upsert/v9", "external_id": "x", "name": "X"}),
+            )
+            .await;
+        let ghost = uuid::Uuid::now_v7();
+        broker
+        .publish_json("thread-update", "ghost", &json!({"schema": "thread-update/v1", "thread_id": ghost, "actor": {"kind": "system"}, "comment": "hi"}))
+        .await;
+
+        let mut reasons = std::collections::BTreeMap::new();
+        for _ in 0..5 {
+            let dead = broker
+                .get(&broker.names.dead_letters(), WAIT)
+                .await
+                .expect("a dead letter");
+            let first = dead
+                .header("x-gochat-first-failure")
+                .expect("first-failure header");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(&first).is_ok(),
+                "{first}"
+            );
+            assert_eq!(
+                dead.header("x-gochat-attempts").as_deref(),
+                Some("1"),
+                "permanent failures are not retried"
+            );
+            let reason = dead.header("x-gochat-reason").expect("reason header");
+            assert!(!reason.contains('\n'));
+            reasons.insert(
+                dead.message_id.clone().unwrap_or_default(),
+                (
+                    dead.header("x-gochat-kind").unwrap_or_default(),
+                    reason,
+                    dead.body.clone(),
+                ),
+            );
+        }
+        assert!(
+            reasons["bad-json"].1.contains("not valid JSON"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            reasons["bad-json"].2, b"{not json",
+            "the body is kept as it was"
+        );
+        assert!(reasons[""].1.contains("no AMQP message_id"), "{reasons:?}");
+        assert!(
+            reasons["bad-schema"].1.contains("external_id")
+                && reasons["bad-schema"].1.contains("/name"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons["bad-version"]
+                .1
+                .contains("expected \"customer-upsert/v1\""),
+            "{reasons:?}"
+        );
+        assert_eq!(reasons["ghost"].0, "thread-update");
+        assert!(
+            reasons["ghost"]
+                .1
+                .contains(&format!("unknown thread {ghost}")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons["ghost"].1.contains("step `load`"),
+            "the reason names the step: {reasons:?}"
+        );
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(200)]).await;
+    }
+);
+
+/// Holds SQLite's write lock (as a long transaction of another process would).
+async fn lock_sqlite(url: &str) -> sea_orm::sqlx::SqliteConnection {
+    use sea_orm::sqlx::Connection as _;
+    let mut c = sea_orm::sqlx::SqliteConnection::connect(url)
+        .await
+        .expect("sqlite");
+    sea_orm::sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut c)
+        .await
+        .expect("lock");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_with_backoff_then_succeeds_or_is_dead_lettered() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let broker = TestBroker::new().await;
+    let store = db.store().await;
+    let mut cfg = config(&db, &broker, &[300, 300]);
+    cfg.database.busy_timeout = Duration::from_millis(50);
+    let worker = start(cfg).await;
+
+    // Locked for the first attempt and released during the backoff: the retry succeeds.
+    let mut lock = lock_sqlite(&db.url).await;
+    broker
+        .publish_json("customer-upsert", "retry-me", &upsert("acme", "ACME"))
+        .await;
+    eventually(WAIT, "a retry", || async {
+        worker
+            .services
+            .metrics
+            .render()
+            .contains("outcome=\"retried\"} 1")
+            .then_some(())
+    })
+    .await;
+    sea_orm::sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlock");
+    let conn = store.conn();
+    eventually(WAIT, "the retried job applied", || async {
+        (count(conn, "SELECT COUNT(*) AS n FROM customers").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(broker.depth(&broker.names.dead_letters()).await, 0);
+
+    // Locked through every attempt: after the ladder (1 + 2 retries) it is dead-lettered.
+    sea_orm::sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .expect("lock again");
+    broker
+        .publish_json("customer-upsert", "give-up", &upsert("globex", "Globex"))
+        .await;
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead letter");
+    sea_orm::sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlock");
+    assert_eq!(dead.message_id.as_deref(), Some("give-up"));
+    assert_eq!(dead.header("x-gochat-attempts").as_deref(), Some("3"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(
+        reason.starts_with("gave up after 3 attempts") && reason.contains("locked"),
+        "{reason}"
+    );
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(300)]).await;
+}
+
+both_backends!(
+    a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice,
+    |db: TestDb| async move {
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let conn = store.conn();
+        let thread = threads::create(
+            conn,
+            NewThread {
+                subject: "Busy thread".into(),
+                status: ThreadStatus::Open,
+                lifecycle: "default".into(),
+                mailbox: None,
+                customers: vec![],
+                linked_thread_id: None,
+                flags: vec![],
+            },
+            &json!({"kind": "system"}),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("thread");
+        broker.declare(&config(&db, &broker, &[]).amqp).await;
+        const N: usize = 300;
+        for i in 0..N {
+            let job = json!({"schema": "thread-update/v1", "thread_id": thread.id, "actor": {"kind": "agent", "id": "a1"}, "comment": format!("note {i}")});
+            broker
+                .publish_json("thread-update", &format!("note-{i}"), &job)
+                .await;
+        }
+        let spawn = || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let child = common::gochat(dir.path(), &db.url)
+                .env("GOCHAT_AMQP_PREFIX", &broker.prefix)
+                .env("GOCHAT_HTTP_ADDR", "127.0.0.1:0")
+                .arg("run")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn worker");
+            (child, dir)
+        };
+        let (mut first, _d1) = spawn();
+        eventually(WAIT, "some comments", || async {
+            (count(conn, "SELECT COUNT(*) AS n FROM comments").await >= 20).then_some(())
+        })
+        .await;
+        first.kill().expect("SIGKILL"); // no graceful anything: in-flight jobs are cut mid-way
+        first.wait().expect("reaped");
+        let done_before = count(conn, "SELECT COUNT(*) AS n FROM comments").await;
+        assert!(
+            done_before < N as i64,
+            "the kill happened mid-batch ({done_before} of {N})"
+        );
+
+        let (mut second, _d2) = spawn();
+        eventually(Duration::from_secs(60), "every job processed", || async {
+            (count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await == N as i64)
+                .then_some(())
+        })
+        .await;
+        second.kill().ok();
+        second.wait().ok();
+        assert_eq!(
+            count(conn, "SELECT COUNT(*) AS n FROM comments").await,
+            N as i64,
+            "one comment per job"
+        );
+        assert_eq!(
+            count(conn, "SELECT COUNT(DISTINCT body) AS n FROM comments").await,
+            N as i64
+        );
+        let t = threads::get(conn, thread.id).await.expect("thread");
+        assert_eq!(t.item_count, N as i32);
+        if let Some(dead) = broker
+            .get(&broker.names.dead_letters(), Duration::ZERO)
+            .await
+        {
+            panic!(
+                "a job was dead-lettered: {:?}",
+                dead.header("x-gochat-reason")
+            );
+        }
+        broker
+            .cleanup(&[
+                Duration::from_secs(1),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+            ])
+            .await;
+    }
+);
