@@ -27,8 +27,8 @@ use crate::workflow::{LoadError, WorkflowSet};
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the workflows in {dir} are invalid:\n{source}")]
-    Workflows { dir: String, source: LoadError },
+    #[error("the workflows in {dir} are invalid:\n{problems}")]
+    Workflows { dir: String, problems: LoadError },
     #[error("the job schemas are invalid: {0}")]
     Schemas(String),
 }
@@ -55,9 +55,9 @@ impl Worker {
     ) -> Result<Worker, StartError> {
         crate::jobs::schema::check_all().map_err(StartError::Schemas)?;
         let set =
-            WorkflowSet::load(&config.workflows.dir).map_err(|source| StartError::Workflows {
+            WorkflowSet::load(&config.workflows.dir).map_err(|problems| StartError::Workflows {
                 dir: config.workflows.dir.display().to_string(),
-                source,
+                problems,
             })?;
         let store = Store::connect(&config.database).await?;
         store.ensure_schema(config.database.auto_migrate).await?;

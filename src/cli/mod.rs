@@ -51,6 +51,15 @@ pub enum Command {
     /// Workflow tools.
     #[command(subcommand)]
     Workflows(WorkflowsCommand),
+    /// Benchmarks (run them in a release build); the last line printed is one JSON object.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Jobs through the full consumer path vs. raw lapin publish → consume → ack.
+    Runtime(crate::bench::runtime::RuntimeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +117,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 "{}",
                 crate::workflow::docs::markdown(&crate::workflow::Registry::builtin())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Runtime(args)) => {
+            crate::bench::runtime::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => Ok(ExitCode::SUCCESS),

@@ -59,13 +59,14 @@ impl WorkflowHandler {
         let mut tx = Tx::new(db.clone());
         let mut facts = Facts::for_job(job);
         let mut ctx = StepContext::new(&self.services, job, &mut facts, &mut tx);
-        let now = ctx.now;
         let outcome = engine::run(workflow, &mut ctx).await;
         drop(ctx);
         if let Err(failure) = outcome {
             let _ = tx.rollback().await;
             return Err(failure.into_job_error());
         }
+        // Stamped now, just before commit: `processed_at` is when the job's effects landed.
+        let now = self.services.clock.now();
         let recorded = processed::record(tx.get().await?, &job.message_id, &job.kind, now).await?;
         if !recorded {
             // Another worker applied the same job meanwhile: its effects stand, ours go.

@@ -293,6 +293,7 @@ impl Settle {
             content_type: "application/json",
             payload: d.data.clone(),
             headers,
+            mandatory: true,
         }
     }
 }

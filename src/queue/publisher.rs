@@ -20,6 +20,9 @@ pub struct Outgoing {
     pub content_type: &'static str,
     pub payload: Vec<u8>,
     pub headers: FieldTable,
+    /// Refuse the publish when no queue is bound (jobs: a missing queue is an error). Events
+    /// are not mandatory: a topic nobody subscribes to is not a failure.
+    pub mandatory: bool,
 }
 
 impl Outgoing {
@@ -36,6 +39,7 @@ impl Outgoing {
             content_type: "application/json",
             payload,
             headers: FieldTable::default(),
+            mandatory: true,
         }
     }
 
@@ -88,7 +92,7 @@ impl Publisher {
                     m.exchange.as_str().into(),
                     m.routing_key.as_str().into(),
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory: m.mandatory,
                         ..Default::default()
                     },
                     &m.payload,

@@ -148,6 +148,7 @@ fn to_outgoing(row: &outbox::OutboxMessage) -> Outgoing {
     );
     if matches!(row.kind, gochat_entities::outbox::OutboxKind::Event) {
         m.content_type = "application/cloudevents+json";
+        m.mandatory = false;
     }
     m
 }

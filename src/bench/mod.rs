@@ -1,0 +1,27 @@
+//! `gochat bench <name>`: measurements, run in a release build. Each prints readable lines
+//! and, last, one JSON object with the figures (for `docs/BENCHMARKS.md` and CI trends).
+
+pub mod runtime;
+
+/// The `q`-quantile (0..=1) of sorted `samples`, in milliseconds.
+pub fn quantile_ms(sorted: &[std::time::Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile_ms(&s, 0.5), 51.0);
+        assert_eq!(quantile_ms(&s, 0.99), 99.0);
+        assert_eq!(quantile_ms(&[], 0.5), 0.0);
+    }
+}

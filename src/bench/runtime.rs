@@ -1,0 +1,301 @@
+//! `gochat bench runtime`: jobs through the full consumer path (decode, schema check,
+//! workflow, one committed transaction, ack) against the raw lapin publish → consume → ack
+//! rate of the same broker. Uses its own queue prefix and cleans it up; writes customers
+//! into the database it is given, so point it at a scratch one (default: a temp SQLite file).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+
+use super::quantile_ms;
+use crate::clock::SystemClock;
+use crate::config::{Config, SecretUrl};
+use crate::contract::JOB_KINDS;
+use crate::metrics::Metrics;
+use crate::queue::{Names, Outgoing, Publisher};
+use crate::worker::Worker;
+
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Jobs to run through each path.
+    #[arg(long, default_value_t = 50_000)]
+    pub jobs: usize,
+    /// Scratch database (default: a temporary SQLite file). Migrated if needed.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+struct Figures {
+    per_sec: f64,
+    p50: f64,
+    p99: f64,
+}
+
+pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
+    let n = args.jobs.max(1);
+    let scratch = tempfile::tempdir().context("temp dir")?;
+    let url = args
+        .database_url
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", scratch.path().display()));
+    config.database.url = SecretUrl::new(url);
+    config.database.auto_migrate = true;
+    config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
+    let names = Names::new(&config.amqp.prefix);
+    let backend = if config.database.url.expose().starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "bench runtime: {n} jobs, database {backend} ({}), broker {}",
+        config.database.url, config.amqp.url
+    );
+
+    let conn = Connection::connect(config.amqp.url.expose(), ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to {}", config.amqp.url))?;
+
+    let baseline = baseline(&conn, &names, n, config.amqp.prefetch).await?;
+    println!(
+        "baseline (lapin publish → consume → ack): {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms",
+        baseline.per_sec, baseline.p50, baseline.p99
+    );
+
+    let worker = Worker::start(config.clone(), Arc::new(SystemClock), Metrics::new()?).await?;
+    worker
+        .broker
+        .connected(Duration::from_secs(10))
+        .await
+        .context("worker did not connect")?;
+    let full = full_path(&conn, &names, &worker, n, config.amqp.confirm_timeout).await;
+    let store = worker.services.store.clone();
+    worker.stop().await;
+    let full = full?;
+    store.close().await;
+    cleanup(&conn, &names, &config).await;
+
+    let ratio = full.per_sec / baseline.per_sec.max(f64::MIN_POSITIVE);
+    println!(
+        "full path (decode, validate, workflow, commit, ack): {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms; ratio to baseline {:.2}",
+        full.per_sec, full.p50, full.p99, ratio
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "runtime", "jobs": n, "database": backend,
+            "jobs_per_sec": round(full.per_sec), "p50_ms": round(full.p50), "p99_ms": round(full.p99),
+            "baseline_per_sec": round(baseline.per_sec), "baseline_p50_ms": round(baseline.p50), "baseline_p99_ms": round(baseline.p99),
+            "ratio": round(ratio),
+        })
+    );
+    Ok(())
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Raw lapin: a plain durable queue, persistent messages with confirms, one consumer acking
+/// each message, prefetch as configured.
+async fn baseline(
+    conn: &Connection,
+    names: &Names,
+    n: usize,
+    prefetch: u16,
+) -> anyhow::Result<Figures> {
+    let queue = format!("{}baseline", names.prefix());
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let publisher = Publisher::open(conn, Duration::from_secs(30)).await?;
+    let start = Instant::now();
+    let q = queue.clone();
+    let publishing = tokio::spawn(async move {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            let msgs: Vec<Outgoing> = chunk
+                .iter()
+                .map(|i| {
+                    let sent = start.elapsed().as_nanos() as u64;
+                    Outgoing::json(
+                        String::new(),
+                        q.clone(),
+                        format!("b{i}"),
+                        sent.to_le_bytes().to_vec(),
+                    )
+                })
+                .collect();
+            for r in publisher.publish_all(&msgs).await {
+                r?;
+            }
+        }
+        publisher.close().await;
+        anyhow::Ok(())
+    });
+    let mut latencies = Vec::with_capacity(n);
+    while latencies.len() < n {
+        let d = consumer.next().await.context("consumer ended")??;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(d.data.get(..8).context("short message")?);
+        let sent = Duration::from_nanos(u64::from_le_bytes(b));
+        latencies.push(start.elapsed().saturating_sub(sent));
+        d.acker.ack(BasicAckOptions::default()).await?;
+    }
+    let elapsed = start.elapsed();
+    publishing.await??;
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = ch.close(200, "done".into()).await;
+    Ok(figures(n, elapsed, latencies))
+}
+
+/// The worker's path: `customer-upsert` jobs (one new customer and contact each).
+async fn full_path(
+    conn: &Connection,
+    names: &Names,
+    worker: &Worker,
+    n: usize,
+    confirm: Duration,
+) -> anyhow::Result<Figures> {
+    let publisher = Publisher::open(conn, confirm).await?;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let exchange = names.jobs_exchange();
+    let start = Instant::now();
+    let started_at = Utc::now();
+    let mut sent_at: HashMap<String, Duration> = HashMap::with_capacity(n);
+    let publishing = {
+        let run = run.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::with_capacity(n);
+            for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+                let msgs: Vec<Outgoing> = chunk
+                    .iter()
+                    .map(|i| {
+                        let id = format!("bench-{run}-{i}");
+                        let body = json!({"schema": "customer-upsert/v1", "external_id": id, "name": format!("Customer {i}"),
+                                          "contacts": [{"kind": "email", "address": format!("c{i}-{run}@bench.example")}]});
+                        Outgoing::json(exchange.clone(), "customer-upsert".into(), id, body.to_string().into_bytes())
+                    })
+                    .collect();
+                let at = start.elapsed();
+                for (m, r) in msgs.iter().zip(publisher.publish_all(&msgs).await) {
+                    r?;
+                    sent.push((m.message_id.clone(), at));
+                }
+            }
+            publisher.close().await;
+            anyhow::Ok(sent)
+        })
+    };
+    let db = worker.services.store.conn();
+    let backend = db.get_database_backend();
+    let count = Statement::from_string(
+        backend,
+        "SELECT COUNT(*) AS n FROM processed_jobs WHERE kind = 'customer-upsert'".to_owned(),
+    );
+    loop {
+        let done: i64 = db
+            .query_one_raw(count.clone())
+            .await?
+            .map(|r| r.try_get("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if done as usize >= n {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(1800),
+            "only {done} of {n} jobs done after 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed();
+    for (id, at) in publishing.await?? {
+        sent_at.insert(id, at);
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT message_id, processed_at FROM processed_jobs WHERE kind = 'customer-upsert'"
+                .to_owned(),
+        ))
+        .await?;
+    let mut latencies = Vec::with_capacity(n);
+    for r in rows {
+        let id: String = r.try_get("", "message_id")?;
+        let at: DateTime<Utc> = r.try_get("", "processed_at")?;
+        if let Some(sent) = sent_at.get(&id) {
+            let done = (at - started_at).to_std().unwrap_or_default();
+            latencies.push(done.saturating_sub(*sent));
+        }
+    }
+    Ok(figures(n, elapsed, latencies))
+}
+
+fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Figures {
+    latencies.sort();
+    Figures {
+        per_sec: n as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+        p50: quantile_ms(&latencies, 0.5),
+        p99: quantile_ms(&latencies, 0.99),
+    }
+}
+
+async fn cleanup(conn: &Connection, names: &Names, config: &Config) {
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    let mut queues: Vec<String> = JOB_KINDS.iter().map(|k| names.queue(k)).collect();
+    queues.push(names.dead_letters());
+    queues.extend(
+        config
+            .amqp
+            .retry_delays
+            .iter()
+            .map(|d| names.retry_queue(*d)),
+    );
+    for q in queues {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in [
+        names.jobs_exchange(),
+        names.events_exchange(),
+        names.retry_exchange(),
+    ] {
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = ch.close(200, "done".into()).await;
+}
