@@ -291,5 +291,8 @@ fn schema_examples_are_accepted_and_invalid_ones_refused() {
         assert!(!err.is_transient());
         refused += 1;
     }
-    assert_eq!(refused, gochat::contract::JOB_KINDS.len());
+    assert!(
+        refused >= gochat::contract::JOB_KINDS.len(),
+        "at least one invalid example per kind"
+    );
 }
