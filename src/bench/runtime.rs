@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -23,9 +22,8 @@ use serde_json::json;
 use super::quantile_ms;
 use crate::clock::SystemClock;
 use crate::config::{Config, SecretUrl};
-use crate::contract::JOB_KINDS;
 use crate::metrics::Metrics;
-use crate::queue::{Names, Outgoing, Publisher};
+use crate::queue::{Names, Outgoing, Publisher, topology};
 use crate::worker::Worker;
 
 #[derive(Debug, Args)]
@@ -85,7 +83,12 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     worker.stop().await;
     let full = full?;
     store.close().await;
-    cleanup(&conn, &names, &config).await;
+    if let Err(e) = topology::delete(&conn, &names, &config.amqp).await {
+        eprintln!(
+            "gochat: could not delete the bench queues of prefix {}: {e}",
+            names.prefix()
+        );
+    }
 
     let ratio = full.per_sec / baseline.per_sec.max(f64::MIN_POSITIVE);
     println!(
@@ -268,34 +271,4 @@ fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Figures
         p50: quantile_ms(&latencies, 0.5),
         p99: quantile_ms(&latencies, 0.99),
     }
-}
-
-async fn cleanup(conn: &Connection, names: &Names, config: &Config) {
-    let Ok(ch) = conn.create_channel().await else {
-        return;
-    };
-    let mut queues: Vec<String> = JOB_KINDS.iter().map(|k| names.queue(k)).collect();
-    queues.push(names.dead_letters());
-    queues.extend(
-        config
-            .amqp
-            .retry_delays
-            .iter()
-            .map(|d| names.retry_queue(*d)),
-    );
-    for q in queues {
-        let _ = ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for x in [
-        names.jobs_exchange(),
-        names.events_exchange(),
-        names.retry_exchange(),
-    ] {
-        let _ = ch
-            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = ch.close(200, "done".into()).await;
 }

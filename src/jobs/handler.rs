@@ -38,7 +38,8 @@ impl Handler for WorkflowHandler {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
-        let span = tracing::info_span!("job", kind = %job.kind, message_id = %job.message_id, thread_id = %thread_id);
+        // Inside the consumer's `job` span (kind, id, attempt); this adds the thread.
+        let span = tracing::info_span!("workflow", thread_id = %thread_id);
         self.apply(&job).instrument(span).await
     }
 }

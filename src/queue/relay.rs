@@ -5,6 +5,7 @@
 //! row whose publish failed becomes available again after a backoff.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -38,6 +39,8 @@ pub struct Relay {
     pub metrics: Metrics,
     pub confirm_timeout: Duration,
     pub interval: Duration,
+    /// Second (Unix time) the backlog gauge was last refreshed.
+    pub backlog_counted_at: AtomicI64,
 }
 
 impl Relay {
@@ -70,11 +73,7 @@ impl Relay {
 
     /// Claims and publishes one batch; returns how many rows were claimed.
     pub async fn round(&self, publisher: &mut Option<Publisher>) -> Result<usize, String> {
-        if let Ok(n) = outbox::backlog(self.store.conn()).await {
-            self.metrics
-                .outbox_backlog
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        self.refresh_backlog_gauge().await;
         if publisher.as_ref().is_none_or(|p| !p.is_open()) {
             let Some(conn) = self.broker.connected(Duration::from_millis(100)).await else {
                 return Ok(0);
@@ -129,6 +128,22 @@ impl Relay {
             *publisher = None;
         }
         Ok(rows.len())
+    }
+}
+
+impl Relay {
+    /// Counts the backlog for the gauge at most once per second: rounds run after every
+    /// committed job, and a `COUNT(*)` per job would tax the hot path for a metric.
+    async fn refresh_backlog_gauge(&self) {
+        let now = self.clock.now().timestamp();
+        if self.backlog_counted_at.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
+        if let Ok(n) = outbox::backlog(self.store.conn()).await {
+            self.metrics
+                .outbox_backlog
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }
 

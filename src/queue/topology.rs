@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
@@ -70,6 +73,33 @@ pub async fn declare(
         .await?;
     }
     let _ = ch.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
+/// Deletes every queue and exchange [`declare`] creates for `names` (queues with their
+/// messages). For throwaway prefixes: benchmarks and tests, never a production prefix.
+pub async fn delete(
+    conn: &Connection,
+    names: &Names,
+    config: &AmqpConfig,
+) -> Result<(), QueueError> {
+    let ch = conn.create_channel().await?;
+    let mut queues: Vec<String> = JOB_KINDS.iter().map(|k| names.queue(k)).collect();
+    queues.push(names.dead_letters());
+    queues.extend(config.retry_delays.iter().map(|d| names.retry_queue(*d)));
+    for q in queues {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for x in [
+        names.jobs_exchange(),
+        names.events_exchange(),
+        names.retry_exchange(),
+    ] {
+        ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    let _ = ch.close(200, "topology deleted".into()).await;
     Ok(())
 }
 

@@ -224,10 +224,15 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
             seen.insert(name.clone(), nl);
         }
         let action_name = raw_step.action.value.as_str();
+        // Problems about the step as a whole point at its `action:`.
+        let (al, ac) = (
+            raw_step.action.referenced.line(),
+            raw_step.action.referenced.column(),
+        );
         let Some(action) = registry.get(action_name) else {
             problems.push(at(
-                raw_step.action.referenced.line(),
-                raw_step.action.referenced.column(),
+                al,
+                ac,
                 format!("step `{name}`: unknown action `{action_name}`"),
                 Some(format!(
                     "actions are {}{}",
@@ -305,8 +310,8 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
             match param.default {
                 Some(UNSET) => {}
                 None => problems.push(at(
-                    raw_step.action.referenced.line(),
-                    raw_step.action.referenced.column(),
+                    al,
+                    ac,
                     format!(
                         "step `{name}`: action `{}` needs parameter `{}` ({})",
                         spec.name, param.name, param.ty
@@ -323,9 +328,7 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
                         Ok(()) => {
                             values.insert(param.name.to_owned(), v);
                         }
-                        Err(msg) => problems.push(at(
-                            raw_step.action.referenced.line(),
-                            raw_step.action.referenced.column(),
+                        Err(msg) => problems.push(at(al, ac,
                             format!("step `{name}`: parameter `{}` defaults to `{default}`, which does not work here: {msg}", param.name),
                             Some(format!("set `{}` explicitly", param.name)),
                         )),
@@ -334,18 +337,13 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
             }
         }
         if let Err(msg) = action.validate(&Params::new(values.clone())) {
-            problems.push(at(
-                raw_step.action.referenced.line(),
-                raw_step.action.referenced.column(),
-                format!("step `{name}`: {msg}"),
-                None,
-            ));
+            problems.push(at(al, ac, format!("step `{name}`: {msg}"), None));
         }
         for read in spec.reads {
             if !available.contains_key(*read) {
                 problems.push(at(
-                    raw_step.action.referenced.line(),
-                    raw_step.action.referenced.column(),
+                    al,
+                    ac,
                     format!(
                         "step `{name}`: action `{}` reads `{read}`, which no earlier step provides",
                         spec.name

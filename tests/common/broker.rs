@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use gochat::contract::JOB_KINDS;
 use gochat::queue::Names;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -185,23 +184,15 @@ impl TestBroker {
 
     /// Deletes every queue and exchange of the prefix.
     pub async fn cleanup(&self, retry_delays: &[Duration]) {
+        let amqp = gochat::config::AmqpConfig {
+            retry_delays: retry_delays.to_vec(),
+            ..Default::default()
+        };
+        let _ = gochat::queue::topology::delete(&self.conn, &self.names, &amqp).await;
         let ch = self.conn.create_channel().await.expect("channel");
-        let mut queues: Vec<String> = JOB_KINDS.iter().map(|k| self.names.queue(k)).collect();
-        queues.push(self.names.dead_letters());
-        queues.extend(retry_delays.iter().map(|d| self.names.retry_queue(*d)));
-        queues.extend(self.taps.iter().cloned());
-        for q in queues {
+        for q in &self.taps {
             let _ = ch
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for x in [
-            self.names.jobs_exchange(),
-            self.names.events_exchange(),
-            self.names.retry_exchange(),
-        ] {
-            let _ = ch
-                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
         let _ = ch.close(200, "ok".into()).await;
