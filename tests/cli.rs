@@ -3,17 +3,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::process::{free_port, get, sigterm_and_wait, start_worker, wait_status};
 use common::{Backend, TestDb, gochat, stderr, stdout};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 #[test]
 fn check_accepts_the_shipped_config_and_refuses_a_broken_one() {
@@ -170,77 +163,6 @@ both_backends!(
         );
     }
 );
-
-/// A running worker, killed if the test fails before stopping it.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_worker(dir: &std::path::Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Worker {
-    let mut cmd = gochat(dir, db_url);
-    cmd.env("GOCHAT_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "GOCHAT_AMQP_PREFIX",
-            format!("test-{}.", uuid::Uuid::now_v7().simple()),
-        )
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    Worker(cmd.spawn().expect("spawn gochat run"))
-}
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let r = reqwest::get(url).await.ok()?;
-    let code = r.status().as_u16();
-    Some((code, r.text().await.unwrap_or_default()))
-}
-
-/// Polls `url` until it answers `want` or 30 s pass.
-async fn wait_status(url: &str, want: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((code, body)) = get(url).await
-            && code == want
-        {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{url} never answered {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn sigterm_and_wait(worker: &mut Worker) -> (Option<i32>, String) {
-    let pid = worker.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = worker.0.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = worker.0.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.code(), err);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gochat run did not stop within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 both_backends!(
     run_serves_health_readiness_metrics_and_stops_on_sigterm,

@@ -77,8 +77,11 @@ impl Publisher {
     }
 
     /// Publishes every message, then waits for all confirms (pipelined: one round trip for
-    /// the batch, not one per message). One result per message, in order.
+    /// the batch, not one per message). One result per message, in order. The confirm
+    /// timeout bounds the whole batch: on a dead connection, waiting it out per message
+    /// would stall a 500-row outbox batch for over an hour.
     pub async fn publish_all(&self, msgs: &[Outgoing]) -> Vec<Result<(), QueueError>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pending = Vec::with_capacity(msgs.len());
         for m in msgs {
             let props = BasicProperties::default()
@@ -86,26 +89,27 @@ impl Publisher {
                 .with_content_type(m.content_type.into())
                 .with_message_id(m.message_id.as_str().into())
                 .with_headers(m.headers.clone());
-            let sent = self
-                .channel
-                .basic_publish(
-                    m.exchange.as_str().into(),
-                    m.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: m.mandatory,
-                        ..Default::default()
-                    },
-                    &m.payload,
-                    props,
-                )
-                .await;
+            let sent = self.channel.basic_publish(
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: m.mandatory,
+                    ..Default::default()
+                },
+                &m.payload,
+                props,
+            );
+            let sent = match tokio::time::timeout_at(deadline, sent).await {
+                Ok(r) => r.map_err(QueueError::from),
+                Err(_) => Err(QueueError::ConfirmTimeout(self.timeout)),
+            };
             pending.push(sent);
         }
         let mut results = Vec::with_capacity(msgs.len());
         for (m, sent) in msgs.iter().zip(pending) {
             let result = match sent {
-                Err(e) => Err(QueueError::from(e)),
-                Ok(confirm) => match tokio::time::timeout(self.timeout, confirm).await {
+                Err(e) => Err(e),
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => Err(QueueError::ConfirmTimeout(self.timeout)),
                     Ok(Err(e)) => Err(e.into()),
                     Ok(Ok(Confirmation::Ack(None))) => Ok(()),

@@ -1,0 +1,270 @@
+//! The broker stopped and started while jobs are being published and consumed: on a
+//! RabbitMQ node of the test's own, a `gochat run` process and a publisher that retries
+//! unconfirmed jobs ride through the outage; readiness reports it; every job has exactly
+//! one effect and every event goes out.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::broker::eventually;
+use common::process::{free_port, start_worker, wait_status};
+use common::rabbit::OwnRabbit;
+use common::{Backend, TestDb};
+use gochat::queue::Names;
+use gochat::store::threads::{self, NewThread};
+use gochat_entities::threads::ThreadStatus;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+
+const N: usize = 800;
+
+async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get::<i64>("", "n").expect("n")
+}
+
+/// Publishes job `i` until the broker confirms it, reconnecting as needed — what any
+/// at-least-once publisher does. Returns how many attempts failed.
+async fn publish_until_confirmed(url: &str, names: &Names, jobs: Vec<(String, Vec<u8>)>) -> usize {
+    let mut failures = 0;
+    let mut channel: Option<(Connection, lapin::Channel)> = None;
+    for (id, body) in jobs {
+        loop {
+            if channel.is_none() {
+                match Connection::connect(url, ConnectionProperties::default()).await {
+                    Ok(conn) => {
+                        let ch = conn.create_channel().await.expect("channel");
+                        ch.confirm_select(ConfirmSelectOptions::default())
+                            .await
+                            .expect("confirms");
+                        channel = Some((conn, ch));
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some((_, ch)) = &channel else { continue };
+            let confirmed = async {
+                ch.basic_publish(
+                    names.jobs_exchange().as_str().into(),
+                    "thread-update".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    BasicProperties::default()
+                        .with_message_id(id.as_str().into())
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?
+                .await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
+                Ok(Ok(c)) if c.is_ack() => break,
+                _ => {
+                    failures += 1;
+                    channel = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        // Paced, so publishing is still going on when the broker stops.
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_stopped_and_started_mid_run_loses_no_job_and_applies_none_twice() {
+    let rabbit = tokio::task::spawn_blocking(OwnRabbit::start)
+        .await
+        .expect("start RabbitMQ node");
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let thread = threads::create(
+        conn,
+        NewThread {
+            subject: "Through the outage".into(),
+            status: ThreadStatus::Open,
+            lifecycle: "default".into(),
+            mailbox: None,
+            customers: vec![],
+            linked_thread_id: None,
+            flags: vec![],
+        },
+        &json!({"kind": "system"}),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("thread");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let prefix = "outage.";
+    let names = Names::new(prefix);
+    let url = rabbit.url();
+    let worker = start_worker(
+        dir.path(),
+        &db.url,
+        port,
+        &[("GOCHAT_AMQP_URL", &url), ("GOCHAT_AMQP_PREFIX", prefix)],
+    );
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    wait_status(&ready, 200).await;
+
+    // A durable tap on every event, so events published around the outage are kept.
+    let tap = "outage.test.events";
+    {
+        let c = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = c.create_channel().await.expect("channel");
+        ch.queue_declare(
+            tap.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare tap");
+        ch.queue_bind(
+            tap.into(),
+            names.events_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind tap");
+        let _ = c.close(200, "ok".into()).await;
+    }
+
+    let jobs: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            let job = json!({"schema": "thread-update/v1", "thread_id": thread.id,
+                             "actor": {"kind": "agent", "id": "a1"}, "comment": format!("note {i}")});
+            (format!("note-{i}"), job.to_string().into_bytes())
+        })
+        .collect();
+    let publisher = tokio::spawn({
+        let url = url.clone();
+        let names = names.clone();
+        async move { publish_until_confirmed(&url, &names, jobs).await }
+    });
+
+    eventually(Duration::from_secs(60), "the first comments", || async {
+        (count(conn, "SELECT COUNT(*) AS n FROM comments").await >= 50).then_some(())
+    })
+    .await;
+    let stopper = &rabbit;
+    tokio::task::block_in_place(|| stopper.stop_app());
+    let body = wait_status(&ready, 503).await;
+    assert!(body.contains(r#""broker":"down""#), "{body}");
+    let during = count(conn, "SELECT COUNT(*) AS n FROM comments").await;
+    assert!(
+        during < N as i64,
+        "the outage came mid-run ({during} of {N} done)"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outage = std::time::Instant::now();
+    tokio::task::block_in_place(|| stopper.start_app());
+    wait_status(&ready, 200).await;
+    let recovered_in = outage.elapsed();
+
+    let failures = publisher.await.expect("publisher");
+    assert!(
+        failures > 0,
+        "the publisher never noticed the outage, so it did not test publishing through it"
+    );
+    eventually(Duration::from_secs(120), "every job processed", || async {
+        (count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await == N as i64).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(conn, "SELECT COUNT(*) AS n FROM comments").await,
+        N as i64,
+        "one comment per job"
+    );
+    assert_eq!(
+        count(conn, "SELECT COUNT(DISTINCT body) AS n FROM comments").await,
+        N as i64
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = count(
+            conn,
+            "SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL",
+        )
+        .await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} outbox rows never published; worker log:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every event reached the tap; an event whose confirm was lost in the outage may come
+    // twice, with the same id, which is what consumers dedupe on.
+    let c = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = c.create_channel().await.expect("channel");
+    let mut ids = HashSet::new();
+    let mut deliveries = 0;
+    while let Some(m) = ch
+        .basic_get(tap.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+    {
+        deliveries += 1;
+        let ev: serde_json::Value = serde_json::from_slice(&m.delivery.data).expect("event");
+        assert_eq!(ev["type"], "com.algoreg.gochat.thread.updated");
+        ids.insert(ev["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), N, "one thread.updated event per job");
+    let dead = ch
+        .queue_declare(
+            names.dead_letters().as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("dead letter queue");
+    assert_eq!(dead.message_count(), 0, "nothing dead-lettered");
+    eprintln!(
+        "outage test: {N} jobs, {failures} failed publish attempts retried, {deliveries} event \
+         deliveries for {} events, recovered {recovered_in:?} after restart",
+        ids.len()
+    );
+    drop(worker);
+}

@@ -1,0 +1,95 @@
+//! Running `gochat run` as a child process: free ports, a guard that kills it if the test
+//! fails, HTTP probes of its operations endpoint, and a graceful stop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::gochat;
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running worker, killed if the test fails before stopping it. Its stderr goes to a
+/// file (a pipe nobody drains would block a chatty worker).
+pub struct Worker(pub Child, pub std::path::PathBuf);
+
+impl Worker {
+    /// What the worker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `gochat run` on `db_url` with its HTTP endpoint on `port` and a fresh queue prefix;
+/// `extra` environment variables win over those.
+pub fn start_worker(dir: &Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Worker {
+    let mut cmd = gochat(dir, db_url);
+    cmd.env("GOCHAT_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "GOCHAT_AMQP_PREFIX",
+            format!("test-{}.", uuid::Uuid::now_v7().simple()),
+        )
+        .arg("run")
+        .stdout(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let log = dir.join(format!("worker-{}.log", uuid::Uuid::now_v7().simple()));
+    cmd.stderr(std::fs::File::create(&log).expect("worker log file"));
+    Worker(cmd.spawn().expect("spawn gochat run"), log)
+}
+
+/// Status and body of a GET, or `None` when nothing answers.
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(url).await.ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.text().await.unwrap_or_default()))
+}
+
+/// Polls `url` until it answers `want` or 30 s pass.
+pub async fn wait_status(url: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((code, body)) = get(url).await
+            && code == want
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGTERM and waits up to 20 s for the exit; returns the exit code and stderr.
+pub fn sigterm_and_wait(worker: &mut Worker) -> (Option<i32>, String) {
+    let pid = worker.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = worker.0.try_wait().expect("wait") {
+            return (status.code(), worker.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gochat run did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
