@@ -1,5 +1,5 @@
 //! The worker assembled: store, supervised broker (with topology), one consumer per job kind
-//! that has a workflow, and the outbox relay. `gochat run`, the integration tests and the
+//! that has a workflow, the outbox relay and the timer scheduler. `gochat run`, the integration tests and the
 //! benchmarks all start it through [`Worker::start`], so they exercise the same wiring.
 //!
 //! Shutdown is staged: consumers stop taking deliveries and finish (and ack) what they hold
@@ -41,6 +41,7 @@ pub struct Worker {
     rest_stop: ShutdownTrigger,
     consumers: Vec<JoinHandle<()>>,
     relay: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
     broker_task: JoinHandle<()>,
 }
 
@@ -91,6 +92,12 @@ impl Worker {
             backlog_counted_at: Default::default(),
         };
         let relay = tokio::spawn(relay.run(waker.clone(), rest_stop.subscribe()));
+        let scheduler = crate::scheduler::Scheduler {
+            services: services.clone(),
+            names: names.clone(),
+            relay: waker.clone(),
+        };
+        let scheduler = tokio::spawn(scheduler.run(rest_stop.subscribe()));
 
         for kind in JOB_KINDS.iter().filter(|k| set.get(k).is_none()) {
             tracing::warn!(
@@ -135,6 +142,7 @@ impl Worker {
             rest_stop,
             consumers,
             relay,
+            scheduler,
             broker_task,
         })
     }
@@ -159,6 +167,7 @@ impl Worker {
             let _ = c.await;
         }
         self.rest_stop.trigger();
+        let _ = self.scheduler.await;
         let _ = self.relay.await;
         let _ = self.broker_task.await;
         self.services.store.close().await;

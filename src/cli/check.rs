@@ -32,6 +32,12 @@ pub fn run(
                 config.workflows.dir.display(),
                 kinds.join(", ")
             );
+            let lifecycles = set.lifecycles.names();
+            if lifecycles.is_empty() {
+                println!("note: no lifecycles in lifecycles/: threads get no reminders");
+            } else {
+                println!("lifecycles: ok ({})", lifecycles.join(", "));
+            }
             for kind in crate::contract::JOB_KINDS
                 .iter()
                 .filter(|k| !kinds.contains(k))

@@ -5,6 +5,7 @@ mod customer;
 mod migrate;
 mod publish;
 mod run;
+mod simulate;
 mod threads;
 
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ pub enum BenchCommand {
 pub enum WorkflowsCommand {
     /// Print the reference of the built-in actions and job facts (Markdown).
     Actions,
+    /// Print the timeline a thread would follow under a lifecycle.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Entry point of the binary.
@@ -119,6 +122,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Workflows(WorkflowsCommand::Simulate(args)) => simulate::run(&config, args),
         Command::Bench(BenchCommand::Runtime(args)) => {
             crate::bench::runtime::run(config, args).await?;
             Ok(ExitCode::SUCCESS)

@@ -59,7 +59,13 @@ impl WorkflowHandler {
         })?;
         let mut tx = Tx::new(db.clone());
         let mut facts = Facts::for_job(job);
-        let mut ctx = StepContext::new(&self.services, job, &mut facts, &mut tx);
+        let mut ctx = StepContext::new(
+            &self.services,
+            set.lifecycles.clone(),
+            job,
+            &mut facts,
+            &mut tx,
+        );
         let outcome = engine::run(workflow, &mut ctx).await;
         drop(ctx);
         if let Err(failure) = outcome {

@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod outbox;
 pub mod processed;
 pub mod threads;
+pub mod timers;
 mod tx;
 pub mod views;
 
@@ -56,5 +57,16 @@ impl Store {
     /// Closes every pooled connection (graceful shutdown).
     pub async fn close(&self) {
         let _ = self.db.close_by_ref().await;
+    }
+}
+
+/// The first three bind placeholders in the backend's syntax, for the few statements
+/// written as SQL (claims with `RETURNING` and `SKIP LOCKED`).
+pub(crate) fn placeholders(
+    backend: sea_orm::DbBackend,
+) -> (&'static str, &'static str, &'static str) {
+    match backend {
+        sea_orm::DbBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?", "?", "?"),
     }
 }

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{StoreError, placeholders};
 
 /// A row to publish.
 #[derive(Debug, Clone)]
@@ -161,11 +161,4 @@ pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u
         .exec(db)
         .await?;
     Ok(r.rows_affected)
-}
-
-fn placeholders(backend: DbBackend) -> (&'static str, &'static str, &'static str) {
-    match backend {
-        DbBackend::Postgres => ("$1", "$2", "$3"),
-        _ => ("?", "?", "?"),
-    }
 }

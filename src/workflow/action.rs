@@ -2,6 +2,7 @@
 //! parameters and the run's context) and what it returns (go on, or stop the workflow).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use serde_json::Value;
 use super::facts::Facts;
 use super::spec::ActionSpec;
 use crate::jobs::{Job, JobError};
+use crate::lifecycle::{Lifecycle, Lifecycles};
 use crate::queue::Names;
 use crate::services::Services;
 use crate::store::Tx;
@@ -47,13 +49,22 @@ pub struct StepContext<'a> {
     /// The thread the job is about, once a step loaded or created it.
     pub thread: Option<threads::Model>,
     pub names: Names,
+    /// The lifecycles of the workflow set this job runs on.
+    pub lifecycles: Arc<Lifecycles>,
     /// One clock reading per job, so every row it writes carries the same time.
     pub now: DateTime<Utc>,
 }
 
 impl<'a> StepContext<'a> {
-    pub fn new(services: &'a Services, job: &'a Job, facts: &'a mut Facts, tx: &'a mut Tx) -> Self {
+    pub fn new(
+        services: &'a Services,
+        lifecycles: Arc<Lifecycles>,
+        job: &'a Job,
+        facts: &'a mut Facts,
+        tx: &'a mut Tx,
+    ) -> Self {
         StepContext {
+            lifecycles,
             names: Names::new(&services.config.amqp.prefix),
             now: services.clock.now(),
             services,
@@ -76,6 +87,16 @@ impl<'a> StepContext<'a> {
             JobError::permanent(
                 "no thread is loaded at this step (a `load_thread` or `create_thread` step was skipped by its condition)",
             )
+        })
+    }
+
+    /// The loaded thread's lifecycle (the default one if its own was removed).
+    pub fn lifecycle(&self) -> Result<Arc<Lifecycle>, JobError> {
+        let name = &self.thread()?.lifecycle;
+        self.lifecycles.for_thread(name).cloned().ok_or_else(|| {
+            JobError::permanent(format!(
+                "thread's lifecycle `{name}` is not in workflows/lifecycles/ and there is no default lifecycle"
+            ))
         })
     }
 

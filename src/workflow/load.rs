@@ -446,12 +446,12 @@ pub fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }
 
 /// `; did you mean `x`?` when a known name is close to `word`.
-fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> String {
     known
         .map(|k| (distance(word, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))

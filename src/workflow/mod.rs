@@ -28,6 +28,8 @@ pub use facts::Facts;
 pub use load::{LoadError, Problem};
 pub use registry::Registry;
 
+use crate::lifecycle::Lifecycles;
+
 /// A checked workflow for one job kind.
 pub struct Workflow {
     pub kind: String,
@@ -42,16 +44,32 @@ pub struct Step {
     pub when: Option<condition::Condition>,
 }
 
-/// The job workflows in force, by kind. Swapped whole on reload.
+/// The job workflows and lifecycles in force. Swapped whole on reload, so a job runs on
+/// one consistent set.
 #[derive(Default)]
 pub struct WorkflowSet {
     workflows: BTreeMap<String, Arc<Workflow>>,
+    pub lifecycles: Arc<Lifecycles>,
 }
 
 impl WorkflowSet {
-    /// Loads and checks `<dir>/jobs/*.yaml` with the built-in actions.
+    /// Loads and checks `<dir>/jobs/*.yaml` with the built-in actions and
+    /// `<dir>/lifecycles/*.yaml` against `<dir>/templates/`; every problem of both.
     pub fn load(dir: &Path) -> Result<WorkflowSet, LoadError> {
-        load::load_dir(dir, &Registry::builtin())
+        let jobs = load::load_dir(dir, &Registry::builtin());
+        let lifecycles = crate::lifecycle::load::load_dir(dir);
+        match (jobs, lifecycles) {
+            (Ok(mut set), Ok(l)) => {
+                set.lifecycles = Arc::new(l);
+                Ok(set)
+            }
+            (Ok(_), Err(problems)) => Err(LoadError { problems }),
+            (Err(e), Ok(_)) => Err(e),
+            (Err(mut e), Err(mut problems)) => {
+                e.problems.append(&mut problems);
+                Err(e)
+            }
+        }
     }
 
     pub fn get(&self, kind: &str) -> Option<&Arc<Workflow>> {

@@ -3,6 +3,7 @@
 mod customers;
 mod events;
 mod flow;
+mod lifecycle;
 mod threads;
 
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub fn all() -> Vec<Arc<dyn Action>> {
         Arc::new(threads::ChangeTags),
         Arc::new(threads::SetCustomers),
         Arc::new(threads::AddComment),
+        Arc::new(lifecycle::Transition),
+        Arc::new(lifecycle::FireTimer),
         Arc::new(events::EmitEvent),
         Arc::new(flow::Stop),
     ]

@@ -12,7 +12,7 @@ use crate::workflow::action::{Action, Flow, Params, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// Facts describing the current thread, written by every action that loads or changes it.
-const THREAD_FACTS: &[FactSpec] = &[
+pub(super) const THREAD_FACTS: &[FactSpec] = &[
     FactSpec {
         name: "thread.id",
         ty: FactType::Uuid,
@@ -46,7 +46,7 @@ const THREAD_FACTS: &[FactSpec] = &[
 ];
 
 /// The actor of a change: the fact named by parameter `actor`, or the system.
-fn actor(ctx: &StepContext<'_>, params: &Params) -> Value {
+pub(super) fn actor(ctx: &StepContext<'_>, params: &Params) -> Value {
     params
         .str("actor")
         .ok()
@@ -54,7 +54,7 @@ fn actor(ctx: &StepContext<'_>, params: &Params) -> Value {
         .unwrap_or_else(|| json!({"kind": "system", "id": "gochat", "name": "Go!Chat"}))
 }
 
-const ACTOR: ParamSpec = ParamSpec {
+pub(super) const ACTOR: ParamSpec = ParamSpec {
     name: "actor",
     ty: ParamType::Fact,
     default: Some("job.actor"),
@@ -137,7 +137,7 @@ pub struct SetStatus;
 
 static SET_STATUS: ActionSpec = ActionSpec {
     name: "set_status",
-    summary: "Sets the thread's status (off the reminder ladder), from the literal `status` or the fact `status_fact`.",
+    summary: "Sets the thread's status (off the reminder ladder, its timers cancelled), from the literal `status` or the fact `status_fact`, without consulting the lifecycle (`transition` does).",
     params: &[
         ParamSpec {
             name: "status",
@@ -198,6 +198,8 @@ impl Action for SetStatus {
         let who = actor(ctx, params);
         let current = ctx.thread()?.clone();
         let now = ctx.now;
+        // Off the ladder: whatever was scheduled for the old status is moot.
+        crate::store::timers::cancel_for_thread(ctx.db().await?, current.id).await?;
         let saved = threads::set_status(
             ctx.db().await?,
             &current,
