@@ -432,11 +432,7 @@ pub fn parse(file: &Path, text: &str, templates: &Path) -> Result<Lifecycle, Vec
 }
 
 /// A status name, or a problem naming the known ones.
-fn status(
-    s: &Spanned<String>,
-    what: &str,
-    at: &mut dyn FnMut(&dyn Located, String, Option<String>),
-) -> Option<ThreadStatus> {
+fn status(s: &Spanned<String>, what: &str, at: &mut Report<'_>) -> Option<ThreadStatus> {
     let v = parse_status(&s.value);
     if v.is_none() {
         at(
@@ -454,11 +450,7 @@ fn status(
 
 /// A ladder delay: a duration, above zero (a zero delay would fire the next step at once,
 /// a loop of reminders without pause), at most a year.
-fn delay(
-    s: &Spanned<String>,
-    key: &str,
-    at: &mut dyn FnMut(&dyn Located, String, Option<String>),
-) -> Option<std::time::Duration> {
+fn delay(s: &Spanned<String>, key: &str, at: &mut Report<'_>) -> Option<std::time::Duration> {
     match parse_duration(&s.value) {
         Ok(d) if d.is_zero() => {
             at(
@@ -486,18 +478,14 @@ fn delay(
 
 /// A template is a folder `templates/<name>/` with at least `en.subject.hbs` and
 /// `en.text.hbs` (English is the last fallback of every language chain).
-fn check_template(
-    t: &Spanned<String>,
-    templates: &Path,
-    at: &mut dyn FnMut(&dyn Located, String, Option<String>),
-) {
+fn check_template(t: &Spanned<String>, templates: &Path, at: &mut Report<'_>) {
     let folder = templates.join(&t.value);
     let needed = ["en.subject.hbs", "en.text.hbs"];
     if !folder.is_dir() {
         let known: Vec<String> = std::fs::read_dir(templates)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
+                    .filter(|e| e.path().is_dir() && e.file_name() != "partials")
                     .filter_map(|e| e.file_name().to_str().map(str::to_owned))
                     .collect()
             })
@@ -566,6 +554,9 @@ fn ladder_statuses(l: &Lifecycle) -> Vec<ThreadStatus> {
     v.extend(ladder.finally.iter().map(|f| f.status));
     v
 }
+
+/// Where problems go: the thing they are about (for its position), the message, a hint.
+type Report<'a> = dyn FnMut(&dyn Located, String, Option<String>) + 'a;
 
 /// Anything with a position in the file.
 trait Located {

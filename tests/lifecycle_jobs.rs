@@ -1,0 +1,430 @@
+//! The lifecycle jobs through the real worker, broker and both databases, on a manual
+//! clock: the nine-day reminder ladder runs in moments; a reply cancels what was scheduled;
+//! illegal and stale transitions are dead-lettered unapplied; with two workers and a
+//! redelivered job, each reminder is written once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::broker::{TestBroker, eventually};
+use common::{Backend, TestDb};
+use gochat::clock::ManualClock;
+use gochat::config::Config;
+use gochat::metrics::Metrics;
+use gochat::store::threads::{self, NewThread};
+use gochat::store::{ContactInput, CustomerUpsert, timers};
+use gochat::worker::Worker;
+use gochat_entities::threads::ThreadStatus;
+use gochat_entities::timers::TimerState;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+const DAY: chrono::Duration = chrono::Duration::days(1);
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+fn config(db: &TestDb, broker: &TestBroker) -> Config {
+    let mut c = Config {
+        database: db.config(),
+        ..Config::default()
+    };
+    c.amqp.url = gochat::config::SecretUrl::new(common::broker::amqp_url());
+    c.amqp.prefix = broker.prefix.clone();
+    c.amqp.retry_delays = vec![Duration::from_millis(200)];
+    c.scheduler.interval = Duration::from_millis(50);
+    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    c
+}
+
+async fn start(config: Config, clock: &ManualClock) -> Worker {
+    let w = Worker::start(
+        config,
+        Arc::new(clock.clone()),
+        Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("worker starts");
+    assert!(w.broker.connected(WAIT).await.is_some(), "worker connected");
+    w
+}
+
+/// A thread of customer ACME whose latest contact is ada@acme.example.
+async fn thread_with_contact(store: &gochat::store::Store, lifecycle: &str) -> (Uuid, Uuid) {
+    let conn = store.conn();
+    let (customer, _) = gochat::store::customers::upsert_customer(
+        conn,
+        &CustomerUpsert {
+            external_id: "acme".into(),
+            name: "ACME".into(),
+            contacts: vec![ContactInput {
+                kind: gochat_entities::contacts::ContactKind::Email,
+                address: "ada@acme.example".into(),
+                name: Some("Ada".into()),
+                language: None,
+            }],
+            replace_contacts: false,
+        },
+        t0(),
+    )
+    .await
+    .expect("customer");
+    let contact = gochat_entities::contacts::Entity::find()
+        .filter(gochat_entities::contacts::Column::Address.eq("ada@acme.example"))
+        .one(conn)
+        .await
+        .expect("query")
+        .expect("contact")
+        .id;
+    let thread = threads::create(
+        conn,
+        NewThread {
+            subject: "Printer on fire".into(),
+            status: ThreadStatus::Open,
+            lifecycle: lifecycle.into(),
+            mailbox: None,
+            customers: vec![customer],
+            linked_thread_id: None,
+            flags: vec![],
+        },
+        &json!({"kind": "system"}),
+        t0(),
+    )
+    .await
+    .expect("thread");
+    gochat_entities::threads::ActiveModel {
+        id: Set(thread.id),
+        contact_id: Set(Some(contact)),
+        ..Default::default()
+    }
+    .update(conn)
+    .await
+    .expect("set contact");
+    (thread.id, contact)
+}
+
+fn event(thread: Uuid, name: &str) -> serde_json::Value {
+    json!({"schema": "status-transition/v1", "thread_id": thread,
+           "actor": {"kind": "agent", "id": "a1", "name": "Alice"}, "event": name})
+}
+
+async fn position(store: &gochat::store::Store, id: Uuid) -> (ThreadStatus, Option<i32>) {
+    let t = threads::get(store.conn(), id).await.expect("thread");
+    (t.status, t.lifecycle_step)
+}
+
+async fn wait_position(store: &gochat::store::Store, id: Uuid, want: (ThreadStatus, Option<i32>)) {
+    eventually(WAIT, &format!("thread at {want:?}"), || async {
+        (position(store, id).await == want).then_some(())
+    })
+    .await;
+}
+
+async fn timer_states(store: &gochat::store::Store, thread: Uuid) -> Vec<(i32, TimerState)> {
+    use sea_orm::QueryOrder;
+    gochat_entities::timers::Entity::find()
+        .filter(gochat_entities::timers::Column::ThreadId.eq(thread))
+        .order_by_asc(gochat_entities::timers::Column::CreatedAt)
+        .order_by_asc(gochat_entities::timers::Column::Step)
+        .all(store.conn())
+        .await
+        .expect("timers")
+        .into_iter()
+        .map(|t| (t.step, t.state))
+        .collect()
+}
+
+both_backends!(
+    the_three_step_nine_day_ladder_runs_on_a_manual_clock,
+    |db: TestDb| async move {
+        let mut broker = TestBroker::new().await;
+        let store = db.store().await;
+        let clock = ManualClock::new(t0());
+        let worker = start(config(&db, &broker), &clock).await;
+        let tap = broker.tap_events().await;
+        let outbound = broker.names.queue("outbound-message");
+        let (thread, contact) = thread_with_contact(&store, "default").await;
+
+        broker
+            .publish_json(
+                "status-transition",
+                "reply-1",
+                &event(thread, "agent_replied"),
+            )
+            .await;
+        wait_position(&store, thread, (ThreadStatus::Reminder, Some(1))).await;
+        let changed = broker.get(&tap, WAIT).await.expect("status event");
+        assert_eq!(changed.routing_key, "thread.status_changed");
+        let data = &changed.json()["data"];
+        assert_eq!(data["transition.from"], "open");
+        assert_eq!(data["thread.status"], "reminder");
+        assert_eq!(data["transition.due_at"], "2026-11-26T10:00:00+00:00");
+        let pending = timers::pending_for_thread(store.conn(), thread)
+            .await
+            .expect("timers");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].due_at, t0() + DAY * 3);
+
+        // Not yet due: nothing is sent.
+        clock.advance(DAY * 3 - chrono::Duration::seconds(1));
+        assert!(
+            broker
+                .get(&outbound, Duration::from_millis(600))
+                .await
+                .is_none(),
+            "a reminder went out before it was due"
+        );
+
+        // Day 3: reminder 1, the thread stays in `reminder` at step 2.
+        clock.advance(chrono::Duration::seconds(1));
+        let r1 = broker.get(&outbound, WAIT).await.expect("reminder 1");
+        let job = r1.json();
+        assert_eq!(job["schema"], "outbound-message/v1");
+        assert_eq!(job["kind"], "reminder");
+        assert_eq!(job["template"], "reminder-1");
+        assert_eq!(job["to"], json!([contact]));
+        assert_eq!(job["thread_id"], json!(thread));
+        assert_eq!(
+            r1.message_id.as_deref(),
+            Some(format!("reminder-{}", pending[0].id).as_str())
+        );
+        wait_position(&store, thread, (ThreadStatus::Reminder, Some(2))).await;
+
+        // Day 6: reminder 2, waiting.
+        clock.advance(DAY * 3);
+        let r2 = broker.get(&outbound, WAIT).await.expect("reminder 2");
+        assert_eq!(r2.json()["template"], "reminder-2");
+        wait_position(&store, thread, (ThreadStatus::Waiting, Some(3))).await;
+
+        // Day 9: silence, open again; the ladder is over.
+        clock.advance(DAY * 3);
+        wait_position(&store, thread, (ThreadStatus::Open, None)).await;
+        clock.advance(DAY * 30);
+        assert!(
+            broker
+                .get(&outbound, Duration::from_millis(600))
+                .await
+                .is_none(),
+            "a third reminder"
+        );
+        assert_eq!(
+            timer_states(&store, thread).await,
+            vec![
+                (1, TimerState::Fired),
+                (2, TimerState::Fired),
+                (3, TimerState::Fired)
+            ]
+        );
+        // Every status change is audited with who and why.
+        let feed = gochat::store::inbox::thread_view(store.conn(), thread)
+            .await
+            .expect("view")
+            .expect("thread")
+            .feed;
+        let changes: Vec<String> = feed
+            .iter()
+            .filter_map(|i| {
+                let v = serde_json::to_value(i).ok()?;
+                (v["type"] == "event" && v["kind"] == "status")
+                    .then(|| v["after"]["status"].as_str().unwrap_or("").to_owned())
+            })
+            .collect();
+        assert_eq!(changes, vec!["reminder", "waiting", "open"]);
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(200)]).await;
+    }
+);
+
+both_backends!(
+    a_customer_reply_cancels_the_ladder_and_no_reminder_follows,
+    |db: TestDb| async move {
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let clock = ManualClock::new(t0());
+        let worker = start(config(&db, &broker), &clock).await;
+        let outbound = broker.names.queue("outbound-message");
+        let (thread, _) = thread_with_contact(&store, "default").await;
+
+        broker
+            .publish_json(
+                "status-transition",
+                "reply-1",
+                &event(thread, "agent_replied"),
+            )
+            .await;
+        wait_position(&store, thread, (ThreadStatus::Reminder, Some(1))).await;
+        clock.advance(DAY * 2);
+        broker
+            .publish_json(
+                "status-transition",
+                "customer-1",
+                &event(thread, "customer_replied"),
+            )
+            .await;
+        wait_position(&store, thread, (ThreadStatus::Open, None)).await;
+        clock.advance(DAY * 20);
+        assert!(
+            broker
+                .get(&outbound, Duration::from_secs(1))
+                .await
+                .is_none(),
+            "a reminder after the customer replied"
+        );
+        assert_eq!(
+            timer_states(&store, thread).await,
+            vec![(1, TimerState::Cancelled)]
+        );
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(200)]).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn illegal_and_stale_transitions_are_dead_lettered_unapplied() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let broker = TestBroker::new().await;
+    let store = db.store().await;
+    let clock = ManualClock::new(t0());
+    let worker = start(config(&db, &broker), &clock).await;
+    let (thread, _) = thread_with_contact(&store, "default").await;
+    let to = |status: &str, version: Option<i64>| {
+        let mut j = json!({"schema": "status-transition/v1", "thread_id": thread,
+                           "actor": {"kind": "agent", "id": "a1"}, "to": status, "reason": "done"});
+        if let Some(v) = version {
+            j["expected_version"] = json!(v);
+        }
+        j
+    };
+    let version = threads::get(store.conn(), thread)
+        .await
+        .expect("thread")
+        .version;
+    broker
+        .publish_json("status-transition", "close", &to("closed", Some(version)))
+        .await;
+    wait_position(&store, thread, (ThreadStatus::Closed, None)).await;
+
+    // closed → waiting is not in the default lifecycle's transitions.
+    broker
+        .publish_json("status-transition", "illegal", &to("waiting", None))
+        .await;
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.message_id.as_deref(), Some("illegal"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(
+        reason.contains("illegal transition") && reason.contains("closed → waiting"),
+        "{reason}"
+    );
+
+    // A stale expected_version (the close bumped it): never applied.
+    broker
+        .publish_json("status-transition", "stale", &to("open", Some(version)))
+        .await;
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.message_id.as_deref(), Some("stale"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(reason.contains("the job expected"), "{reason}");
+    assert_eq!(position(&store, thread).await, (ThreadStatus::Closed, None));
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(200)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_and_a_redelivered_job_still_send_each_reminder_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let broker = TestBroker::new().await;
+    let store = db.store().await;
+    let clock = ManualClock::new(t0());
+    let first = start(config(&db, &broker), &clock).await;
+    let second = start(config(&db, &broker), &clock).await;
+    let outbound = broker.names.queue("outbound-message");
+
+    // Many threads at once, so both schedulers race for the same due timers.
+    let mut threads_ = Vec::new();
+    for i in 0..20 {
+        let (t, _) = thread_with_contact(&store, "default").await;
+        broker
+            .publish_json(
+                "status-transition",
+                &format!("reply-{i}"),
+                &event(t, "agent_replied"),
+            )
+            .await;
+        threads_.push(t);
+    }
+    for t in &threads_ {
+        wait_position(&store, *t, (ThreadStatus::Reminder, Some(1))).await;
+    }
+    let fired: Vec<_> = {
+        let mut v = Vec::new();
+        for t in &threads_ {
+            v.extend(
+                timers::pending_for_thread(store.conn(), *t)
+                    .await
+                    .expect("timers"),
+            );
+        }
+        v
+    };
+    clock.advance(DAY * 3);
+    for t in &threads_ {
+        wait_position(&store, *t, (ThreadStatus::Reminder, Some(2))).await;
+    }
+    // One delayed-reminder job per timer: redeliver each (a publisher retry, a requeue),
+    // under a new message id so idempotency alone would not catch it.
+    for timer in &fired {
+        broker
+            .publish_json(
+                "delayed-reminder",
+                &format!("again-{}", timer.id),
+                &json!({"schema": "delayed-reminder/v1", "timer_id": timer.id,
+                        "thread_id": timer.thread_id, "step": 1}),
+            )
+            .await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some(m) = broker.get(&outbound, Duration::from_secs(2)).await {
+        let job = m.json();
+        assert_eq!(job["template"], "reminder-1");
+        assert!(
+            seen.insert(job["thread_id"].as_str().unwrap_or_default().to_owned()),
+            "thread {} reminded twice",
+            job["thread_id"]
+        );
+    }
+    assert_eq!(seen.len(), threads_.len(), "every thread reminded once");
+    for t in &threads_ {
+        assert_eq!(
+            position(&store, *t).await,
+            (ThreadStatus::Reminder, Some(2))
+        );
+        let states = timer_states(&store, *t).await;
+        assert_eq!(
+            states,
+            vec![(1, TimerState::Fired), (2, TimerState::Pending)],
+            "the redelivery left the fired timer alone"
+        );
+    }
+    assert_eq!(
+        broker.depth(&broker.names.dead_letters()).await,
+        0,
+        "stale redeliveries are acknowledged, not dead-lettered"
+    );
+    first.stop().await;
+    second.stop().await;
+    broker.cleanup(&[Duration::from_millis(200)]).await;
+}
