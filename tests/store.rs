@@ -537,3 +537,101 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    due_timers_are_claimed_once_by_racing_schedulers_and_future_ones_never,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+        let thread = threads::create(
+            conn,
+            NewThread {
+                subject: "Timers".into(),
+                status: ThreadStatus::Reminder,
+                lifecycle: "default".into(),
+                mailbox: None,
+                customers: vec![],
+                linked_thread_id: None,
+                flags: vec![],
+            },
+            &json!({"kind": "system"}),
+            t0,
+        )
+        .await
+        .expect("thread");
+        const DUE: usize = 120;
+        for i in 0..DUE {
+            gochat::store::timers::schedule(conn, &thread, 1, t0 - Duration::seconds(i as i64), t0)
+                .await
+                .expect("due timer");
+        }
+        for i in 0..50 {
+            gochat::store::timers::schedule(conn, &thread, 2, t0 + Duration::seconds(1 + i), t0)
+                .await
+                .expect("future timer");
+        }
+        // Four schedulers race, each claiming small batches in its own transaction.
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let mut tx = gochat::store::Tx::new(conn.clone());
+                    let claimed = gochat::store::timers::claim_due(
+                        tx.get().await.expect("begin"),
+                        t0,
+                        &format!("w{w}"),
+                        7,
+                    )
+                    .await
+                    .expect("claim");
+                    tx.checkpoint().await.expect("commit");
+                    if claimed.is_empty() {
+                        break mine;
+                    }
+                    assert!(claimed.iter().all(|t| t.due_at <= t0 && t.step == 1));
+                    assert!(
+                        claimed
+                            .iter()
+                            .all(|t| t.claimed_by.as_deref() == Some(&*format!("w{w}")))
+                    );
+                    mine.extend(claimed.into_iter().map(|t| t.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), DUE, "every due timer claimed");
+        assert_eq!(unique.len(), DUE, "none claimed twice");
+        assert!(
+            !gochat::store::timers::any_due(conn, t0)
+                .await
+                .expect("probe"),
+            "nothing left due"
+        );
+        assert_eq!(
+            gochat::store::timers::pending_count(conn)
+                .await
+                .expect("count"),
+            50,
+            "future timers untouched"
+        );
+        // Cancelling takes the pending ones (claimed ones too: their job will find the
+        // timer cancelled).
+        let n = gochat::store::timers::cancel_for_thread(conn, thread.id)
+            .await
+            .expect("cancel");
+        assert_eq!(n, (DUE + 50) as u64);
+        assert_eq!(
+            gochat::store::timers::pending_count(conn)
+                .await
+                .expect("count"),
+            0
+        );
+    }
+);

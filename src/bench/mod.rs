@@ -2,6 +2,7 @@
 //! and, last, one JSON object with the figures (for `docs/BENCHMARKS.md` and CI trends).
 
 pub mod runtime;
+pub mod timers;
 
 /// The `q`-quantile (0..=1) of sorted `samples`, in milliseconds.
 pub fn quantile_ms(sorted: &[std::time::Duration], q: f64) -> f64 {

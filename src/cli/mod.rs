@@ -61,6 +61,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// Jobs through the full consumer path vs. raw lapin publish → consume → ack.
     Runtime(crate::bench::runtime::RuntimeArgs),
+    /// The timer scheduler: claim cost with many future timers stored, firing delay.
+    Timers(crate::bench::timers::TimersArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +125,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Workflows(WorkflowsCommand::Simulate(args)) => simulate::run(&config, args),
+        Command::Bench(BenchCommand::Timers(args)) => {
+            crate::bench::timers::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Runtime(args)) => {
             crate::bench::runtime::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
