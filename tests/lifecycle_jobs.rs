@@ -244,7 +244,7 @@ both_backends!(
 );
 
 both_backends!(
-    a_customer_reply_cancels_the_ladder_and_no_reminder_follows,
+    a_customer_reply_or_an_agents_status_change_cancels_the_ladder,
     |db: TestDb| async move {
         let broker = TestBroker::new().await;
         let store = db.store().await;
@@ -280,6 +280,39 @@ both_backends!(
         );
         assert_eq!(
             timer_states(&store, thread).await,
+            vec![(1, TimerState::Cancelled)]
+        );
+
+        // An agent setting the status mid-ladder cancels it too.
+        let (other, _) = thread_with_contact(&store, "default").await;
+        broker
+            .publish_json(
+                "status-transition",
+                "reply-2",
+                &event(other, "agent_replied"),
+            )
+            .await;
+        wait_position(&store, other, (ThreadStatus::Reminder, Some(1))).await;
+        clock.advance(DAY);
+        broker
+            .publish_json(
+                "status-transition",
+                "park",
+                &json!({"schema": "status-transition/v1", "thread_id": other,
+                        "actor": {"kind": "agent", "id": "a1"}, "to": "waiting"}),
+            )
+            .await;
+        wait_position(&store, other, (ThreadStatus::Waiting, None)).await;
+        clock.advance(DAY * 20);
+        assert!(
+            broker
+                .get(&outbound, Duration::from_secs(1))
+                .await
+                .is_none(),
+            "a reminder after an agent changed the status"
+        );
+        assert_eq!(
+            timer_states(&store, other).await,
             vec![(1, TimerState::Cancelled)]
         );
         worker.stop().await;

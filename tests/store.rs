@@ -635,3 +635,45 @@ both_backends!(
         );
     }
 );
+
+/// The claim's cost must follow the timers due, not those stored: on SQLite (whose planner
+/// is rule-based, so the plan is the same on an empty table) rows are reached through the
+/// `(state, due_at)` range and the primary key, never by walking every pending timer.
+/// (A plan check, not a timing: `gochat bench timers` measures the time.) PostgreSQL's
+/// plan depends on table statistics, so the bench covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_timer_claim_plan_never_walks_the_pending_timers() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = common::TestDb::new(common::Backend::Sqlite).await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let b = conn.get_database_backend();
+    let sql = format!("EXPLAIN QUERY PLAN {}", gochat::store::timers::claim_sql(b));
+    let now = Utc::now();
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            ["w".into(), now.into(), now.into(), 10i64.into()],
+        ))
+        .await
+        .expect("explain");
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "detail").expect("detail"))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("(state=? AND due_at<?)")),
+        "due timers are found by range: {plan:?}"
+    );
+    assert!(
+        plan.iter().any(|l| l.contains("(id=?)")),
+        "claimed by primary key: {plan:?}"
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|l| l.starts_with("SCAN timers") || l.ends_with("(state=?)")),
+        "a step walks every pending timer: {plan:?}"
+    );
+}

@@ -112,22 +112,7 @@ pub async fn claim_due(
     limit: u32,
 ) -> Result<Vec<timers::Model>, StoreError> {
     let backend = db.get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
-    let (p1, p2, p3) = placeholders(backend);
-    let p4 = if backend == DbBackend::Postgres {
-        "$4"
-    } else {
-        "?"
-    };
-    let sql = format!(
-        "UPDATE timers SET state = 'claimed', claimed_by = {p1}, claimed_at = {p2} \
-         WHERE state = 'pending' AND id IN (SELECT id FROM timers WHERE state = 'pending' \
-         AND due_at <= {p3} ORDER BY due_at LIMIT {p4}{lock}) RETURNING *"
-    );
+    let sql = claim_sql(backend);
     let stmt = Statement::from_sql_and_values(
         backend,
         sql,
@@ -156,6 +141,34 @@ pub async fn any_due(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<bo
         .one(db)
         .await?
         .is_some())
+}
+
+/// The claim statement for `backend`; binds: instance, now, now, limit.
+pub fn claim_sql(backend: DbBackend) -> String {
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let (p1, p2, p3) = placeholders(backend);
+    let p4 = if backend == DbBackend::Postgres {
+        "$4"
+    } else {
+        "?"
+    };
+    // The outer re-check of `state` must not steer SQLite's planner onto the
+    // `(state, due_at)` index (a scan of every pending timer, future ones included, measured
+    // at 0.5 s with a million stored): a unary `+` keeps it a primary-key lookup there.
+    let recheck = if backend == DbBackend::Postgres {
+        "state"
+    } else {
+        "+state"
+    };
+    format!(
+        "UPDATE timers SET state = 'claimed', claimed_by = {p1}, claimed_at = {p2} \
+         WHERE {recheck} = 'pending' AND id IN (SELECT id FROM timers WHERE state = 'pending' \
+         AND due_at <= {p3} ORDER BY due_at LIMIT {p4}{lock}) RETURNING *"
+    )
 }
 
 /// Timers waiting to fire (for the gauge).
