@@ -110,22 +110,24 @@ pub fn validate(kind: &str, payload: &Value) -> Result<(), JobError> {
     }
 }
 
-/// The `job.*` facts a job of `kind` provides: one per top-level payload property, typed by
-/// the schema, plus `job.message_id`, `job.kind` and `job.attempt`.
+/// The facts a job of `kind` provides before the first step: `job.<field>` per top-level
+/// payload property, typed by the schema, and the envelope's `meta.message_id`, `meta.kind`
+/// and `meta.attempt` (apart, so a payload field such as outbound-message's `kind` never
+/// collides with them).
 pub fn job_facts(kind: &str) -> Vec<FactSpec> {
     let mut facts = vec![
         FactSpec {
-            name: "job.message_id",
+            name: "meta.message_id",
             ty: FactType::Str,
             doc: "The AMQP message id.",
         },
         FactSpec {
-            name: "job.kind",
+            name: "meta.kind",
             ty: FactType::Str,
             doc: "The job kind.",
         },
         FactSpec {
-            name: "job.attempt",
+            name: "meta.attempt",
             ty: FactType::Int,
             doc: "1 on first delivery, +1 per retry.",
         },
@@ -208,7 +210,7 @@ mod tests {
             Some(FactType::Enum(&["open", "waiting", "reminder", "closed"]))
         );
         assert_eq!(ty("job.expected_version"), Some(FactType::Int));
-        assert_eq!(ty("job.message_id"), Some(FactType::Str));
+        assert_eq!(ty("meta.message_id"), Some(FactType::Str));
         assert_eq!(
             job_facts("thread-update")
                 .iter()

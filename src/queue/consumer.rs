@@ -175,38 +175,44 @@ impl Settle {
             tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
         let (attempt, first_failure) = (job.attempt, job.first_failure);
         let result = handler.handle(job).instrument(span.clone()).await;
-        let _enter = span.enter();
-        match result {
-            Ok(outcome) => {
-                let label = if outcome == Handled::Applied {
-                    "acked"
-                } else {
-                    "duplicate"
-                };
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    // The effects are committed; the redelivery will be a duplicate.
-                    tracing::warn!(error = %e, "ack failed after commit; the job will come back as a duplicate");
+        // Settling runs in the job's span too, as an instrumented future: a span entered
+        // with a guard held across `.await` corrupts the subscriber's span bookkeeping when
+        // the task moves between threads (it panicked during a broker outage).
+        async {
+            match result {
+                Ok(outcome) => {
+                    let label = if outcome == Handled::Applied {
+                        "acked"
+                    } else {
+                        "duplicate"
+                    };
+                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        // The effects are committed; the redelivery will be a duplicate.
+                        tracing::warn!(error = %e, "ack failed after commit; the job will come back as a duplicate");
+                    }
+                    self.metrics.jobs.with_label_values(&[kind, label]).inc();
                 }
-                self.metrics.jobs.with_label_values(&[kind, label]).inc();
-            }
-            Err(JobError::Transient(reason))
-                if (attempt as usize) <= self.spec.retry_delays.len() =>
-            {
-                let delay = self.spec.retry_delays[attempt as usize - 1];
-                tracing::warn!(%reason, retry_in = ?delay, "transient failure; retrying");
-                self.retry(&delivery, publisher, delay, attempt, first_failure)
-                    .await;
-            }
-            Err(JobError::Transient(reason)) => {
-                let reason = format!("gave up after {attempt} attempts: {reason}");
-                self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
-                    .await;
-            }
-            Err(JobError::Permanent(reason)) => {
-                self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
-                    .await;
+                Err(JobError::Transient(reason))
+                    if (attempt as usize) <= self.spec.retry_delays.len() =>
+                {
+                    let delay = self.spec.retry_delays[attempt as usize - 1];
+                    tracing::warn!(%reason, retry_in = ?delay, "transient failure; retrying");
+                    self.retry(&delivery, publisher, delay, attempt, first_failure)
+                        .await;
+                }
+                Err(JobError::Transient(reason)) => {
+                    let reason = format!("gave up after {attempt} attempts: {reason}");
+                    self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
+                        .await;
+                }
+                Err(JobError::Permanent(reason)) => {
+                    self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
+                        .await;
+                }
             }
         }
+        .instrument(span)
+        .await;
         self.metrics
             .job_duration
             .with_label_values(&[kind])

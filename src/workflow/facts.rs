@@ -14,8 +14,8 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// `job.<field>` for each top-level payload field, plus `job.message_id`, `job.kind` and
-    /// `job.attempt`. A field sent as `null` is present (with value null): "unassign" differs
+    /// `job.<field>` for each top-level payload field, and the envelope's `meta.message_id`,
+    /// `meta.kind` and `meta.attempt`. A field sent as `null` is present (with value null): "unassign" differs
     /// from "leave the assignee alone".
     pub fn for_job(job: &Job) -> Facts {
         let mut facts = Facts::default();
@@ -24,9 +24,9 @@ impl Facts {
                 facts.set(format!("job.{k}"), v.clone());
             }
         }
-        facts.set("job.message_id", Value::String(job.message_id.clone()));
-        facts.set("job.kind", Value::String(job.kind.clone()));
-        facts.set("job.attempt", Value::from(job.attempt));
+        facts.set("meta.message_id", Value::String(job.message_id.clone()));
+        facts.set("meta.kind", Value::String(job.kind.clone()));
+        facts.set("meta.attempt", Value::from(job.attempt));
         facts
     }
 
