@@ -327,6 +327,10 @@ both_backends!(
             );
         }
         assert_eq!(cards[0]["customers"][0]["external_id"], "acme");
+        assert_eq!(
+            cards[0]["status_colour"], "#d32f2f",
+            "the open colour of the default lifecycle"
+        );
 
         let out = gochat(dir.path(), &db.url)
             .args(["threads", "--status", "closed", "--json"])

@@ -402,3 +402,82 @@ both_backends!(
             .await;
     }
 );
+
+/// A handler that panics on one job and applies the others.
+struct Panicky(std::sync::atomic::AtomicUsize);
+
+impl gochat::queue::Handler for Panicky {
+    async fn handle(
+        &self,
+        job: gochat::jobs::Job,
+    ) -> Result<gochat::queue::Handled, gochat::jobs::JobError> {
+        if job.message_id == "boom" {
+            panic!("index out of bounds: the len is 0 but the index is 3");
+        }
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(gochat::queue::Handled::Applied)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_is_dead_lettered_with_the_panic_and_the_consumer_goes_on() {
+    let broker = TestBroker::new().await;
+    let amqp = gochat::config::AmqpConfig {
+        retry_delays: vec![Duration::from_millis(200)],
+        ..Default::default()
+    };
+    broker.declare(&amqp).await;
+    let (stop, _) = gochat::shutdown::channel();
+    let (supervised, task) = gochat::queue::Broker::supervise(
+        gochat::config::SecretUrl::new(common::broker::amqp_url()),
+        "panic-test".into(),
+        None,
+        stop.subscribe(),
+    );
+    let handler = Arc::new(Panicky(Default::default()));
+    let consumer = tokio::spawn(gochat::queue::consumer::run(
+        supervised,
+        broker.names.clone(),
+        gochat::queue::ConsumerSpec {
+            kind: "customer-upsert".into(),
+            prefetch: 4,
+            concurrency: 1,
+            retry_delays: amqp.retry_delays.clone(),
+            confirm_timeout: Duration::from_secs(5),
+        },
+        handler.clone(),
+        Metrics::new().expect("metrics"),
+        stop.subscribe(),
+    ));
+    broker
+        .publish_json("customer-upsert", "boom", &upsert("acme", "ACME"))
+        .await;
+    for i in 0..3 {
+        broker
+            .publish_json(
+                "customer-upsert",
+                &format!("fine-{i}"),
+                &upsert("acme", "ACME"),
+            )
+            .await;
+    }
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("the panicking job is dead-lettered");
+    assert_eq!(dead.message_id.as_deref(), Some("boom"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(
+        reason.contains("panicked") && reason.contains("index out of bounds"),
+        "{reason}"
+    );
+    // With one slot, the jobs behind it only run if the panic freed it.
+    eventually(WAIT, "the other jobs applied", || async {
+        (handler.0.load(std::sync::atomic::Ordering::SeqCst) == 3).then_some(())
+    })
+    .await;
+    stop.trigger();
+    let _ = consumer.await;
+    let _ = task.await;
+    broker.cleanup(&amqp.retry_delays).await;
+}

@@ -50,7 +50,8 @@ pub async fn list(config: &Config, args: ThreadsArgs) -> anyhow::Result<ExitCode
         status: args.status,
         limit: args.limit,
     };
-    let cards = inbox::list_threads(store.conn(), &filter).await?;
+    let mut cards = inbox::list_threads(store.conn(), &filter).await?;
+    colour(config, &mut cards);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&cards)?);
     } else {
@@ -64,16 +65,31 @@ pub async fn show(config: &Config, args: ThreadArgs) -> anyhow::Result<ExitCode>
     let store = open(config).await?;
     let view = inbox::thread_view(store.conn(), args.id).await?;
     store.close().await;
-    let Some(view) = view else {
+    let Some(mut view) = view else {
         eprintln!("gochat: no thread {}", args.id);
         return Ok(ExitCode::FAILURE);
     };
+    colour(config, std::slice::from_mut(&mut view.thread));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         print!("{}", feed(&view));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fills in each card's status colour from its lifecycle. Lifecycles that do not load leave
+/// the colours unset rather than failing the inbox (`gochat check` reports them).
+fn colour(config: &Config, cards: &mut [ThreadCard]) {
+    let Ok(lifecycles) = crate::lifecycle::load::load_dir(&config.workflows.dir) else {
+        return;
+    };
+    for c in cards {
+        c.status_colour = lifecycles
+            .for_thread(&c.lifecycle)
+            .zip(crate::lifecycle::parse_status(&c.status))
+            .and_then(|(l, s)| l.colours.get(&s).cloned());
+    }
 }
 
 async fn open(config: &Config) -> anyhow::Result<Store> {

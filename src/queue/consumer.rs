@@ -7,11 +7,12 @@
 //! redelivery, which the handler's idempotency makes harmless.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -174,7 +175,20 @@ impl Settle {
         let span =
             tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
         let (attempt, first_failure) = (job.attempt, job.first_failure);
-        let result = handler.handle(job).instrument(span.clone()).await;
+        // A panicking handler must not take the delivery down with its task (it would sit
+        // unacked until the channel closed, then come back and panic again): the panic
+        // becomes a permanent failure, dead-lettered with its message. The job's open
+        // transaction is rolled back as it unwinds.
+        let result = AssertUnwindSafe(handler.handle(job))
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(|panic| {
+                Err(JobError::permanent(format!(
+                    "the job's handler panicked: {}",
+                    panic_message(panic.as_ref())
+                )))
+            });
         // Settling runs in the job's span too, as an instrumented future: a span entered
         // with a guard held across `.await` corrupts the subscriber's span bookkeeping when
         // the task moves between threads (it panicked during a broker outage).
@@ -374,4 +388,13 @@ pub fn one_line(reason: &str) -> String {
     } else {
         flat
     }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }

@@ -222,6 +222,7 @@ async fn cards(
                 id: t.id,
                 subject: t.subject,
                 status: t.status.to_value(),
+                status_colour: None,
                 lifecycle: t.lifecycle,
                 lifecycle_step: t.lifecycle_step,
                 customers,

@@ -11,6 +11,9 @@ pub struct ThreadCard {
     pub id: Uuid,
     pub subject: String,
     pub status: String,
+    /// The status's inbox colour from the thread's lifecycle (`#rrggbb`); the store does
+    /// not read lifecycle files, so the commands fill it in.
+    pub status_colour: Option<String>,
     pub lifecycle: String,
     pub lifecycle_step: Option<i32>,
     pub customers: Vec<CustomerRef>,
