@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod lifecycle;
+pub mod mail;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;

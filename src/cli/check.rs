@@ -38,6 +38,7 @@ pub fn run(
             } else {
                 println!("lifecycles: ok ({})", lifecycles.join(", "));
             }
+            println!("templates: ok ({})", set.templates.names().join(", "));
             for kind in crate::contract::JOB_KINDS
                 .iter()
                 .filter(|k| !kinds.contains(k))

@@ -50,25 +50,34 @@ pub struct Step {
 pub struct WorkflowSet {
     workflows: BTreeMap<String, Arc<Workflow>>,
     pub lifecycles: Arc<Lifecycles>,
+    pub templates: Arc<crate::mail::Templates>,
 }
 
 impl WorkflowSet {
-    /// Loads and checks `<dir>/jobs/*.yaml` with the built-in actions and
-    /// `<dir>/lifecycles/*.yaml` against `<dir>/templates/`; every problem of both.
+    /// Loads and checks `<dir>/jobs/*.yaml` with the built-in actions,
+    /// `<dir>/lifecycles/*.yaml` against `<dir>/templates/`, and compiles the templates;
+    /// every problem of all three.
     pub fn load(dir: &Path) -> Result<WorkflowSet, LoadError> {
         let jobs = load::load_dir(dir, &Registry::builtin());
         let lifecycles = crate::lifecycle::load::load_dir(dir);
-        match (jobs, lifecycles) {
-            (Ok(mut set), Ok(l)) => {
-                set.lifecycles = Arc::new(l);
-                Ok(set)
-            }
-            (Ok(_), Err(problems)) => Err(LoadError { problems }),
-            (Err(e), Ok(_)) => Err(e),
-            (Err(mut e), Err(mut problems)) => {
-                e.problems.append(&mut problems);
-                Err(e)
-            }
+        let templates = crate::mail::Templates::load(&dir.join("templates"));
+        let mut problems = Vec::new();
+        let mut set = jobs.unwrap_or_else(|mut e| {
+            problems.append(&mut e.problems);
+            WorkflowSet::default()
+        });
+        match lifecycles {
+            Ok(l) => set.lifecycles = Arc::new(l),
+            Err(mut p) => problems.append(&mut p),
+        }
+        match templates {
+            Ok(t) => set.templates = Arc::new(t),
+            Err(mut p) => problems.append(&mut p),
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(LoadError { problems })
         }
     }
 

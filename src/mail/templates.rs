@@ -1,0 +1,357 @@
+//! Message templates (Handlebars), registered once at start-up and on reload, never per
+//! message.
+//!
+//! Layout under `workflows/templates/`:
+//! - `<name>/<lang>.subject.hbs`, `<name>/<lang>.text.hbs`, optional `<name>/<lang>.html.hbs`;
+//!   `en` is required for every template (the last fallback);
+//! - `partials/<partial>.hbs`, used as `{{> signature}}`.
+//!
+//! Strict mode: a variable the data lacks is an error, never an empty string or a literal
+//! `{{customer.name}}` in a sent mail. HTML bodies are escaped; subjects and text bodies are
+//! not (they are not HTML).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+use serde_json::Value;
+
+use crate::workflow::load::Problem;
+
+/// One rendered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub language: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("unknown template `{0}`")]
+    Unknown(String),
+    #[error("template `{template}` ({file}): {reason}")]
+    Failed {
+        template: String,
+        file: String,
+        reason: String,
+    },
+}
+
+/// Every template, compiled.
+pub struct Templates {
+    /// Subjects and text bodies: no HTML escaping.
+    plain: Handlebars<'static>,
+    /// HTML bodies: escaped by default.
+    html: Handlebars<'static>,
+    /// Template name → languages it has.
+    languages: BTreeMap<String, BTreeSet<String>>,
+}
+
+const PARTS: [&str; 3] = ["subject", "text", "html"];
+
+impl Default for Templates {
+    /// No templates (strict, escaping as described).
+    fn default() -> Self {
+        let mut plain = Handlebars::new();
+        plain.set_strict_mode(true);
+        plain.register_escape_fn(handlebars::no_escape);
+        let mut html = Handlebars::new();
+        html.set_strict_mode(true);
+        Templates {
+            plain,
+            html,
+            languages: BTreeMap::new(),
+        }
+    }
+}
+
+impl Templates {
+    /// Loads and compiles `dir` (the `templates/` folder); every problem is reported with
+    /// its file and, where Handlebars knows it, line and column.
+    pub fn load(dir: &Path) -> Result<Templates, Vec<Problem>> {
+        let Templates {
+            mut plain,
+            mut html,
+            mut languages,
+        } = Templates::default();
+        let mut problems = Vec::new();
+        let problem =
+            |file: &Path, line: usize, column: usize, message: String, hint: Option<String>| {
+                Problem {
+                    file: file.to_path_buf(),
+                    line: line as u64,
+                    column: column as u64,
+                    message,
+                    hint,
+                }
+            };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(Templates {
+                plain,
+                html,
+                languages,
+            });
+        };
+        let mut folders: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        folders.sort();
+        for folder in folders {
+            let name = folder
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.sort();
+            for file in files {
+                let Some(fname) = file.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let Some(stem) = fname.strip_suffix(".hbs") else {
+                    continue;
+                };
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(problem(&file, 0, 0, format!("cannot read: {e}"), None));
+                        continue;
+                    }
+                };
+                if name == "partials" {
+                    for registry in [&mut plain, &mut html] {
+                        if let Err(e) = registry.register_partial(stem, text.as_str()) {
+                            let (l, c) = e.pos().unwrap_or((0, 0));
+                            problems.push(problem(&file, l, c, first_line(&e.to_string()), None));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                let Some((lang, part)) = stem.split_once('.').filter(|(_, p)| PARTS.contains(p))
+                else {
+                    problems.push(problem(
+                        &file,
+                        0,
+                        0,
+                        format!("`{fname}` is not `<lang>.subject.hbs`, `<lang>.text.hbs` or `<lang>.html.hbs`"),
+                        None,
+                    ));
+                    continue;
+                };
+                let key = format!("{name}/{lang}.{part}");
+                let registry = if part == "html" {
+                    &mut html
+                } else {
+                    &mut plain
+                };
+                // A subject is one line: a trailing newline from the editor is not part of it.
+                let source = if part == "subject" {
+                    text.trim_end()
+                } else {
+                    text.as_str()
+                };
+                match registry.register_template_string(&key, source) {
+                    Ok(()) => {
+                        languages
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(lang.to_owned());
+                    }
+                    Err(e) => {
+                        let (l, c) = e.pos().unwrap_or((0, 0));
+                        problems.push(problem(&file, l, c, first_line(&e.to_string()), None));
+                    }
+                }
+            }
+        }
+        let templates = Templates {
+            plain,
+            html,
+            languages,
+        };
+        for (name, langs) in &templates.languages {
+            for lang in langs {
+                for part in ["subject", "text"] {
+                    if !templates
+                        .plain
+                        .has_template(&format!("{name}/{lang}.{part}"))
+                    {
+                        problems.push(problem(
+                            &dir.join(name).join(format!("{lang}.{part}.hbs")),
+                            0,
+                            0,
+                            format!("template `{name}` has `{lang}` files but no {lang}.{part}.hbs"),
+                            Some("each language needs a subject and a text body; the HTML body is optional".into()),
+                        ));
+                    }
+                }
+            }
+            if !langs.contains("en") {
+                problems.push(problem(
+                    &dir.join(name),
+                    0,
+                    0,
+                    format!("template `{name}` has no English version"),
+                    Some("English is the last fallback of every language chain: add en.subject.hbs and en.text.hbs".into()),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(templates)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.languages.keys().map(String::as_str).collect()
+    }
+
+    /// The first language of `chain` the template has, else English.
+    pub fn language_for(&self, name: &str, chain: &[&str]) -> Option<String> {
+        let langs = self.languages.get(name)?;
+        chain
+            .iter()
+            .map(|l| l.trim().to_ascii_lowercase())
+            .find(|l| langs.contains(l))
+            .or_else(|| langs.contains("en").then(|| "en".to_owned()))
+    }
+
+    /// Renders `name` in the first language of `chain` it has (English last).
+    pub fn render(
+        &self,
+        name: &str,
+        chain: &[&str],
+        data: &Value,
+    ) -> Result<Rendered, RenderError> {
+        let lang = self
+            .language_for(name, chain)
+            .ok_or_else(|| RenderError::Unknown(name.to_owned()))?;
+        let run = |registry: &Handlebars<'static>, part: &str| {
+            let key = format!("{name}/{lang}.{part}");
+            registry
+                .render(&key, data)
+                .map_err(|e| RenderError::Failed {
+                    template: name.to_owned(),
+                    file: format!("{key}.hbs"),
+                    reason: first_line(&e.to_string()),
+                })
+        };
+        let html_key = format!("{name}/{lang}.html");
+        Ok(Rendered {
+            subject: run(&self.plain, "subject")?,
+            text: run(&self.plain, "text")?,
+            html: if self.html.has_template(&html_key) {
+                Some(run(&self.html, "html")?)
+            } else {
+                None
+            },
+            language: lang,
+        })
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shipped() -> Templates {
+        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/templates"))
+            .unwrap_or_else(|p| panic!("{p:#?}"))
+    }
+
+    fn data() -> Value {
+        json!({
+            "thread": {"subject": "Printer <on> fire"},
+            "contact": {"name": "Ada"},
+            "mail": {"from_name": "Go!Chat Support"},
+        })
+    }
+
+    #[test]
+    fn shipped_templates_render_in_the_contacts_language_with_english_last() {
+        let t = shipped();
+        let de = t.render("reminder-1", &["de", "en"], &data()).unwrap();
+        assert_eq!(de.language, "de");
+        assert_eq!(
+            de.subject,
+            "Re: Printer <on> fire – können wir noch helfen?"
+        );
+        assert!(de.text.starts_with("Hallo Ada,"), "{}", de.text);
+        assert!(
+            de.text.contains("Go!Chat Support"),
+            "the signature partial: {}",
+            de.text
+        );
+        let fr = t.render("reminder-2", &["fr"], &data()).unwrap();
+        assert_eq!(fr.language, "en", "no French: English");
+        assert_eq!(fr.subject, "Re: Printer <on> fire — last reminder");
+        assert!(matches!(
+            t.render("nope", &["en"], &data()),
+            Err(RenderError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_never_a_blank_or_a_literal() {
+        let t = shipped();
+        let err = t
+            .render("reminder-1", &["en"], &json!({"thread": {"subject": "x"}}))
+            .unwrap_err();
+        let RenderError::Failed { file, reason, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(file, "reminder-1/en.text.hbs");
+        assert!(reason.contains("contact.name"), "{reason}");
+    }
+
+    #[test]
+    fn html_is_escaped_and_text_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("note");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("en.subject.hbs"), "About {{thread.subject}}\n").unwrap();
+        std::fs::write(d.join("en.text.hbs"), "{{thread.subject}}").unwrap();
+        std::fs::write(d.join("en.html.hbs"), "<p>{{thread.subject}}</p>").unwrap();
+        let t = Templates::load(dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
+        let r = t.render("note", &[], &data()).unwrap();
+        assert_eq!(r.subject, "About Printer <on> fire", "one line, unescaped");
+        assert_eq!(r.text, "Printer <on> fire");
+        assert_eq!(r.html.as_deref(), Some("<p>Printer &lt;on&gt; fire</p>"));
+    }
+
+    #[test]
+    fn broken_and_incomplete_templates_are_refused_with_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ack");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("en.subject.hbs"), "Hi").unwrap();
+        std::fs::write(
+            d.join("en.text.hbs"),
+            "line one\n{{#if thread}}never closed\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("de.subject.hbs"), "Hallo").unwrap();
+        std::fs::write(d.join("en.body.hbs"), "?").unwrap();
+        let problems = match Templates::load(dir.path()) {
+            Ok(_) => panic!("accepted"),
+            Err(p) => p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        let all = problems.join("\n");
+        assert!(all.contains("ack/en.text.hbs:"), "{all}");
+        assert!(all.contains("`en.body.hbs` is not"), "{all}");
+        assert!(all.contains("has `de` files but no de.text.hbs"), "{all}");
+    }
+}
