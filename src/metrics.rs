@@ -13,6 +13,25 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Timer firing delay from 100 ms to an hour: the alert fires past five minutes.
+const DELAY_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Label values known up front. Each series is created at zero when the process starts,
+/// so a dashboard shows 0 rather than "no data" and `increase()` sees the first event.
+pub const JOB_OUTCOMES: &[&str] = &["acked", "duplicate", "retried", "dead_lettered"];
+pub const INBOUND_CLASSES: &[&str] = &[
+    "new_thread",
+    "reply",
+    "auto_reply",
+    "bounce",
+    "duplicate",
+    "refused",
+];
+pub const OUTBOUND_STATES: &[&str] = &["queued", "sending", "sent", "failed"];
+pub const SMTP_ERROR_CLASSES: &[&str] = &["temporary", "permanent", "connection"];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -117,7 +136,7 @@ impl Metrics {
                         "gochat_timer_firing_delay_seconds",
                         "Delay between a timer's due time and its job being published.",
                     )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    .buckets(DELAY_BUCKETS.to_vec()),
                 )?;
                 registry.register(Box::new(h.clone()))?;
                 h
@@ -142,7 +161,50 @@ impl Metrics {
             )?,
             registry,
         };
+        m.initialise_series();
         Ok(m)
+    }
+
+    fn initialise_series(&self) {
+        for kind in crate::contract::JOB_KINDS {
+            self.jobs_consumed.with_label_values(&[kind]);
+            self.job_duration.with_label_values(&[kind]);
+            for outcome in JOB_OUTCOMES {
+                self.jobs.with_label_values(&[kind, outcome]);
+            }
+        }
+        for action in crate::workflow::Registry::builtin().names() {
+            self.step_duration.with_label_values(&[action]);
+        }
+        for c in INBOUND_CLASSES {
+            self.inbound_mails.with_label_values(&[c]);
+        }
+        for s in OUTBOUND_STATES {
+            self.outbound_messages.with_label_values(&[s]);
+        }
+        for c in SMTP_ERROR_CLASSES {
+            self.smtp_errors.with_label_values(&[c]);
+        }
+        for s in ["pending", "due"] {
+            self.timers.with_label_values(&[s]);
+        }
+        for o in ["fired", "stale"] {
+            self.timers_fired.with_label_values(&[o]);
+        }
+        for k in ["job", "event"] {
+            self.outbox_published.with_label_values(&[k]);
+        }
+        self.db_pool.with_label_values(&["in_use"]);
+        self.db_pool.with_label_values(&["idle"]);
+    }
+
+    /// The names of every metric family, as exposed (for checking dashboards and alerts).
+    pub fn family_names(&self) -> Vec<String> {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect()
     }
 
     /// The Prometheus text exposition of every metric.

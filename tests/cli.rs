@@ -182,6 +182,9 @@ both_backends!(
             "{metrics}"
         );
         assert!(metrics.contains("gochat_broker_connected 1"), "{metrics}");
+        if let Err(e) = common::promtool_check_metrics(&metrics) {
+            panic!("the scraped /metrics: {e}\n{metrics}");
+        }
         assert!(
             metrics.contains("gochat_db_pool_connections{state=\"in_use\"}"),
             "{metrics}"
