@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod process;
 pub mod rabbit;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

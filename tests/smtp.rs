@@ -1,0 +1,196 @@
+//! Outbound MIME and SMTP delivery against a real SMTP server process (aiosmtpd): headers,
+//! both bodies, RFC 2047 encodings, attachments and threading headers read back with
+//! mail-parser; header injection refused before anything is sent; 4xx, 5xx and a server
+//! that is down classed as the outbound job needs them.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::smtp::SmtpSink;
+use gochat::config::SecretUrl;
+use gochat::mail::mime::{self, MailAttachment, MimeError, OutgoingMail, Party};
+use gochat::mail::smtp::{SendError, Smtp};
+use mail_parser::{MessageParser, MimeHeaders};
+
+fn party(name: &str, address: &str) -> Party {
+    Party {
+        name: Some(name.into()),
+        address: address.into(),
+    }
+}
+
+fn mail(to: &str) -> OutgoingMail {
+    OutgoingMail {
+        from: party("Go!Chat Support", "support+tok123@gochat.example"),
+        reply_to: Some(party("Go!Chat Support", "support+tok123@gochat.example")),
+        to: vec![party("Zoë Ñúñez", to)],
+        cc: vec![Party {
+            name: None,
+            address: "boss@acme.example".into(),
+        }],
+        subject: "Re: Ihre Anfrage – Drucker brennt 🔥".into(),
+        text: "Hallo Zoë,\n\nwir kümmern uns darum.\n".into(),
+        html: Some("<p>Hallo Zoë,</p><p>wir kümmern uns darum.</p>".into()),
+        message_id: mime::new_message_id("gochat.example"),
+        in_reply_to: Some("<first@acme.example>".into()),
+        references: vec![
+            "<first@acme.example>".into(),
+            "<second@gochat.example>".into(),
+        ],
+        automatic: true,
+        attachments: vec![MailAttachment {
+            name: "rechnung-ä.pdf".into(),
+            content_type: "application/pdf".into(),
+            content: b"%PDF-1.4 not really".to_vec(),
+        }],
+        date: SystemTime::now(),
+        envelope_from: mime::verp_sender(uuid::Uuid::now_v7(), "gochat.example"),
+    }
+}
+
+fn smtp(sink: &SmtpSink) -> Smtp {
+    Smtp::new(&SecretUrl::new(sink.url()), Duration::from_secs(5), 2).expect("transport")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_arrives_with_its_headers_bodies_encodings_and_attachment() {
+    let sink = tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("sink");
+    let m = mail("zoe@acme.example");
+    let msg = mime::build(&m).expect("build");
+    let accepted = smtp(&sink).send(&msg).await.expect("sent");
+    assert_eq!(accepted.code, "250");
+    assert!(accepted.message.contains("queued as"), "{accepted:?}");
+
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.mail_from, m.envelope_from, "the VERP envelope sender");
+    assert_eq!(
+        r.rcpt_tos,
+        vec![
+            "zoe@acme.example".to_owned(),
+            "boss@acme.example".to_owned()
+        ]
+    );
+    let raw = String::from_utf8_lossy(&r.raw);
+    assert!(
+        raw.is_ascii(),
+        "headers are 7-bit (RFC 2047), bodies encoded:\n{raw}"
+    );
+    assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+    assert!(raw.contains("X-Auto-Response-Suppress: All"), "{raw}");
+
+    let parsed = MessageParser::default().parse(&r.raw).expect("parses");
+    assert_eq!(parsed.subject(), Some(m.subject.as_str()));
+    let from = parsed.from().and_then(|a| a.first()).expect("from");
+    assert_eq!(from.name(), Some("Go!Chat Support"));
+    assert_eq!(from.address(), Some("support+tok123@gochat.example"));
+    let to = parsed.to().and_then(|a| a.first()).expect("to");
+    assert_eq!(to.name(), Some("Zoë Ñúñez"));
+    assert_eq!(
+        parsed.message_id(),
+        Some(m.message_id.trim_matches(['<', '>']))
+    );
+    assert_eq!(parsed.in_reply_to().as_text(), Some("first@acme.example"));
+    let refs: Vec<&str> = parsed
+        .references()
+        .as_text_list()
+        .map(|l| l.iter().map(|s| s.as_ref()).collect())
+        .unwrap_or_default();
+    assert_eq!(refs, vec!["first@acme.example", "second@gochat.example"]);
+    // Text travels in canonical CRLF form.
+    assert_eq!(
+        parsed
+            .body_text(0)
+            .map(|t| t.replace("\r\n", "\n"))
+            .as_deref(),
+        Some(m.text.as_str())
+    );
+    assert_eq!(
+        parsed.body_html(0).as_deref(),
+        m.html.as_deref(),
+        "the HTML alternative"
+    );
+    let att = parsed.attachments().next().expect("attachment");
+    assert_eq!(att.attachment_name(), Some("rechnung-ä.pdf"));
+    assert_eq!(att.contents(), b"%PDF-1.4 not really");
+
+    // Message-IDs are unique and in our domain.
+    let a = mime::new_message_id("gochat.example");
+    let b = mime::new_message_id("gochat.example");
+    assert_ne!(a, b);
+    assert!(a.starts_with('<') && a.ends_with("@gochat.example>"), "{a}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_injection_is_refused_before_anything_is_sent() {
+    let sink = tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("sink");
+    let mut m = mail("zoe@acme.example");
+    m.subject = "Hello\r\nBcc: victim@example.com".into();
+    assert_eq!(
+        mime::build(&m).unwrap_err(),
+        MimeError::LineBreak {
+            what: "subject".into()
+        }
+    );
+    let mut m = mail("zoe@acme.example");
+    m.to[0].name = Some("Zoë\nBcc: victim@example.com".into());
+    assert!(matches!(
+        mime::build(&m),
+        Err(MimeError::LineBreak { what }) if what == "To name"
+    ));
+    let mut m = mail("zoe@acme.example");
+    m.to[0].address = "zoe@acme.example\r\nBcc: victim@example.com".into();
+    assert!(matches!(mime::build(&m), Err(MimeError::LineBreak { .. })));
+    let mut m = mail("zoe@acme.example");
+    m.attachments[0].name = "a\r\nContent-Type: text/html".into();
+    assert!(matches!(mime::build(&m), Err(MimeError::LineBreak { .. })));
+    let mut m = mail("not an address");
+    m.cc.clear();
+    assert!(matches!(mime::build(&m), Err(MimeError::Address { .. })));
+    assert!(sink.received().is_empty(), "nothing reached the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_and_outages_are_classed_temporary_or_permanent() {
+    let mut sink = tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("sink");
+    let smtp = smtp(&sink);
+    let only = |to: &str| {
+        let mut m = mail(to);
+        m.cc.clear();
+        mime::build(&m).expect("build")
+    };
+
+    match smtp.send(&only("tempfail@acme.example")).await {
+        Err(e @ SendError::Temporary { .. }) => {
+            assert_eq!(e.class(), "temporary");
+            assert!(e.to_string().contains("451"), "{e}");
+        }
+        other => panic!("4xx must be temporary: {other:?}"),
+    }
+    match smtp.send(&only("reject@acme.example")).await {
+        Err(e @ SendError::Permanent { .. }) => {
+            assert!(e.is_permanent());
+            assert!(e.to_string().contains("550"), "{e}");
+        }
+        other => panic!("5xx must be permanent: {other:?}"),
+    }
+
+    tokio::task::block_in_place(|| sink.stop());
+    match smtp.send(&only("zoe@acme.example")).await {
+        Err(e @ SendError::Connection(_)) => assert_eq!(e.class(), "connection"),
+        other => panic!("a server that is down is a connection failure: {other:?}"),
+    }
+    tokio::task::block_in_place(|| sink.restart());
+    smtp.send(&only("zoe@acme.example"))
+        .await
+        .expect("delivered once the server is back");
+    assert_eq!(sink.received().len(), 1);
+}

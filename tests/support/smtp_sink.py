@@ -1,0 +1,53 @@
+"""A real SMTP server for the tests, on aiosmtpd.
+
+Usage: smtp_sink.py PORT DIR
+
+Every accepted message is stored as DIR/<n>.eml (the bytes as received) and then
+DIR/<n>.json (the envelope: mail_from, rcpt_tos), written last so a reader that sees the
+JSON sees the whole message. Recipients are answered by their local part, so a test can ask
+for failures: `tempfail...@` gets 451 (temporary), `reject...@` gets 550 (permanent).
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+from aiosmtpd.controller import Controller
+
+
+class Sink:
+    def __init__(self, folder):
+        self.folder = folder
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0].lower()
+        if local.startswith("tempfail"):
+            return "451 4.3.0 Try again later"
+        if local.startswith("reject"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        name = "%d" % time.time_ns()
+        base = os.path.join(self.folder, name)
+        with open(base + ".eml", "wb") as f:
+            f.write(envelope.original_content)
+        with open(base + ".json.tmp", "w") as f:
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+        os.rename(base + ".json.tmp", base + ".json")
+        return "250 2.0.0 Ok: queued as " + name
+
+
+def main():
+    port, folder = int(sys.argv[1]), sys.argv[2]
+    os.makedirs(folder, exist_ok=True)
+    controller = Controller(Sink(folder), hostname="127.0.0.1", port=port)
+    controller.start()
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
