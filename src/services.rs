@@ -14,6 +14,8 @@ pub struct Services {
     pub metrics: Metrics,
     /// Names this process in timer claims and broker connections.
     pub instance: String,
+    /// The pooled SMTP transport (connects on first use).
+    pub smtp: crate::mail::smtp::Smtp,
 }
 
 pub type SharedServices = Arc<Services>;

@@ -31,6 +31,8 @@ pub enum StartError {
     Workflows { dir: String, problems: LoadError },
     #[error("the job schemas are invalid: {0}")]
     Schemas(String),
+    #[error("{0}")]
+    Smtp(String),
 }
 
 pub struct Worker {
@@ -73,7 +75,14 @@ impl Worker {
             Some((names.clone(), config.amqp.clone())),
             rest_stop.subscribe(),
         );
+        let smtp = crate::mail::smtp::Smtp::new(
+            &config.smtp.url,
+            config.smtp.timeout,
+            config.amqp.consumer("outbound-message").1 as u32,
+        )
+        .map_err(StartError::Smtp)?;
         let services = Arc::new(Services {
+            smtp,
             config,
             store: store.clone(),
             clock: clock.clone(),

@@ -14,12 +14,12 @@ use common::{Backend, TestDb};
 use gochat::clock::ManualClock;
 use gochat::config::Config;
 use gochat::metrics::Metrics;
-use gochat::store::threads::{self, NewThread};
-use gochat::store::{ContactInput, CustomerUpsert, timers};
+use gochat::store::threads;
+use gochat::store::timers;
 use gochat::worker::Worker;
 use gochat_entities::threads::ThreadStatus;
 use gochat_entities::timers::TimerState;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -57,58 +57,8 @@ async fn start(config: Config, clock: &ManualClock) -> Worker {
     w
 }
 
-/// A thread of customer ACME whose latest contact is ada@acme.example.
 async fn thread_with_contact(store: &gochat::store::Store, lifecycle: &str) -> (Uuid, Uuid) {
-    let conn = store.conn();
-    let (customer, _) = gochat::store::customers::upsert_customer(
-        conn,
-        &CustomerUpsert {
-            external_id: "acme".into(),
-            name: "ACME".into(),
-            contacts: vec![ContactInput {
-                kind: gochat_entities::contacts::ContactKind::Email,
-                address: "ada@acme.example".into(),
-                name: Some("Ada".into()),
-                language: None,
-            }],
-            replace_contacts: false,
-        },
-        t0(),
-    )
-    .await
-    .expect("customer");
-    let contact = gochat_entities::contacts::Entity::find()
-        .filter(gochat_entities::contacts::Column::Address.eq("ada@acme.example"))
-        .one(conn)
-        .await
-        .expect("query")
-        .expect("contact")
-        .id;
-    let thread = threads::create(
-        conn,
-        NewThread {
-            subject: "Printer on fire".into(),
-            status: ThreadStatus::Open,
-            lifecycle: lifecycle.into(),
-            mailbox: None,
-            customers: vec![customer],
-            linked_thread_id: None,
-            flags: vec![],
-        },
-        &json!({"kind": "system"}),
-        t0(),
-    )
-    .await
-    .expect("thread");
-    gochat_entities::threads::ActiveModel {
-        id: Set(thread.id),
-        contact_id: Set(Some(contact)),
-        ..Default::default()
-    }
-    .update(conn)
-    .await
-    .expect("set contact");
-    (thread.id, contact)
+    common::fixtures::thread_with_contact(store, lifecycle, "ada@acme.example", t0()).await
 }
 
 fn event(thread: Uuid, name: &str) -> serde_json::Value {

@@ -92,6 +92,8 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         metrics: Metrics::new()?,
         instance: "bench".into(),
+        smtp: crate::mail::smtp::Smtp::new(&config.smtp.url, config.smtp.timeout, 1)
+            .map_err(|e| anyhow::anyhow!(e))?,
     });
     let scheduler = Scheduler {
         services: services.clone(),

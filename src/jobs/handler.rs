@@ -62,6 +62,7 @@ impl WorkflowHandler {
         let mut ctx = StepContext::new(
             &self.services,
             set.lifecycles.clone(),
+            set.templates.clone(),
             job,
             &mut facts,
             &mut tx,

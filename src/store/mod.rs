@@ -5,6 +5,7 @@ mod connect;
 pub mod customers;
 mod error;
 pub mod inbox;
+pub mod outbound;
 pub mod outbox;
 pub mod processed;
 pub mod threads;

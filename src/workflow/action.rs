@@ -51,6 +51,8 @@ pub struct StepContext<'a> {
     pub names: Names,
     /// The lifecycles of the workflow set this job runs on.
     pub lifecycles: Arc<Lifecycles>,
+    /// Its message templates.
+    pub templates: Arc<crate::mail::Templates>,
     /// One clock reading per job, so every row it writes carries the same time.
     pub now: DateTime<Utc>,
 }
@@ -59,12 +61,14 @@ impl<'a> StepContext<'a> {
     pub fn new(
         services: &'a Services,
         lifecycles: Arc<Lifecycles>,
+        templates: Arc<crate::mail::Templates>,
         job: &'a Job,
         facts: &'a mut Facts,
         tx: &'a mut Tx,
     ) -> Self {
         StepContext {
             lifecycles,
+            templates,
             names: Names::new(&services.config.amqp.prefix),
             now: services.clock.now(),
             services,

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod broker;
+pub mod fixtures;
 pub mod process;
 pub mod rabbit;
 pub mod smtp;

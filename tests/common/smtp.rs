@@ -77,6 +77,11 @@ impl SmtpSink {
         }
     }
 
+    /// The next `n` recipients get a 451, whoever they are.
+    pub fn tempfail_next(&self, n: u32) {
+        std::fs::write(self.dir.path().join("tempfail"), n.to_string()).expect("write budget");
+    }
+
     /// Every message received so far, oldest first.
     pub fn received(&self) -> Vec<Received> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())

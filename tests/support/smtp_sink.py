@@ -5,7 +5,8 @@ Usage: smtp_sink.py PORT DIR
 Every accepted message is stored as DIR/<n>.eml (the bytes as received) and then
 DIR/<n>.json (the envelope: mail_from, rcpt_tos), written last so a reader that sees the
 JSON sees the whole message. Recipients are answered by their local part, so a test can ask
-for failures: `tempfail...@` gets 451 (temporary), `reject...@` gets 550 (permanent).
+for failures: `tempfail...@` gets 451 (temporary), `reject...@` gets 550 (permanent). A file
+DIR/tempfail holding a number N makes the next N recipients get 451, whoever they are.
 """
 
 import json
@@ -23,6 +24,14 @@ class Sink:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
+        budget = os.path.join(self.folder, "tempfail")
+        if os.path.exists(budget):
+            with open(budget) as f:
+                left = int(f.read().strip() or "0")
+            if left > 0:
+                with open(budget, "w") as f:
+                    f.write(str(left - 1))
+                return "451 4.3.0 Try again later"
         if local.startswith("tempfail"):
             return "451 4.3.0 Try again later"
         if local.startswith("reject"):

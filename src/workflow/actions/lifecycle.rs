@@ -111,6 +111,12 @@ static TRANSITION: ActionSpec = ActionSpec {
             doc: "The fact holding the lifecycle event (e.g. `job.event`).",
         },
         ParamSpec {
+            name: "on",
+            ty: ParamType::Str,
+            default: Some("~"),
+            doc: "Or: a literal lifecycle event (e.g. `agent_replied` after a reply was sent).",
+        },
+        ParamSpec {
             name: "reason",
             ty: ParamType::Fact,
             default: Some("~"),
@@ -129,10 +135,10 @@ impl Action for Transition {
     }
 
     fn validate(&self, params: &Params) -> Result<(), String> {
-        if params.is_set("to") || params.is_set("event") {
+        if params.is_set("to") || params.is_set("event") || params.is_set("on") {
             Ok(())
         } else {
-            Err("set `to`, `event` or both (the job then names one of them)".into())
+            Err("set `to`, `event` (facts; the job then names one of them) or `on` (a literal event)".into())
         }
     }
 
@@ -145,7 +151,12 @@ impl Action for Transition {
                 .and_then(|f| ctx.facts.str(f))
                 .map(str::to_owned)
         };
-        let (to, event) = (fact("to"), fact("event"));
+        let literal = params
+            .str("on")
+            .ok()
+            .filter(|_| params.is_set("on"))
+            .map(str::to_owned);
+        let (to, event) = (fact("to"), fact("event").or(literal));
         let reason = fact("reason");
         let who = actor(ctx, params);
         let lifecycle = ctx.lifecycle()?;

@@ -4,6 +4,7 @@ mod customers;
 mod events;
 mod flow;
 mod lifecycle;
+mod outbound;
 mod threads;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub fn all() -> Vec<Arc<dyn Action>> {
         Arc::new(threads::AddComment),
         Arc::new(lifecycle::Transition),
         Arc::new(lifecycle::FireTimer),
+        Arc::new(outbound::ComposeMessage),
+        Arc::new(outbound::SendMail),
         Arc::new(events::EmitEvent),
         Arc::new(flow::Stop),
     ]

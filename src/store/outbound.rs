@@ -1,0 +1,136 @@
+//! Outbound messages: the recipient rule (a message may only go to a contact of one of the
+//! thread's customers) and the delivery state machine `queued → sending → sent | failed`.
+
+use chrono::{DateTime, Utc};
+use gochat_entities::messages::{self, OutboundState};
+use gochat_entities::{contacts, customer_contacts};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+use uuid::Uuid;
+
+use super::{StoreError, customers::normalise_address};
+
+/// A resolved recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub contact_id: Uuid,
+    pub address: String,
+    pub name: Option<String>,
+    pub language: Option<String>,
+}
+
+/// Resolves `spec` (a contact id or an e-mail address) to a contact of one of `customers`;
+/// `Err` says why it may not be written to.
+pub async fn resolve_recipient(
+    db: &impl ConnectionTrait,
+    customers: &[Uuid],
+    spec: &str,
+) -> Result<Result<Recipient, String>, StoreError> {
+    let contact = match Uuid::parse_str(spec.trim()) {
+        Ok(id) => contacts::Entity::find_by_id(id).one(db).await?,
+        Err(_) => {
+            let Ok(address) = normalise_address(contacts::ContactKind::Email, spec) else {
+                return Ok(Err(format!(
+                    "{spec:?} is not an e-mail address or a contact id"
+                )));
+            };
+            contacts::Entity::find()
+                .filter(contacts::Column::Kind.eq(contacts::ContactKind::Email))
+                .filter(contacts::Column::Address.eq(address))
+                .one(db)
+                .await?
+        }
+    };
+    let Some(contact) = contact else {
+        return Ok(Err(format!(
+            "{spec:?} is not a contact of the thread's customers"
+        )));
+    };
+    if contact.kind != contacts::ContactKind::Email {
+        return Ok(Err(format!(
+            "{spec:?} is a chat contact; mail goes to e-mail contacts"
+        )));
+    }
+    let linked = customer_contacts::Entity::find()
+        .filter(customer_contacts::Column::ContactId.eq(contact.id))
+        .filter(customer_contacts::Column::CustomerId.is_in(customers.to_vec()))
+        .one(db)
+        .await?
+        .is_some();
+    if !linked {
+        return Ok(Err(format!(
+            "{spec:?} is not a contact of the thread's customers"
+        )));
+    }
+    Ok(Ok(Recipient {
+        contact_id: contact.id,
+        address: contact.address,
+        name: contact.display_name,
+        language: contact.language,
+    }))
+}
+
+/// The outbound message a job already created, if any (a retried or redelivered job).
+pub async fn for_job(
+    db: &impl ConnectionTrait,
+    job_message_id: &str,
+) -> Result<Option<messages::Model>, StoreError> {
+    Ok(messages::Entity::find()
+        .filter(messages::Column::JobMessageId.eq(job_message_id))
+        .filter(messages::Column::Direction.eq(messages::MessageDirection::Outbound))
+        .one(db)
+        .await?)
+}
+
+/// The Message-IDs on the thread, oldest first (for In-Reply-To and References).
+pub async fn thread_message_ids(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+) -> Result<Vec<String>, StoreError> {
+    Ok(messages::Entity::find()
+        .filter(messages::Column::ThreadId.eq(thread_id))
+        .filter(messages::Column::MessageIdHeader.is_not_null())
+        .order_by_asc(messages::Column::CreatedAt)
+        .order_by_asc(messages::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|m| m.message_id_header)
+        .collect())
+}
+
+/// A delivery state change with the server's reply or the error.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub smtp_reply: Option<String>,
+    pub error: Option<String>,
+    pub count_attempt: bool,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+pub async fn set_state(
+    db: &impl ConnectionTrait,
+    message: &messages::Model,
+    state: OutboundState,
+    d: Delivery,
+    now: DateTime<Utc>,
+) -> Result<messages::Model, StoreError> {
+    let mut m: messages::ActiveModel = message.clone().into();
+    m.state = Set(Some(state));
+    if d.smtp_reply.is_some() {
+        m.smtp_reply = Set(d.smtp_reply);
+    }
+    if d.error.is_some() {
+        m.error = Set(d.error);
+    }
+    if d.count_attempt {
+        m.attempts = Set(message.attempts + 1);
+    }
+    if d.sent_at.is_some() {
+        m.sent_at = Set(d.sent_at);
+    }
+    m.updated_at = Set(now);
+    Ok(m.update(db).await?)
+}

@@ -1,0 +1,465 @@
+//! Outbound mail: `compose_message` (the recipient rule, the template or body, the stored
+//! message) and `send_mail` (SMTP with at-most-once sending).
+//!
+//! At most once: before talking to the server the message is committed as `sending`. A job
+//! that finds its message `sending` (the server may have accepted it, then the worker died
+//! before recording `sent`) does not send again: it is dead-lettered for reconciliation
+//! against the mail server's log, by the message's Message-ID. A 4xx reply or a connection
+//! failure puts the message back to `queued` (committed) and the job is retried; a 5xx reply,
+//! or the last allowed attempt, fails it.
+
+use base64::Engine;
+use gochat_entities::messages::{self, Channel, MessageDirection, OutboundKind, OutboundState};
+use gochat_entities::threads::ThreadStatus;
+use sea_orm::EntityTrait;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::jobs::JobError;
+use crate::mail::mime::{self, MailAttachment, OutgoingMail, Party};
+use crate::store::outbound::{self, Delivery};
+use crate::store::threads::{self, NewAttachment, NewMessage};
+use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+
+const MAIL_FACTS: &[FactSpec] = &[
+    FactSpec {
+        name: "mail.id",
+        ty: FactType::Uuid,
+        doc: "The outbound message's id.",
+    },
+    FactSpec {
+        name: "mail.message_id",
+        ty: FactType::Str,
+        doc: "Its RFC 5322 Message-ID (without angle brackets).",
+    },
+    FactSpec {
+        name: "mail.kind",
+        ty: FactType::Enum(&["reply", "reminder", "notification"]),
+        doc: "Why it is sent.",
+    },
+    FactSpec {
+        name: "mail.sent",
+        ty: FactType::Bool,
+        doc: "The server accepted it.",
+    },
+    FactSpec {
+        name: "mail.failed",
+        ty: FactType::Bool,
+        doc: "It failed for good.",
+    },
+    FactSpec {
+        name: "mail.error",
+        ty: FactType::Any,
+        doc: "Why it failed, or null.",
+    },
+];
+
+/// The support address with the thread's reply token: `support+<token>@domain`.
+fn reply_address(from: &str, token: &str) -> String {
+    match from.split_once('@') {
+        Some((local, domain)) => format!("{local}+{token}@{domain}"),
+        None => from.to_owned(),
+    }
+}
+
+fn kind_of(job: &Value) -> OutboundKind {
+    match job.get("kind").and_then(Value::as_str) {
+        Some("reminder") => OutboundKind::Reminder,
+        Some("notification") => OutboundKind::Notification,
+        _ => OutboundKind::Reply,
+    }
+}
+
+fn kind_name(k: OutboundKind) -> &'static str {
+    match k {
+        OutboundKind::Reply => "reply",
+        OutboundKind::Reminder => "reminder",
+        OutboundKind::Notification => "notification",
+    }
+}
+
+fn set_mail_facts(ctx: &mut StepContext<'_>, m: &messages::Model) {
+    ctx.facts.set("mail.id", json!(m.id));
+    ctx.facts.set("mail.message_id", json!(m.message_id_header));
+    ctx.facts.set(
+        "mail.kind",
+        json!(kind_name(m.kind.unwrap_or(OutboundKind::Reply))),
+    );
+    ctx.facts
+        .set("mail.sent", json!(m.state == Some(OutboundState::Sent)));
+    ctx.facts
+        .set("mail.failed", json!(m.state == Some(OutboundState::Failed)));
+    ctx.facts.set("mail.error", json!(m.error));
+}
+
+/// The job's attachments, decoded.
+fn attachments(job: &Value) -> Result<Vec<MailAttachment>, JobError> {
+    let Some(list) = job.get("attachments").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|a| {
+            let name = a["name"].as_str().unwrap_or("attachment").to_owned();
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(a["content_base64"].as_str().unwrap_or_default())
+                .map_err(|e| {
+                    JobError::permanent(format!("attachment {name:?}: not base64: {e}"))
+                })?;
+            Ok(MailAttachment {
+                content_type: a["content_type"]
+                    .as_str()
+                    .unwrap_or("application/octet-stream")
+                    .to_owned(),
+                name,
+                content,
+            })
+        })
+        .collect()
+}
+
+/// `compose_message`.
+pub struct ComposeMessage;
+
+static COMPOSE: ActionSpec = ActionSpec {
+    name: "compose_message",
+    summary: "Checks every recipient (to, cc) is a contact of one of the thread's customers \
+              (otherwise a permanent failure: nothing is sent), renders the job's template \
+              in the first language of: the job's `language`, the contact's, the \
+              lifecycle's, English (or takes its `body`), and stores the message as `queued` \
+              with a new Message-ID and the thread's In-Reply-To/References. A retried job \
+              finds its message instead of composing a second.",
+    params: &[],
+    reads: &["thread.id"],
+    writes: MAIL_FACTS,
+};
+
+#[async_trait::async_trait]
+impl Action for ComposeMessage {
+    fn spec(&self) -> &'static ActionSpec {
+        &COMPOSE
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let services = ctx.services;
+        let job_msg = ctx.job;
+        let job = &job_msg.payload;
+        let templates = ctx.templates.clone();
+        let lifecycle_lang = ctx
+            .lifecycle()
+            .map(|l| l.language.clone())
+            .unwrap_or_else(|_| "en".into());
+        let thread = ctx.thread()?.clone();
+        let db = ctx.db().await?;
+        if let Some(existing) = outbound::for_job(db, &job_msg.message_id).await? {
+            let state = existing.state;
+            set_mail_facts(ctx, &existing);
+            return match state {
+                Some(OutboundState::Queued) => Ok(Flow::Continue),
+                Some(OutboundState::Sending) => Err(JobError::permanent(format!(
+                    "delivery of message {} (Message-ID <{}>) was interrupted after it was handed to the mail server; it may have been delivered, so it is not sent again: check the server's log for that Message-ID and record the outcome",
+                    existing.id,
+                    existing.message_id_header.unwrap_or_default()
+                ))),
+                _ => Ok(Flow::Stop(format!(
+                    "message {} was already {}",
+                    existing.id,
+                    if state == Some(OutboundState::Sent) {
+                        "sent"
+                    } else {
+                        "failed"
+                    }
+                ))),
+            };
+        }
+        if thread.status == ThreadStatus::Closed {
+            return Err(JobError::permanent(format!(
+                "thread {} is closed: reopen it before writing to the customer",
+                thread.id
+            )));
+        }
+        let customers: Vec<Uuid> = threads::customer_ids(db, thread.id)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut to = Vec::new();
+        let mut cc = Vec::new();
+        let mut refused = Vec::new();
+        for (field, out) in [("to", &mut to), ("cc", &mut cc)] {
+            for spec in job
+                .get(field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                match outbound::resolve_recipient(db, &customers, spec).await? {
+                    Ok(r) => out.push(r),
+                    Err(why) => refused.push(why),
+                }
+            }
+        }
+        if !refused.is_empty() {
+            return Err(JobError::permanent(format!(
+                "forbidden recipient: {}",
+                refused.join("; ")
+            )));
+        }
+        let first = to
+            .first()
+            .or(cc.first())
+            .cloned()
+            .ok_or_else(|| JobError::permanent("the message has no recipient"))?;
+        let mail = &services.config.mail;
+        let from_address = reply_address(&mail.from_address, &thread.reply_token);
+        let (subject, text, html) = if let Some(template) =
+            job.get("template").and_then(Value::as_str)
+        {
+            let chain: Vec<&str> = [
+                job.get("language").and_then(Value::as_str),
+                first.language.as_deref(),
+                Some(lifecycle_lang.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let mut data = json!({
+                "thread": {"id": thread.id, "subject": thread.subject, "reply_token": thread.reply_token},
+                "contact": {"name": first.name.clone().unwrap_or_else(|| first.address.clone()), "address": first.address},
+                "mail": {"from_name": mail.from_name, "from_address": from_address},
+                "author": job.get("author").cloned().unwrap_or(Value::Null),
+            });
+            if let Some(vars) = job.get("variables").and_then(Value::as_object) {
+                for (k, v) in vars {
+                    data[k] = v.clone();
+                }
+            }
+            let r = templates
+                .render(template, &chain, &data)
+                .map_err(|e| JobError::permanent(e.to_string()))?;
+            (r.subject, r.text, r.html)
+        } else {
+            let body = job.get("body").cloned().unwrap_or(Value::Null);
+            let text = body["text"].as_str().map(str::to_owned);
+            let html = body["html"].as_str().map(str::to_owned);
+            let Some(text) = text.or_else(|| html.as_deref().map(crate::mail::text_from_html))
+            else {
+                return Err(JobError::permanent(
+                    "the job has neither `template` nor a `body` with `text` or `html`",
+                ));
+            };
+            let subject = body["subject"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("Re: {}", thread.subject));
+            (subject, text, html)
+        };
+        let history = outbound::thread_message_ids(db, thread.id).await?;
+        let message_id = mime::new_message_id(&mail.domain);
+        let kind = kind_of(job);
+        let mut m = NewMessage::new(
+            MessageDirection::Outbound,
+            Channel::Email,
+            from_address,
+            subject,
+        );
+        m.from_name = Some(mail.from_name.clone());
+        m.contact_id = Some(first.contact_id);
+        m.message_id_header = Some(message_id.trim_matches(['<', '>']).to_owned());
+        m.in_reply_to = history.last().cloned();
+        m.references = history;
+        m.to = to.iter().map(|r| r.address.clone()).collect();
+        m.cc = cc.iter().map(|r| r.address.clone()).collect();
+        m.text_body = Some(text);
+        m.html_body = html;
+        m.kind = Some(kind);
+        m.state = Some(OutboundState::Queued);
+        m.author = job.get("author").cloned();
+        m.job_message_id = Some(job_msg.message_id.clone());
+        m.attachments = attachments(job)?
+            .into_iter()
+            .map(|a| NewAttachment {
+                name: a.name,
+                content_type: a.content_type,
+                data: a.content,
+                inline: false,
+                content_id: None,
+            })
+            .collect();
+        let now = ctx.now;
+        let (card, row) = threads::add_message(ctx.db().await?, &thread, m, now).await?;
+        ctx.set_thread(card);
+        set_mail_facts(ctx, &row);
+        services
+            .metrics
+            .outbound_messages
+            .with_label_values(&["queued"])
+            .inc();
+        Ok(Flow::Continue)
+    }
+}
+
+/// `send_mail`.
+pub struct SendMail;
+
+static SEND: ActionSpec = ActionSpec {
+    name: "send_mail",
+    summary: "Delivers the composed message by SMTP, at most once: commits it as `sending` \
+              first, then `sent` with the server's reply. A 4xx reply or a connection \
+              failure puts it back to `queued` and retries the job (until `smtp.max_attempts`, \
+              then `failed`); a 5xx reply fails it at once. Sets `mail.sent` / `mail.failed`.",
+    params: &[],
+    reads: &["mail.id"],
+    writes: MAIL_FACTS,
+};
+
+#[async_trait::async_trait]
+impl Action for SendMail {
+    fn spec(&self) -> &'static ActionSpec {
+        &SEND
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let id = ctx
+            .facts
+            .str("mail.id")
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| JobError::permanent("no composed message (mail.id)"))?;
+        let row = messages::Entity::find_by_id(id)
+            .one(ctx.db().await?)
+            .await?
+            .ok_or_else(|| JobError::permanent(format!("message {id} vanished")))?;
+        if row.state != Some(OutboundState::Queued) {
+            set_mail_facts(ctx, &row);
+            return Ok(Flow::Continue);
+        }
+        let mail = &ctx.services.config.mail;
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let from = Party {
+            name: row.from_name.clone(),
+            address: row.from_address.clone(),
+        };
+        let kind = row.kind.unwrap_or(OutboundKind::Reply);
+        let outgoing = OutgoingMail {
+            reply_to: Some(from.clone()),
+            from,
+            to: strings(&row.to_addresses)
+                .into_iter()
+                .map(|a| Party {
+                    name: None,
+                    address: a,
+                })
+                .collect(),
+            cc: strings(&row.cc_addresses)
+                .into_iter()
+                .map(|a| Party {
+                    name: None,
+                    address: a,
+                })
+                .collect(),
+            subject: row.subject.clone(),
+            text: row.text_body.clone().unwrap_or_default(),
+            html: row.html_body.clone(),
+            message_id: format!("<{}>", row.message_id_header.clone().unwrap_or_default()),
+            in_reply_to: row.in_reply_to.as_ref().map(|r| format!("<{r}>")),
+            references: strings(&row.references)
+                .into_iter()
+                .map(|r| format!("<{r}>"))
+                .collect(),
+            automatic: kind != OutboundKind::Reply,
+            attachments: attachments(&ctx.job.payload)?,
+            date: std::time::SystemTime::now(),
+            envelope_from: mime::verp_sender(row.id, &mail.domain),
+        };
+        let message = mime::build(&outgoing)
+            .map_err(|e| JobError::permanent(format!("message {id}: {e}")))?;
+
+        // Committed before the server hears of it: from here on, never sent twice.
+        let now = ctx.now;
+        let row = outbound::set_state(
+            ctx.db().await?,
+            &row,
+            OutboundState::Sending,
+            Delivery {
+                count_attempt: true,
+                ..Default::default()
+            },
+            now,
+        )
+        .await?;
+        ctx.tx.checkpoint().await?;
+        ctx.services
+            .metrics
+            .outbound_messages
+            .with_label_values(&["sending"])
+            .inc();
+
+        let result = ctx.services.smtp.send(&message).await;
+        let now = ctx.services.clock.now();
+        let max = ctx.services.config.smtp.max_attempts.max(1) as i32;
+        let (state, delivery, retry) = match result {
+            Ok(accepted) => (
+                OutboundState::Sent,
+                Delivery {
+                    smtp_reply: Some(format!("{} {}", accepted.code, accepted.message)),
+                    sent_at: Some(now),
+                    ..Default::default()
+                },
+                None,
+            ),
+            Err(e) => {
+                ctx.services
+                    .metrics
+                    .smtp_errors
+                    .with_label_values(&[e.class()])
+                    .inc();
+                let give_up = e.is_permanent() || row.attempts >= max;
+                let why = if give_up && !e.is_permanent() {
+                    format!("gave up after {} attempts: {e}", row.attempts)
+                } else {
+                    e.to_string()
+                };
+                (
+                    if give_up {
+                        OutboundState::Failed
+                    } else {
+                        OutboundState::Queued
+                    },
+                    Delivery {
+                        smtp_reply: Some(e.to_string()),
+                        error: give_up.then(|| why.clone()),
+                        ..Default::default()
+                    },
+                    (!give_up).then_some(why),
+                )
+            }
+        };
+        let row = outbound::set_state(ctx.db().await?, &row, state, delivery, now).await?;
+        // Recorded at once: whatever later steps do, this outcome stands.
+        ctx.tx.checkpoint().await?;
+        let label = match state {
+            OutboundState::Sent => "sent",
+            OutboundState::Failed => "failed",
+            _ => "queued",
+        };
+        ctx.services
+            .metrics
+            .outbound_messages
+            .with_label_values(&[label])
+            .inc();
+        set_mail_facts(ctx, &row);
+        match retry {
+            Some(why) => Err(JobError::transient(format!("message {id}: {why}"))),
+            None => Ok(Flow::Continue),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Data the job tests start from.
+
+use chrono::{DateTime, Utc};
+use gochat::store::threads::{self, NewThread};
+use gochat::store::{ContactInput, CustomerUpsert};
+use gochat_entities::threads::ThreadStatus;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A thread of customer ACME (external id `acme`) whose latest contact is `address`, which
+/// is one of ACME's contacts. Returns the thread and the contact.
+pub async fn thread_with_contact(
+    store: &gochat::store::Store,
+    lifecycle: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> (Uuid, Uuid) {
+    let conn = store.conn();
+    let (customer, _) = gochat::store::customers::upsert_customer(
+        conn,
+        &CustomerUpsert {
+            external_id: "acme".into(),
+            name: "ACME".into(),
+            contacts: vec![ContactInput {
+                kind: gochat_entities::contacts::ContactKind::Email,
+                address: address.into(),
+                name: Some("Ada".into()),
+                language: None,
+            }],
+            replace_contacts: false,
+        },
+        now,
+    )
+    .await
+    .expect("customer");
+    let contact = gochat_entities::contacts::Entity::find()
+        .filter(gochat_entities::contacts::Column::Address.eq(address))
+        .one(conn)
+        .await
+        .expect("query")
+        .expect("contact")
+        .id;
+    let thread = threads::create(
+        conn,
+        NewThread {
+            subject: "Printer on fire".into(),
+            status: ThreadStatus::Open,
+            lifecycle: lifecycle.into(),
+            mailbox: None,
+            customers: vec![customer],
+            linked_thread_id: None,
+            flags: vec![],
+        },
+        &json!({"kind": "system"}),
+        now,
+    )
+    .await
+    .expect("thread");
+    gochat_entities::threads::ActiveModel {
+        id: Set(thread.id),
+        contact_id: Set(Some(contact)),
+        ..Default::default()
+    }
+    .update(conn)
+    .await
+    .expect("set contact");
+    (thread.id, contact)
+}

@@ -1,0 +1,332 @@
+//! The outbound-message job end to end: real RabbitMQ, both databases, a real SMTP server
+//! process. A reply is delivered once and starts the reminder ladder; a forbidden recipient
+//! is never sent to; 4xx then success; 5xx fails the message; the server down, then up; a
+//! message left `sending` by a crash is not sent again; the reminder ladder's mail goes out
+//! rendered from its template.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::broker::{TestBroker, eventually};
+use common::smtp::SmtpSink;
+use common::{Backend, TestDb};
+use gochat::clock::ManualClock;
+use gochat::config::Config;
+use gochat::metrics::Metrics;
+use gochat::worker::Worker;
+use gochat_entities::messages::{self, OutboundState};
+use gochat_entities::threads::ThreadStatus;
+use mail_parser::MessageParser;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+fn config(db: &TestDb, broker: &TestBroker, sink: &SmtpSink) -> Config {
+    let mut c = Config {
+        database: db.config(),
+        ..Config::default()
+    };
+    c.amqp.url = gochat::config::SecretUrl::new(common::broker::amqp_url());
+    c.amqp.prefix = broker.prefix.clone();
+    c.amqp.retry_delays = vec![Duration::from_millis(300); 4];
+    c.smtp.url = gochat::config::SecretUrl::new(sink.url());
+    c.smtp.timeout = Duration::from_secs(5);
+    c.smtp.max_attempts = 5;
+    c.scheduler.interval = Duration::from_millis(50);
+    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    c
+}
+
+async fn start(config: Config, clock: &ManualClock) -> Worker {
+    let w = Worker::start(
+        config,
+        Arc::new(clock.clone()),
+        Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("worker starts");
+    assert!(w.broker.connected(WAIT).await.is_some(), "worker connected");
+    w
+}
+
+fn reply(thread: Uuid, to: &str) -> serde_json::Value {
+    json!({"schema": "outbound-message/v1", "thread_id": thread,
+           "author": {"kind": "agent", "id": "a1", "name": "Alice"},
+           "to": [to],
+           "body": {"subject": "Re: Printer on fire", "text": "We replaced the toner.\n", "html": "<p>We replaced the toner.</p>"}})
+}
+
+async fn message(store: &gochat::store::Store, job: &str) -> Option<messages::Model> {
+    messages::Entity::find()
+        .filter(messages::Column::JobMessageId.eq(job))
+        .one(store.conn())
+        .await
+        .expect("query")
+}
+
+async fn wait_state(
+    store: &gochat::store::Store,
+    job: &str,
+    want: OutboundState,
+) -> messages::Model {
+    eventually(WAIT, &format!("message of {job} {want:?}"), || async {
+        message(store, job).await.filter(|m| m.state == Some(want))
+    })
+    .await
+}
+
+both_backends!(
+    a_reply_is_delivered_once_and_starts_the_reminder_ladder,
+    |db: TestDb| async move {
+        let sink = tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("sink");
+        let mut broker = TestBroker::new().await;
+        let store = db.store().await;
+        let clock = ManualClock::new(t0());
+        let worker = start(config(&db, &broker, &sink), &clock).await;
+        let tap = broker.tap_events().await;
+        let (thread, _) =
+            common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0())
+                .await;
+
+        // The same job twice (a publisher retry): one mail.
+        broker
+            .publish_json(
+                "outbound-message",
+                "reply-1",
+                &reply(thread, "ada@acme.example"),
+            )
+            .await;
+        broker
+            .publish_json(
+                "outbound-message",
+                "reply-1",
+                &reply(thread, "ada@acme.example"),
+            )
+            .await;
+        let m = wait_state(&store, "reply-1", OutboundState::Sent).await;
+        assert!(
+            m.smtp_reply
+                .as_deref()
+                .is_some_and(|r| r.starts_with("250")),
+            "{:?}",
+            m.smtp_reply
+        );
+        assert_eq!(m.attempts, 1);
+
+        let mut names = Vec::new();
+        while let Some(ev) = broker.get(&tap, Duration::from_secs(2)).await {
+            names.push(ev.routing_key.clone());
+            if ev.routing_key == "message.sent" {
+                assert_eq!(ev.json()["data"]["mail.id"], json!(m.id));
+            }
+        }
+        assert!(names.contains(&"message.sent".to_owned()), "{names:?}");
+        assert!(
+            names.contains(&"thread.status_changed".to_owned()),
+            "{names:?}"
+        );
+        let t = gochat::store::threads::get(store.conn(), thread)
+            .await
+            .expect("thread");
+        assert_eq!(
+            (t.status, t.lifecycle_step),
+            (ThreadStatus::Reminder, Some(1))
+        );
+
+        let got = sink.received();
+        assert_eq!(got.len(), 1, "sent once");
+        let parsed = MessageParser::default().parse(&got[0].raw).expect("parses");
+        assert_eq!(parsed.subject(), Some("Re: Printer on fire"));
+        let from = parsed
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or_default();
+        assert_eq!(
+            from,
+            format!("support+{}@gochat.example", t.reply_token),
+            "replies route back"
+        );
+        assert_eq!(parsed.message_id(), m.message_id_header.as_deref());
+        assert_eq!(
+            got[0].mail_from,
+            format!("bounces+{}@gochat.example", m.id.simple())
+        );
+        assert!(
+            !String::from_utf8_lossy(&got[0].raw).contains("Auto-Submitted"),
+            "a reply is not automatic"
+        );
+
+        // The ladder's first reminder, three days later, goes out rendered from its template.
+        clock.advance(chrono::Duration::days(3));
+        eventually(WAIT, "the reminder delivered", || async {
+            (sink.received().len() == 2).then_some(())
+        })
+        .await;
+        let reminder = &sink.received()[1];
+        let parsed = MessageParser::default()
+            .parse(&reminder.raw)
+            .expect("parses");
+        assert_eq!(
+            parsed.subject(),
+            Some("Re: Printer on fire — can we help further?")
+        );
+        let text = parsed
+            .body_text(0)
+            .unwrap_or_default()
+            .replace("\r\n", "\n");
+        assert!(text.starts_with("Hello Ada,"), "{text}");
+        assert!(text.contains("Go!Chat Support"), "{text}");
+        assert!(String::from_utf8_lossy(&reminder.raw).contains("Auto-Submitted: auto-generated"));
+        assert_eq!(
+            parsed.in_reply_to().as_text(),
+            m.message_id_header.as_deref(),
+            "threaded on the reply"
+        );
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300); 4]).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_recipients_failures_and_outages() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut sink = tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("sink");
+    let mut broker = TestBroker::new().await;
+    let store = db.store().await;
+    let clock = ManualClock::new(t0());
+    let worker = start(config(&db, &broker, &sink), &clock).await;
+    let tap = broker.tap_events().await;
+    let (thread, _) =
+        common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0()).await;
+
+    // Not a contact of the thread's customers: dead-lettered, nothing composed or sent.
+    broker
+        .publish_json(
+            "outbound-message",
+            "stranger",
+            &reply(thread, "eve@evil.example"),
+        )
+        .await;
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.message_id.as_deref(), Some("stranger"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(
+        reason.contains("forbidden recipient") && reason.contains("eve@evil.example"),
+        "{reason}"
+    );
+    assert!(message(&store, "stranger").await.is_none());
+
+    // 4xx twice, then accepted: retried, sent once, three attempts.
+    sink.tempfail_next(2);
+    broker
+        .publish_json(
+            "outbound-message",
+            "flaky",
+            &reply(thread, "ada@acme.example"),
+        )
+        .await;
+    let m = wait_state(&store, "flaky", OutboundState::Sent).await;
+    assert_eq!(m.attempts, 3);
+    assert_eq!(sink.received().len(), 1);
+
+    // 5xx: failed at once, announced, acknowledged (not dead-lettered).
+    let (other, _) =
+        common::fixtures::thread_with_contact(&store, "default", "reject@acme.example", t0()).await;
+    broker
+        .publish_json(
+            "outbound-message",
+            "rejected",
+            &reply(other, "reject@acme.example"),
+        )
+        .await;
+    let m = wait_state(&store, "rejected", OutboundState::Failed).await;
+    assert_eq!(m.attempts, 1);
+    assert!(
+        m.error.as_deref().is_some_and(|e| e.contains("550")),
+        "{:?}",
+        m.error
+    );
+    eventually(WAIT, "message.failed", || async {
+        let ev = broker.get(&tap, Duration::from_millis(200)).await?;
+        (ev.routing_key == "message.failed").then_some(())
+    })
+    .await;
+
+    // The server down: retried with backoff until it is back, then sent once.
+    tokio::task::block_in_place(|| sink.stop());
+    broker
+        .publish_json(
+            "outbound-message",
+            "outage",
+            &reply(thread, "ada@acme.example"),
+        )
+        .await;
+    eventually(WAIT, "a failed attempt", || async {
+        message(&store, "outage")
+            .await
+            .filter(|m| m.attempts >= 1 && m.state == Some(OutboundState::Queued))
+    })
+    .await;
+    tokio::task::block_in_place(|| sink.restart());
+    let m = wait_state(&store, "outage", OutboundState::Sent).await;
+    assert!(m.attempts >= 2, "{}", m.attempts);
+    assert_eq!(sink.received().len(), 2);
+
+    // A message a crash left `sending` (the server may have it): never sent again.
+    broker
+        .publish_json(
+            "outbound-message",
+            "crashed",
+            &reply(thread, "ada@acme.example"),
+        )
+        .await;
+    let m = wait_state(&store, "crashed", OutboundState::Sent).await;
+    gochat::store::outbound::set_state(
+        store.conn(),
+        &m,
+        OutboundState::Sending,
+        Default::default(),
+        t0(),
+    )
+    .await
+    .expect("rewind");
+    sea_orm::ConnectionTrait::execute_unprepared(store.conn(), "DELETE FROM processed_jobs")
+        .await
+        .expect("forget the job");
+    broker
+        .publish_json(
+            "outbound-message",
+            "crashed",
+            &reply(thread, "ada@acme.example"),
+        )
+        .await;
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.message_id.as_deref(), Some("crashed"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(reason.contains("not sent again"), "{reason}");
+    assert_eq!(sink.received().len(), 3, "no second copy");
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(300); 4]).await;
+}
