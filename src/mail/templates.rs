@@ -52,6 +52,21 @@ pub struct Templates {
 
 const PARTS: [&str; 3] = ["subject", "text", "html"];
 
+/// Variables every render gets (see `compose_message`), for checking templates at load.
+const KNOWN_ROOTS: &[&str] = &["thread", "contact", "mail", "author"];
+const KNOWN_VARIABLES: &[&str] = &[
+    "thread.id",
+    "thread.subject",
+    "thread.reply_token",
+    "contact.name",
+    "contact.address",
+    "mail.from_name",
+    "mail.from_address",
+    "author.kind",
+    "author.id",
+    "author.name",
+];
+
 impl Default for Templates {
     /// No templates (strict, escaping as described).
     fn default() -> Self {
@@ -204,10 +219,60 @@ impl Templates {
             }
         }
         if problems.is_empty() {
+            problems.extend(templates.check_variables(dir));
+        }
+        if problems.is_empty() {
             Ok(templates)
         } else {
             Err(problems)
         }
+    }
+
+    /// Renders every template with a sample of the variables the worker always provides:
+    /// a misspelt one of those (`{{contact.nmae}}`) is found now, by `gochat check`, not by
+    /// the first customer. Variables under other names come from a job's `variables` and
+    /// can only be checked at render time.
+    fn check_variables(&self, dir: &Path) -> Vec<Problem> {
+        let sample = serde_json::json!({
+            "thread": {"id": "0", "subject": "s", "reply_token": "t"},
+            "contact": {"name": "n", "address": "a@b.c"},
+            "mail": {"from_name": "n", "from_address": "a@b.c"},
+            "author": {"kind": "agent", "id": "1", "name": "n"},
+        });
+        let mut problems = Vec::new();
+        for (name, langs) in &self.languages {
+            for lang in langs {
+                for part in PARTS {
+                    let key = format!("{name}/{lang}.{part}");
+                    let registry = if part == "html" {
+                        &self.html
+                    } else {
+                        &self.plain
+                    };
+                    if !registry.has_template(&key) {
+                        continue;
+                    }
+                    let Err(e) = registry.render(&key, &sample) else {
+                        continue;
+                    };
+                    if let handlebars::RenderErrorReason::MissingVariable(Some(path)) = e.reason()
+                        && KNOWN_ROOTS.contains(&path.split('.').next().unwrap_or_default())
+                    {
+                        problems.push(Problem {
+                            file: dir.join(name).join(format!("{lang}.{part}.hbs")),
+                            line: e.line_no.unwrap_or(0) as u64,
+                            column: e.column_no.unwrap_or(0) as u64,
+                            message: format!("unknown variable `{path}`"),
+                            hint: Some(format!(
+                                "the worker provides {}; others come from the job's `variables`",
+                                KNOWN_VARIABLES.join(", ")
+                            )),
+                        });
+                    }
+                }
+            }
+        }
+        problems
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -353,5 +418,27 @@ mod tests {
         assert!(all.contains("ack/en.text.hbs:"), "{all}");
         assert!(all.contains("`en.body.hbs` is not"), "{all}");
         assert!(all.contains("has `de` files but no de.text.hbs"), "{all}");
+    }
+
+    #[test]
+    fn a_misspelt_known_variable_is_found_at_load_and_custom_ones_are_left_to_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ack");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("en.subject.hbs"), "Ticket {{thread.subject}}").unwrap();
+        std::fs::write(
+            d.join("en.text.hbs"),
+            "Hi {{contact.name}}, order {{order_no}}\n",
+        )
+        .unwrap();
+        Templates::load(dir.path()).unwrap_or_else(|p| panic!("custom variables are fine: {p:#?}"));
+        std::fs::write(d.join("en.text.hbs"), "Hi\n{{contact.nmae}}\n").unwrap();
+        let p = match Templates::load(dir.path()) {
+            Ok(_) => panic!("accepted a misspelt variable"),
+            Err(p) => p[0].to_string(),
+        };
+        assert!(p.contains("ack/en.text.hbs:2:"), "{p}");
+        assert!(p.contains("unknown variable `contact.nmae`"), "{p}");
+        assert!(p.contains("contact.name"), "the hint lists them: {p}");
     }
 }
