@@ -63,6 +63,8 @@ pub enum BenchCommand {
     Runtime(crate::bench::runtime::RuntimeArgs),
     /// The timer scheduler: claim cost with many future timers stored, firing delay.
     Timers(crate::bench::timers::TimersArgs),
+    /// Messages rendered, built and delivered by SMTP with pooling.
+    Outbound(crate::bench::outbound::OutboundArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +127,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Workflows(WorkflowsCommand::Simulate(args)) => simulate::run(&config, args),
+        Command::Bench(BenchCommand::Outbound(args)) => {
+            crate::bench::outbound::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Timers(args)) => {
             crate::bench::timers::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
