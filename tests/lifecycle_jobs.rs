@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::broker::{TestBroker, eventually};
+use common::smtp::SmtpSink;
 use common::{Backend, TestDb};
 use gochat::clock::ManualClock;
 use gochat::config::Config;
@@ -32,7 +33,7 @@ fn t0() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn config(db: &TestDb, broker: &TestBroker) -> Config {
+fn config(db: &TestDb, broker: &TestBroker, sink: &SmtpSink) -> Config {
     let mut c = Config {
         database: db.config(),
         ..Config::default()
@@ -41,6 +42,8 @@ fn config(db: &TestDb, broker: &TestBroker) -> Config {
     c.amqp.prefix = broker.prefix.clone();
     c.amqp.retry_delays = vec![Duration::from_millis(200)];
     c.scheduler.interval = Duration::from_millis(50);
+    // The reminders are delivered too (tests/outbound.rs checks the mail itself).
+    c.smtp.url = gochat::config::SecretUrl::new(sink.url());
     c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
     c
 }
@@ -78,6 +81,48 @@ async fn wait_position(store: &gochat::store::Store, id: Uuid, want: (ThreadStat
     .await;
 }
 
+/// The reminder jobs written to the outbox so far: (message id, payload), oldest first.
+async fn reminders(store: &gochat::store::Store) -> Vec<(String, serde_json::Value)> {
+    use gochat_entities::outbox;
+    use sea_orm::QueryOrder;
+    outbox::Entity::find()
+        .filter(outbox::Column::RoutingKey.eq("outbound-message"))
+        .order_by_asc(outbox::Column::CreatedAt)
+        .order_by_asc(outbox::Column::Id)
+        .all(store.conn())
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|r| {
+            (
+                r.message_id,
+                serde_json::from_str(&r.payload).expect("JSON"),
+            )
+        })
+        .collect()
+}
+
+async fn wait_reminders(
+    store: &gochat::store::Store,
+    n: usize,
+) -> Vec<(String, serde_json::Value)> {
+    eventually(
+        WAIT,
+        &format!("{n} reminder jobs in the outbox"),
+        || async {
+            let r = reminders(store).await;
+            (r.len() >= n).then_some(r)
+        },
+    )
+    .await
+}
+
+async fn sink() -> SmtpSink {
+    tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("SMTP sink")
+}
+
 async fn timer_states(store: &gochat::store::Store, thread: Uuid) -> Vec<(i32, TimerState)> {
     use sea_orm::QueryOrder;
     gochat_entities::timers::Entity::find()
@@ -98,9 +143,9 @@ both_backends!(
         let mut broker = TestBroker::new().await;
         let store = db.store().await;
         let clock = ManualClock::new(t0());
-        let worker = start(config(&db, &broker), &clock).await;
+        let sink = sink().await;
+        let worker = start(config(&db, &broker, &sink), &clock).await;
         let tap = broker.tap_events().await;
-        let outbound = broker.names.queue("outbound-message");
         let (thread, contact) = thread_with_contact(&store, "default").await;
 
         broker
@@ -125,46 +170,40 @@ both_backends!(
 
         // Not yet due: nothing is sent.
         clock.advance(DAY * 3 - chrono::Duration::seconds(1));
+        tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(
-            broker
-                .get(&outbound, Duration::from_millis(600))
-                .await
-                .is_none(),
+            reminders(&store).await.is_empty(),
             "a reminder went out before it was due"
         );
 
         // Day 3: reminder 1, the thread stays in `reminder` at step 2.
         clock.advance(chrono::Duration::seconds(1));
-        let r1 = broker.get(&outbound, WAIT).await.expect("reminder 1");
-        let job = r1.json();
+        let r = wait_reminders(&store, 1).await;
+        let (r1_id, job) = &r[0];
         assert_eq!(job["schema"], "outbound-message/v1");
         assert_eq!(job["kind"], "reminder");
         assert_eq!(job["template"], "reminder-1");
         assert_eq!(job["to"], json!([contact]));
         assert_eq!(job["thread_id"], json!(thread));
-        assert_eq!(
-            r1.message_id.as_deref(),
-            Some(format!("reminder-{}", pending[0].id).as_str())
-        );
+        assert_eq!(r1_id, &format!("reminder-{}", pending[0].id));
         wait_position(&store, thread, (ThreadStatus::Reminder, Some(2))).await;
 
         // Day 6: reminder 2, waiting.
         clock.advance(DAY * 3);
-        let r2 = broker.get(&outbound, WAIT).await.expect("reminder 2");
-        assert_eq!(r2.json()["template"], "reminder-2");
+        let r = wait_reminders(&store, 2).await;
+        assert_eq!(r[1].1["template"], "reminder-2");
         wait_position(&store, thread, (ThreadStatus::Waiting, Some(3))).await;
 
         // Day 9: silence, open again; the ladder is over.
         clock.advance(DAY * 3);
         wait_position(&store, thread, (ThreadStatus::Open, None)).await;
         clock.advance(DAY * 30);
-        assert!(
-            broker
-                .get(&outbound, Duration::from_millis(600))
-                .await
-                .is_none(),
-            "a third reminder"
-        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(reminders(&store).await.len(), 2, "a third reminder");
+        eventually(WAIT, "both reminders delivered", || async {
+            (sink.received().len() == 2).then_some(())
+        })
+        .await;
         assert_eq!(
             timer_states(&store, thread).await,
             vec![
@@ -199,8 +238,8 @@ both_backends!(
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let clock = ManualClock::new(t0());
-        let worker = start(config(&db, &broker), &clock).await;
-        let outbound = broker.names.queue("outbound-message");
+        let sink = sink().await;
+        let worker = start(config(&db, &broker, &sink), &clock).await;
         let (thread, _) = thread_with_contact(&store, "default").await;
 
         broker
@@ -221,11 +260,9 @@ both_backends!(
             .await;
         wait_position(&store, thread, (ThreadStatus::Open, None)).await;
         clock.advance(DAY * 20);
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
-            broker
-                .get(&outbound, Duration::from_secs(1))
-                .await
-                .is_none(),
+            reminders(&store).await.is_empty(),
             "a reminder after the customer replied"
         );
         assert_eq!(
@@ -254,11 +291,9 @@ both_backends!(
             .await;
         wait_position(&store, other, (ThreadStatus::Waiting, None)).await;
         clock.advance(DAY * 20);
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
-            broker
-                .get(&outbound, Duration::from_secs(1))
-                .await
-                .is_none(),
+            reminders(&store).await.is_empty(),
             "a reminder after an agent changed the status"
         );
         assert_eq!(
@@ -276,7 +311,8 @@ async fn illegal_and_stale_transitions_are_dead_lettered_unapplied() {
     let broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());
-    let worker = start(config(&db, &broker), &clock).await;
+    let sink = sink().await;
+    let worker = start(config(&db, &broker, &sink), &clock).await;
     let (thread, _) = thread_with_contact(&store, "default").await;
     let to = |status: &str, version: Option<i64>| {
         let mut j = json!({"schema": "status-transition/v1", "thread_id": thread,
@@ -332,9 +368,9 @@ async fn two_workers_and_a_redelivered_job_still_send_each_reminder_once() {
     let broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());
-    let first = start(config(&db, &broker), &clock).await;
-    let second = start(config(&db, &broker), &clock).await;
-    let outbound = broker.names.queue("outbound-message");
+    let sink = sink().await;
+    let first = start(config(&db, &broker, &sink), &clock).await;
+    let second = start(config(&db, &broker, &sink), &clock).await;
 
     // Many threads at once, so both schedulers race for the same due timers.
     let mut threads_ = Vec::new();
@@ -379,9 +415,23 @@ async fn two_workers_and_a_redelivered_job_still_send_each_reminder_once() {
             )
             .await;
     }
+    eventually(WAIT, "the redeliveries processed", || async {
+        let mut n = 0;
+        for timer in &fired {
+            n += usize::from(
+                gochat::store::processed::is_processed(
+                    store.conn(),
+                    &format!("again-{}", timer.id),
+                )
+                .await
+                .expect("processed"),
+            );
+        }
+        (n == fired.len()).then_some(())
+    })
+    .await;
     let mut seen = std::collections::HashSet::new();
-    while let Some(m) = broker.get(&outbound, Duration::from_secs(2)).await {
-        let job = m.json();
+    for (_, job) in reminders(&store).await {
         assert_eq!(job["template"], "reminder-1");
         assert!(
             seen.insert(job["thread_id"].as_str().unwrap_or_default().to_owned()),
