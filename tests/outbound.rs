@@ -327,6 +327,47 @@ async fn forbidden_recipients_failures_and_outages() {
     let reason = dead.header("x-gochat-reason").unwrap_or_default();
     assert!(reason.contains("not sent again"), "{reason}");
     assert_eq!(sink.received().len(), 3, "no second copy");
+
+    // The agent-reply template wraps the agent's text and quotes the customer's last mail.
+    let t = gochat::store::threads::get(store.conn(), thread)
+        .await
+        .expect("thread");
+    let mut inbound = gochat::store::threads::NewMessage::new(
+        messages::MessageDirection::Inbound,
+        messages::Channel::Email,
+        "ada@acme.example",
+        "Printer on fire",
+    );
+    inbound.from_name = Some("Ada".into());
+    inbound.text_body = Some("It is still smoking.\nPlease hurry.".into());
+    gochat::store::threads::add_message(store.conn(), &t, inbound, t0())
+        .await
+        .expect("inbound");
+    broker
+        .publish_json(
+            "outbound-message",
+            "templated",
+            &json!({"schema": "outbound-message/v1", "thread_id": thread,
+                    "author": {"kind": "agent", "id": "a1", "name": "Alice"},
+                    "to": ["ada@acme.example"], "template": "agent-reply",
+                    "variables": {"body": "A technician is on the way."}}),
+        )
+        .await;
+    wait_state(&store, "templated", OutboundState::Sent).await;
+    let last = sink.received().pop().expect("mail");
+    let parsed = MessageParser::default().parse(&last.raw).expect("parses");
+    let text = parsed
+        .body_text(0)
+        .unwrap_or_default()
+        .replace("\r\n", "\n");
+    assert!(
+        text.starts_with("Hello Ada,\n\nA technician is on the way.\n\nKind regards,\nAlice"),
+        "{text}"
+    );
+    assert!(
+        text.contains("> It is still smoking.\n> Please hurry."),
+        "{text}"
+    );
     worker.stop().await;
     broker.cleanup(&[Duration::from_millis(300); 4]).await;
 }

@@ -53,7 +53,7 @@ pub struct Templates {
 const PARTS: [&str; 3] = ["subject", "text", "html"];
 
 /// Variables every render gets (see `compose_message`), for checking templates at load.
-const KNOWN_ROOTS: &[&str] = &["thread", "contact", "mail", "author"];
+const KNOWN_ROOTS: &[&str] = &["thread", "contact", "mail", "author", "quote"];
 const KNOWN_VARIABLES: &[&str] = &[
     "thread.id",
     "thread.subject",
@@ -65,16 +65,24 @@ const KNOWN_VARIABLES: &[&str] = &[
     "author.kind",
     "author.id",
     "author.name",
+    "quote (null, or from, at, text of the customer's latest message)",
 ];
 
+handlebars::handlebars_helper!(quote_lines: |text: str| {
+    text.lines().map(|l| format!("> {l}")).collect::<Vec<_>>().join("\n")
+});
+
 impl Default for Templates {
-    /// No templates (strict, escaping as described).
+    /// No templates (strict, escaping as described), with the helpers registered:
+    /// `quote_lines` prefixes every line with `> ` (for quoted history).
     fn default() -> Self {
         let mut plain = Handlebars::new();
         plain.set_strict_mode(true);
         plain.register_escape_fn(handlebars::no_escape);
+        plain.register_helper("quote_lines", Box::new(quote_lines));
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
+        html.register_helper("quote_lines", Box::new(quote_lines));
         Templates {
             plain,
             html,
@@ -238,6 +246,7 @@ impl Templates {
             "contact": {"name": "n", "address": "a@b.c"},
             "mail": {"from_name": "n", "from_address": "a@b.c"},
             "author": {"kind": "agent", "id": "1", "name": "n"},
+            "quote": {"from": "n", "at": "2026-01-01 00:00 UTC", "text": "t"},
         });
         let mut problems = Vec::new();
         for (name, langs) in &self.languages {
@@ -367,6 +376,42 @@ mod tests {
             t.render("nope", &["en"], &data()),
             Err(RenderError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn the_agent_reply_wraps_the_body_and_quotes_the_customers_last_message() {
+        let t = shipped();
+        let mut d = data();
+        d["body"] = json!("The toner is on its way.");
+        d["author"] = json!({"kind": "agent", "id": "a1", "name": "Alice"});
+        d["quote"] = json!({"from": "Ada", "at": "2026-11-23 10:00 UTC", "text": "Printer on fire.\nPlease help!"});
+        let r = t.render("agent-reply", &["en"], &d).unwrap();
+        assert!(
+            r.text
+                .contains("The toner is on its way.\n\nKind regards,\nAlice"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text
+                .contains("Ada, 2026-11-23 10:00 UTC:\n> Printer on fire.\n> Please help!"),
+            "{}",
+            r.text
+        );
+        // No earlier message: no quote block, and no error in strict mode.
+        d["quote"] = Value::Null;
+        let r = t.render("agent-reply", &["de"], &d).unwrap();
+        assert!(r.text.starts_with("Hallo Ada,"), "{}", r.text);
+        assert!(!r.text.contains("> "), "{}", r.text);
+        let ack = t.render("acknowledgement", &["en"], &{
+            let mut d = data();
+            d["thread"]["reply_token"] = json!("ab12");
+            d
+        });
+        assert_eq!(
+            ack.unwrap().subject,
+            "[#ab12] We received your request: Printer <on> fire"
+        );
     }
 
     #[test]

@@ -101,6 +101,22 @@ pub async fn thread_message_ids(
         .collect())
 }
 
+/// The customer's latest message on the thread (quoted under an agent's reply).
+pub async fn latest_inbound(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+) -> Result<Option<messages::Model>, StoreError> {
+    use sea_orm::QuerySelect;
+    Ok(messages::Entity::find()
+        .filter(messages::Column::ThreadId.eq(thread_id))
+        .filter(messages::Column::Direction.eq(messages::MessageDirection::Inbound))
+        .order_by_desc(messages::Column::CreatedAt)
+        .order_by_desc(messages::Column::Id)
+        .limit(1)
+        .one(db)
+        .await?)
+}
+
 /// A delivery state change with the server's reply or the error.
 #[derive(Debug, Clone, Default)]
 pub struct Delivery {

@@ -224,7 +224,19 @@ impl Action for ComposeMessage {
             .into_iter()
             .flatten()
             .collect();
+            let quote = outbound::latest_inbound(db, thread.id)
+                .await?
+                .and_then(|m| {
+                    let text = m.text_body?;
+                    Some(json!({
+                        "from": m.from_name.unwrap_or(m.from_address),
+                        "at": m.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                        "text": text.trim_end(),
+                    }))
+                })
+                .unwrap_or(Value::Null);
             let mut data = json!({
+                "quote": quote,
                 "thread": {"id": thread.id, "subject": thread.subject, "reply_token": thread.reply_token},
                 "contact": {"name": first.name.clone().unwrap_or_else(|| first.address.clone()), "address": first.address},
                 "mail": {"from_name": mail.from_name, "from_address": from_address},
