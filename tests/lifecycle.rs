@@ -178,6 +178,15 @@ fn selectors_pick_the_lifecycle_and_the_default_takes_the_rest() {
         ..Default::default()
     }));
     assert!(!sel.matches(&ThreadTraits::default()));
+    assert!(
+        !l.closed_outbound_allowed,
+        "the default refuses mail to closed threads"
+    );
+    assert!(
+        set.get("business-hours")
+            .expect("b2b")
+            .closed_outbound_allowed
+    );
 }
 
 const GOOD: &str = r##"name: test
@@ -314,6 +323,15 @@ fn every_kind_of_mistake_is_located_with_a_hint() {
     );
     assert!(
         p[0].contains("closed_reply: unknown policy `reopn`"),
+        "{p:?}"
+    );
+
+    let p = problems(
+        "closed:   [open]\n",
+        "closed:   [open]\nclosed_outbound: sometimes\n",
+    );
+    assert!(
+        p[0].contains("closed_outbound: unknown policy `sometimes`"),
         "{p:?}"
     );
 

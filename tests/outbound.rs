@@ -328,6 +328,42 @@ async fn forbidden_recipients_failures_and_outages() {
     assert!(reason.contains("not sent again"), "{reason}");
     assert_eq!(sink.received().len(), 3, "no second copy");
 
+    // A closed thread of the default lifecycle takes no more mail.
+    let (closed, _) =
+        common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0()).await;
+    let c = gochat::store::threads::get(store.conn(), closed)
+        .await
+        .expect("thread");
+    gochat::store::threads::set_status(
+        store.conn(),
+        &c,
+        ThreadStatus::Closed,
+        None,
+        &json!({"kind": "system"}),
+        None,
+        t0(),
+    )
+    .await
+    .expect("close");
+    broker
+        .publish_json(
+            "outbound-message",
+            "to-closed",
+            &reply(closed, "ada@acme.example"),
+        )
+        .await;
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.message_id.as_deref(), Some("to-closed"));
+    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    assert!(
+        reason.contains("closed") && reason.contains("closed_outbound"),
+        "{reason}"
+    );
+    assert!(message(&store, "to-closed").await.is_none());
+
     // The agent-reply template wraps the agent's text and quotes the customer's last mail.
     let t = gochat::store::threads::get(store.conn(), thread)
         .await

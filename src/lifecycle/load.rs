@@ -42,6 +42,8 @@ struct RawLifecycle {
     #[serde(default)]
     closed_reply: Option<Spanned<String>>,
     #[serde(default)]
+    closed_outbound: Option<Spanned<String>>,
+    #[serde(default)]
     language: Option<Spanned<String>>,
 }
 
@@ -368,6 +370,21 @@ pub fn parse(file: &Path, text: &str, templates: &Path) -> Result<Lifecycle, Vec
         }
     };
 
+    let closed_outbound_allowed = match raw.closed_outbound.as_ref().map(|s| s.value.as_str()) {
+        None | Some("refuse") => false,
+        Some("allow") => true,
+        Some(other) => {
+            if let Some(s) = &raw.closed_outbound {
+                at(
+                    s,
+                    format!("closed_outbound: unknown policy `{other}`"),
+                    Some("`refuse` (the default) or `allow`".into()),
+                );
+            }
+            false
+        }
+    };
+
     let selector = raw
         .selector
         .map(|s| Selector {
@@ -400,6 +417,7 @@ pub fn parse(file: &Path, text: &str, templates: &Path) -> Result<Lifecycle, Vec
         ladder,
         send_window,
         closed_reply,
+        closed_outbound_allowed,
         language: raw
             .language
             .map(|l| l.value)

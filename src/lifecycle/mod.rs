@@ -40,6 +40,9 @@ pub struct Lifecycle {
     pub ladder: Option<Ladder>,
     pub send_window: Option<SendWindow>,
     pub closed_reply: ClosedReply,
+    /// Whether agents may still write to a closed thread (`closed_outbound: allow`);
+    /// by default a message to a closed thread is refused.
+    pub closed_outbound_allowed: bool,
     /// Template language when the contact has none.
     pub language: String,
 }

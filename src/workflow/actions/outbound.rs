@@ -124,7 +124,8 @@ pub struct ComposeMessage;
 static COMPOSE: ActionSpec = ActionSpec {
     name: "compose_message",
     summary: "Checks every recipient (to, cc) is a contact of one of the thread's customers \
-              (otherwise a permanent failure: nothing is sent), renders the job's template \
+              (otherwise a permanent failure: nothing is sent) and that the thread is not closed \
+              (unless its lifecycle says `closed_outbound: allow`), renders the job's template \
               in the first language of: the job's `language`, the contact's, the \
               lifecycle's, English (or takes its `body`), and stores the message as `queued` \
               with a new Message-ID and the thread's In-Reply-To/References. A retried job \
@@ -145,10 +146,10 @@ impl Action for ComposeMessage {
         let job_msg = ctx.job;
         let job = &job_msg.payload;
         let templates = ctx.templates.clone();
-        let lifecycle_lang = ctx
+        let (lifecycle_lang, closed_allowed) = ctx
             .lifecycle()
-            .map(|l| l.language.clone())
-            .unwrap_or_else(|_| "en".into());
+            .map(|l| (l.language.clone(), l.closed_outbound_allowed))
+            .unwrap_or_else(|_| ("en".into(), false));
         let thread = ctx.thread()?.clone();
         let db = ctx.db().await?;
         if let Some(existing) = outbound::for_job(db, &job_msg.message_id).await? {
@@ -172,10 +173,10 @@ impl Action for ComposeMessage {
                 ))),
             };
         }
-        if thread.status == ThreadStatus::Closed {
+        if thread.status == ThreadStatus::Closed && !closed_allowed {
             return Err(JobError::permanent(format!(
-                "thread {} is closed: reopen it before writing to the customer",
-                thread.id
+                "thread {} is closed and its lifecycle `{}` refuses messages to closed threads (closed_outbound): reopen it first",
+                thread.id, thread.lifecycle
             )));
         }
         let customers: Vec<Uuid> = threads::customer_ids(db, thread.id)
