@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::broker::eventually;
 use common::process::{free_port, start_worker, wait_status};
 use common::rabbit::OwnRabbit;
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, count};
 use gochat::queue::Names;
 use gochat::store::threads::{self, NewThread};
 use gochat_entities::threads::ThreadStatus;
@@ -21,22 +21,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
 const N: usize = 800;
-
-async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .expect("query")
-        .expect("a row");
-    row.try_get::<i64>("", "n").expect("n")
-}
 
 /// Publishes job `i` until the broker confirms it, reconnecting as needed — what any
 /// at-least-once publisher does. Returns how many attempts failed.

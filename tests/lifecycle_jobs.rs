@@ -8,16 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use common::broker::{TestBroker, eventually};
+use common::broker::{TestBroker, eventually, start_worker};
 use common::smtp::SmtpSink;
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, t0};
 use gochat::clock::ManualClock;
 use gochat::config::Config;
-use gochat::metrics::Metrics;
 use gochat::store::threads;
 use gochat::store::timers;
-use gochat::worker::Worker;
 use gochat_entities::threads::ThreadStatus;
 use gochat_entities::timers::TimerState;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -27,37 +24,13 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(20);
 const DAY: chrono::Duration = chrono::Duration::days(1);
 
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
-        .expect("time")
-        .with_timezone(&Utc)
-}
-
 fn config(db: &TestDb, broker: &TestBroker, sink: &SmtpSink) -> Config {
-    let mut c = Config {
-        database: db.config(),
-        ..Config::default()
-    };
-    c.amqp.url = gochat::config::SecretUrl::new(common::broker::amqp_url());
-    c.amqp.prefix = broker.prefix.clone();
+    let mut c = common::broker::worker_config(db, broker);
     c.amqp.retry_delays = vec![Duration::from_millis(200)];
     c.scheduler.interval = Duration::from_millis(50);
     // The reminders are delivered too (tests/outbound.rs checks the mail itself).
     c.smtp.url = gochat::config::SecretUrl::new(sink.url());
-    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
     c
-}
-
-async fn start(config: Config, clock: &ManualClock) -> Worker {
-    let w = Worker::start(
-        config,
-        Arc::new(clock.clone()),
-        Metrics::new().expect("metrics"),
-    )
-    .await
-    .expect("worker starts");
-    assert!(w.broker.connected(WAIT).await.is_some(), "worker connected");
-    w
 }
 
 async fn thread_with_contact(store: &gochat::store::Store, lifecycle: &str) -> (Uuid, Uuid) {
@@ -144,7 +117,7 @@ both_backends!(
         let store = db.store().await;
         let clock = ManualClock::new(t0());
         let sink = sink().await;
-        let worker = start(config(&db, &broker, &sink), &clock).await;
+        let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
         let tap = broker.tap_events().await;
         let (thread, contact) = thread_with_contact(&store, "default").await;
 
@@ -239,7 +212,7 @@ both_backends!(
         let store = db.store().await;
         let clock = ManualClock::new(t0());
         let sink = sink().await;
-        let worker = start(config(&db, &broker, &sink), &clock).await;
+        let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
         let (thread, _) = thread_with_contact(&store, "default").await;
 
         broker
@@ -312,7 +285,7 @@ async fn illegal_and_stale_transitions_are_dead_lettered_unapplied() {
     let store = db.store().await;
     let clock = ManualClock::new(t0());
     let sink = sink().await;
-    let worker = start(config(&db, &broker, &sink), &clock).await;
+    let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
     let (thread, _) = thread_with_contact(&store, "default").await;
     let to = |status: &str, version: Option<i64>| {
         let mut j = json!({"schema": "status-transition/v1", "thread_id": thread,
@@ -335,12 +308,7 @@ async fn illegal_and_stale_transitions_are_dead_lettered_unapplied() {
     broker
         .publish_json("status-transition", "illegal", &to("waiting", None))
         .await;
-    let dead = broker
-        .get(&broker.names.dead_letters(), WAIT)
-        .await
-        .expect("dead letter");
-    assert_eq!(dead.message_id.as_deref(), Some("illegal"));
-    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    let reason = broker.dead_letter_reason("illegal", WAIT).await;
     assert!(
         reason.contains("illegal transition") && reason.contains("closed → waiting"),
         "{reason}"
@@ -350,12 +318,7 @@ async fn illegal_and_stale_transitions_are_dead_lettered_unapplied() {
     broker
         .publish_json("status-transition", "stale", &to("open", Some(version)))
         .await;
-    let dead = broker
-        .get(&broker.names.dead_letters(), WAIT)
-        .await
-        .expect("dead letter");
-    assert_eq!(dead.message_id.as_deref(), Some("stale"));
-    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    let reason = broker.dead_letter_reason("stale", WAIT).await;
     assert!(reason.contains("the job expected"), "{reason}");
     assert_eq!(position(&store, thread).await, (ThreadStatus::Closed, None));
     worker.stop().await;
@@ -369,8 +332,8 @@ async fn two_workers_and_a_redelivered_job_still_send_each_reminder_once() {
     let store = db.store().await;
     let clock = ManualClock::new(t0());
     let sink = sink().await;
-    let first = start(config(&db, &broker, &sink), &clock).await;
-    let second = start(config(&db, &broker, &sink), &clock).await;
+    let first = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
+    let second = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
 
     // Many threads at once, so both schedulers race for the same due timers.
     let mut threads_ = Vec::new();

@@ -9,14 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use common::broker::{TestBroker, eventually};
+use common::broker::{TestBroker, eventually, start_worker};
 use common::smtp::SmtpSink;
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, t0};
 use gochat::clock::ManualClock;
 use gochat::config::Config;
-use gochat::metrics::Metrics;
-use gochat::worker::Worker;
 use gochat_entities::messages::{self, OutboundState};
 use gochat_entities::threads::ThreadStatus;
 use mail_parser::MessageParser;
@@ -26,38 +23,14 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
-        .expect("time")
-        .with_timezone(&Utc)
-}
-
 fn config(db: &TestDb, broker: &TestBroker, sink: &SmtpSink) -> Config {
-    let mut c = Config {
-        database: db.config(),
-        ..Config::default()
-    };
-    c.amqp.url = gochat::config::SecretUrl::new(common::broker::amqp_url());
-    c.amqp.prefix = broker.prefix.clone();
+    let mut c = common::broker::worker_config(db, broker);
     c.amqp.retry_delays = vec![Duration::from_millis(300); 4];
     c.smtp.url = gochat::config::SecretUrl::new(sink.url());
     c.smtp.timeout = Duration::from_secs(5);
     c.smtp.max_attempts = 5;
     c.scheduler.interval = Duration::from_millis(50);
-    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
     c
-}
-
-async fn start(config: Config, clock: &ManualClock) -> Worker {
-    let w = Worker::start(
-        config,
-        Arc::new(clock.clone()),
-        Metrics::new().expect("metrics"),
-    )
-    .await
-    .expect("worker starts");
-    assert!(w.broker.connected(WAIT).await.is_some(), "worker connected");
-    w
 }
 
 fn reply(thread: Uuid, to: &str) -> serde_json::Value {
@@ -95,7 +68,7 @@ both_backends!(
         let mut broker = TestBroker::new().await;
         let store = db.store().await;
         let clock = ManualClock::new(t0());
-        let worker = start(config(&db, &broker, &sink), &clock).await;
+        let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
         let tap = broker.tap_events().await;
         let (thread, _) =
             common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0())
@@ -210,7 +183,7 @@ async fn forbidden_recipients_failures_and_outages() {
     let mut broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());
-    let worker = start(config(&db, &broker, &sink), &clock).await;
+    let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
     let tap = broker.tap_events().await;
     let (thread, _) =
         common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0()).await;
@@ -223,12 +196,7 @@ async fn forbidden_recipients_failures_and_outages() {
             &reply(thread, "eve@evil.example"),
         )
         .await;
-    let dead = broker
-        .get(&broker.names.dead_letters(), WAIT)
-        .await
-        .expect("dead letter");
-    assert_eq!(dead.message_id.as_deref(), Some("stranger"));
-    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    let reason = broker.dead_letter_reason("stranger", WAIT).await;
     assert!(
         reason.contains("forbidden recipient") && reason.contains("eve@evil.example"),
         "{reason}"
@@ -319,12 +287,7 @@ async fn forbidden_recipients_failures_and_outages() {
             &reply(thread, "ada@acme.example"),
         )
         .await;
-    let dead = broker
-        .get(&broker.names.dead_letters(), WAIT)
-        .await
-        .expect("dead letter");
-    assert_eq!(dead.message_id.as_deref(), Some("crashed"));
-    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    let reason = broker.dead_letter_reason("crashed", WAIT).await;
     assert!(reason.contains("not sent again"), "{reason}");
     assert_eq!(sink.received().len(), 3, "no second copy");
 
@@ -352,12 +315,7 @@ async fn forbidden_recipients_failures_and_outages() {
             &reply(closed, "ada@acme.example"),
         )
         .await;
-    let dead = broker
-        .get(&broker.names.dead_letters(), WAIT)
-        .await
-        .expect("dead letter");
-    assert_eq!(dead.message_id.as_deref(), Some("to-closed"));
-    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    let reason = broker.dead_letter_reason("to-closed", WAIT).await;
     assert!(
         reason.contains("closed") && reason.contains("closed_outbound"),
         "{reason}"

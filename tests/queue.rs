@@ -8,52 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::broker::{TestBroker, eventually};
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, count};
 use gochat::clock::SystemClock;
 use gochat::config::Config;
 use gochat::metrics::Metrics;
 use gochat::store::threads::{self, NewThread};
 use gochat::worker::Worker;
 use gochat_entities::threads::ThreadStatus;
-use sea_orm::{ConnectionTrait, Statement};
+
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(db: &TestDb, broker: &TestBroker, retry: &[u64]) -> Config {
-    let mut c = Config {
-        database: db.config(),
-        ..Config::default()
-    };
-    c.amqp.url = gochat::config::SecretUrl::new(common::broker::amqp_url());
-    c.amqp.prefix = broker.prefix.clone();
+    let mut c = common::broker::worker_config(db, broker);
     c.amqp.retry_delays = retry.iter().map(|ms| Duration::from_millis(*ms)).collect();
-    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
     c
 }
 
 async fn start(config: Config) -> Worker {
-    let w = Worker::start(
-        config,
-        Arc::new(SystemClock),
-        Metrics::new().expect("metrics"),
-    )
-    .await
-    .expect("worker starts");
-    assert!(w.broker.connected(WAIT).await.is_some(), "worker connected");
-    w
-}
-
-async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .expect("query")
-        .expect("a row");
-    row.try_get::<i64>("", "n").expect("n")
+    common::broker::start_worker(config, Arc::new(SystemClock)).await
 }
 
 fn upsert(external_id: &str, name: &str) -> serde_json::Value {
@@ -461,12 +435,7 @@ async fn a_panicking_job_is_dead_lettered_with_the_panic_and_the_consumer_goes_o
             )
             .await;
     }
-    let dead = broker
-        .get(&broker.names.dead_letters(), WAIT)
-        .await
-        .expect("the panicking job is dead-lettered");
-    assert_eq!(dead.message_id.as_deref(), Some("boom"));
-    let reason = dead.header("x-gochat-reason").unwrap_or_default();
+    let reason = broker.dead_letter_reason("boom", WAIT).await;
     assert!(
         reason.contains("panicked") && reason.contains("index out of bounds"),
         "{reason}"

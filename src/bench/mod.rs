@@ -5,6 +5,16 @@ pub mod outbound;
 pub mod runtime;
 pub mod timers;
 
+/// A figure rounded to two decimals for the JSON line.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The database a bench writes into: `url` if given, else a SQLite file in `scratch`.
+pub fn scratch_database_url(url: Option<String>, scratch: &std::path::Path) -> String {
+    url.unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", scratch.display()))
+}
+
 /// The `q`-quantile (0..=1) of sorted `samples`, in milliseconds.
 pub fn quantile_ms(sorted: &[std::time::Duration], q: f64) -> f64 {
     if sorted.is_empty() {

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use super::quantile_ms;
+use super::{quantile_ms, round2};
 use crate::config::{Config, SecretUrl};
 use crate::mail::Templates;
 use crate::mail::mime::{self, OutgoingMail, Party};
@@ -133,9 +133,9 @@ pub async fn run(config: Config, args: OutboundArgs) -> anyhow::Result<()> {
             "bench": "outbound",
             "messages": n,
             "concurrency": args.concurrency,
-            "messages_per_sec": (per_sec * 100.0).round() / 100.0,
-            "p50_ms": (p50 * 100.0).round() / 100.0,
-            "p99_ms": (p99 * 100.0).round() / 100.0,
+            "messages_per_sec": round2(per_sec),
+            "p50_ms": round2(p50),
+            "p99_ms": round2(p99),
         })
     );
     Ok(())

@@ -19,7 +19,7 @@ use lapin::{Connection, ConnectionProperties};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
-use super::quantile_ms;
+use super::{quantile_ms, round2};
 use crate::clock::SystemClock;
 use crate::config::{Config, SecretUrl};
 use crate::metrics::Metrics;
@@ -45,9 +45,7 @@ struct Figures {
 pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     let n = args.jobs.max(1);
     let scratch = tempfile::tempdir().context("temp dir")?;
-    let url = args
-        .database_url
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", scratch.path().display()));
+    let url = super::scratch_database_url(args.database_url, scratch.path());
     config.database.url = SecretUrl::new(url);
     config.database.auto_migrate = true;
     config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
@@ -99,16 +97,12 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "runtime", "jobs": n, "database": backend,
-            "jobs_per_sec": round(full.per_sec), "p50_ms": round(full.p50), "p99_ms": round(full.p99),
-            "baseline_per_sec": round(baseline.per_sec), "baseline_p50_ms": round(baseline.p50), "baseline_p99_ms": round(baseline.p99),
-            "ratio": round(ratio),
+            "jobs_per_sec": round2(full.per_sec), "p50_ms": round2(full.p50), "p99_ms": round2(full.p99),
+            "baseline_per_sec": round2(baseline.per_sec), "baseline_p50_ms": round2(baseline.p50), "baseline_p99_ms": round2(baseline.p99),
+            "ratio": round2(ratio),
         })
     );
     Ok(())
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// Raw lapin: a plain durable queue, persistent messages with confirms, one consumer acking

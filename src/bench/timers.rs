@@ -19,7 +19,7 @@ use gochat_entities::threads::ThreadStatus;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
 use serde_json::json;
 
-use super::quantile_ms;
+use super::{quantile_ms, round2};
 use crate::clock::SystemClock;
 use crate::config::{Config, SecretUrl};
 use crate::metrics::Metrics;
@@ -46,9 +46,7 @@ pub struct TimersArgs {
 
 pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("temp dir")?;
-    let url = args
-        .database_url
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", scratch.path().display()));
+    let url = super::scratch_database_url(args.database_url, scratch.path());
     config.database.url = SecretUrl::new(url);
     config.database.auto_migrate = true;
     config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
@@ -181,18 +179,14 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
             "stored": args.stored,
             "due": args.due,
             "fired": delays.len(),
-            "claim_ms_0_stored": round(claim_empty),
-            "claim_ms_n_stored": round(claim_full),
-            "firing_delay_p50_ms": round(p50),
-            "firing_delay_p99_ms": round(p99),
+            "claim_ms_0_stored": round2(claim_empty),
+            "claim_ms_n_stored": round2(claim_full),
+            "firing_delay_p50_ms": round2(p50),
+            "firing_delay_p99_ms": round2(p99),
             "scheduler_interval_ms": config.scheduler.interval.as_millis() as u64,
         })
     );
     Ok(())
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// Stores `due` timers due a minute ago and times the scheduler claiming them all (with

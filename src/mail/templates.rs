@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde_json::Value;
 
-use crate::workflow::load::Problem;
+use crate::workflow::load::{Problem, first_line};
 
 /// One rendered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,10 +330,6 @@ impl Templates {
             language: lang,
         })
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

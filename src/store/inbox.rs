@@ -88,8 +88,8 @@ pub async fn thread_view(
                 message_id: m.message_id_header,
                 from: m.from_address,
                 from_name: m.from_name,
-                to: strings(&m.to_addresses),
-                cc: strings(&m.cc_addresses),
+                to: super::json_strings(&m.to_addresses),
+                cc: super::json_strings(&m.cc_addresses),
                 subject: m.subject,
                 text: m.text_body,
                 state: m.state.map(|s| s.to_value()),
@@ -231,26 +231,15 @@ async fn cards(
                 tags: tags_of.remove(&t.id).unwrap_or_default(),
                 item_count: t.item_count,
                 has_attachments: t.has_attachments,
-                attachment_names: strings(&t.attachment_names),
+                attachment_names: super::json_strings(&t.attachment_names),
                 last_message_at: t.last_message_at,
                 created_at: t.created_at,
                 updated_at: t.updated_at,
                 snippet: t.snippet,
-                flags: strings(&t.flags),
+                flags: super::json_strings(&t.flags),
                 linked_thread_id: t.linked_thread_id,
                 version: t.version,
             }
         })
         .collect())
-}
-
-/// A JSON array of strings (how list columns are stored) as a Vec; anything else is empty.
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }

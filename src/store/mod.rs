@@ -71,3 +71,14 @@ pub(crate) fn placeholders(
         _ => ("?", "?", "?"),
     }
 }
+
+/// The strings of a JSON array column (non-strings skipped; not an array: none).
+pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -7,7 +7,7 @@
 //! the thread changes status first.
 
 use chrono::{DateTime, Utc};
-use gochat_entities::threads::{self, ThreadStatus};
+use gochat_entities::threads;
 use gochat_entities::timers::{self, TimerState};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
@@ -32,7 +32,7 @@ pub async fn schedule(
         lifecycle: Set(thread.lifecycle.clone()),
         step: Set(step),
         due_at: Set(due_at),
-        expected_status: Set(status_str(thread.status).to_owned()),
+        expected_status: Set(crate::lifecycle::status_name(thread.status).to_owned()),
         expected_version: Set(thread.version),
         state: Set(TimerState::Pending),
         claimed_by: Set(None),
@@ -186,8 +186,4 @@ pub async fn due_count(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<
         .filter(timers::Column::DueAt.lte(now))
         .count(db)
         .await?)
-}
-
-fn status_str(s: ThreadStatus) -> &'static str {
-    crate::lifecycle::status_name(s)
 }

@@ -46,12 +46,7 @@ impl Facts {
     /// A list fact as strings (non-strings are skipped); empty when absent.
     pub fn strings(&self, name: &str) -> Vec<String> {
         self.get(name)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(crate::store::json_strings)
             .unwrap_or_default()
     }
 

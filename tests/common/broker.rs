@@ -217,3 +217,47 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The worker configuration every broker test starts from: the test's database, the
+/// machine's RabbitMQ under the test's prefix, the shipped workflows.
+pub fn worker_config(db: &super::TestDb, broker: &TestBroker) -> gochat::config::Config {
+    let mut c = gochat::config::Config {
+        database: db.config(),
+        ..Default::default()
+    };
+    c.amqp.url = gochat::config::SecretUrl::new(amqp_url());
+    c.amqp.prefix = broker.prefix.clone();
+    c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    c
+}
+
+/// Starts an in-process worker on `clock` and waits until it is connected.
+pub async fn start_worker(
+    config: gochat::config::Config,
+    clock: gochat::clock::SharedClock,
+) -> gochat::worker::Worker {
+    let w = gochat::worker::Worker::start(
+        config,
+        clock,
+        gochat::metrics::Metrics::new().expect("metrics"),
+    )
+    .await
+    .expect("worker starts");
+    assert!(
+        w.broker.connected(Duration::from_secs(20)).await.is_some(),
+        "worker connected"
+    );
+    w
+}
+
+impl TestBroker {
+    /// The next dead letter, which must be job `message_id`; returns its reason.
+    pub async fn dead_letter_reason(&self, message_id: &str, timeout: Duration) -> String {
+        let dead = self
+            .get(&self.names.dead_letters(), timeout)
+            .await
+            .unwrap_or_else(|| panic!("no dead letter (expected {message_id})"));
+        assert_eq!(dead.message_id.as_deref(), Some(message_id));
+        dead.header("x-gochat-reason").unwrap_or_default()
+    }
+}
