@@ -1,15 +1,14 @@
 //! Events for other Algoreg tools: CloudEvents 1.0 in structured JSON mode, written to the
-//! outbox inside the job's transaction (so an event goes out if and only if its change
+//! outbox with the job's transaction (so an event goes out if and only if its change
 //! committed) and published to `<prefix>gochat.events` with routing key = the event name.
 
 use chrono::{DateTime, Utc};
 use gochat_entities::outbox::OutboxKind;
-use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::queue::Names;
-use crate::store::{StoreError, outbox};
+use crate::store::{Tx, outbox};
 
 /// Prefix of every event `type`.
 pub const TYPE_PREFIX: &str = "com.algoreg.gochat.";
@@ -28,47 +27,43 @@ pub fn cloud_event(id: Uuid, name: &str, subject: &str, time: DateTime<Utc>, dat
     })
 }
 
-/// Queues event `name` for publishing after the surrounding transaction commits.
-pub async fn emit(
-    db: &impl ConnectionTrait,
+/// Queues event `name` for publishing after `tx` commits; returns the event's id.
+pub fn emit(
+    tx: &mut Tx,
     names: &Names,
     name: &str,
     subject: &str,
     data: Value,
     now: DateTime<Utc>,
-) -> Result<Uuid, StoreError> {
+) -> Uuid {
     let id = Uuid::now_v7();
     let event = cloud_event(id, name, subject, now, data);
-    outbox::enqueue(
-        db,
+    tx.defer_outbox(outbox::new_row(
         OutboxKind::Event,
         &names.events_exchange(),
         name,
         &id.to_string(),
         &event,
         now,
-    )
-    .await?;
-    Ok(id)
+    ));
+    id
 }
 
-/// Queues a follow-up job (`kind`, with its `message_id`) for publishing after commit.
-pub async fn follow_up_job(
-    db: &impl ConnectionTrait,
+/// Queues a follow-up job (`kind`, with its `message_id`) for publishing after `tx` commits.
+pub fn follow_up_job(
+    tx: &mut Tx,
     names: &Names,
     kind: &str,
     message_id: &str,
     payload: &Value,
     now: DateTime<Utc>,
-) -> Result<Uuid, StoreError> {
-    outbox::enqueue(
-        db,
+) {
+    tx.defer_outbox(outbox::new_row(
         OutboxKind::Job,
         &names.jobs_exchange(),
         kind,
         message_id,
         payload,
         now,
-    )
-    .await
+    ));
 }

@@ -74,14 +74,13 @@ impl Scheduler {
                 "expected_version": t.expected_version,
             });
             crate::events::follow_up_job(
-                db,
+                &mut tx,
                 &self.names,
                 "delayed-reminder",
                 &t.id.to_string(),
                 &payload,
                 now,
-            )
-            .await?;
+            );
         }
         tx.checkpoint().await?;
         self.relay.wake();

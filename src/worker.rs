@@ -78,7 +78,7 @@ impl Worker {
         let smtp = crate::mail::smtp::Smtp::new(
             &config.smtp.url,
             config.smtp.timeout,
-            config.amqp.consumer("outbound-message").1 as u32,
+            config.amqp.consumer("outbound-message").concurrency as u32,
         )
         .map_err(StartError::Smtp)?;
         let services = Arc::new(Services {
@@ -125,11 +125,12 @@ impl Worker {
             .into_iter()
             .map(|kind| {
                 let amqp = &services.config.amqp;
-                let (prefetch, concurrency) = amqp.consumer(&kind);
+                let c = amqp.consumer(&kind);
                 let spec = ConsumerSpec {
                     kind,
-                    prefetch,
-                    concurrency,
+                    prefetch: c.prefetch,
+                    concurrency: c.concurrency,
+                    batch_size: c.batch_size,
                     retry_delays: amqp.retry_delays.clone(),
                     confirm_timeout: amqp.confirm_timeout,
                 };

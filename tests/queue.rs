@@ -383,7 +383,7 @@ struct Panicky(std::sync::atomic::AtomicUsize);
 impl gochat::queue::Handler for Panicky {
     async fn handle(
         &self,
-        job: gochat::jobs::Job,
+        job: &gochat::jobs::Job,
     ) -> Result<gochat::queue::Handled, gochat::jobs::JobError> {
         if job.message_id == "boom" {
             panic!("index out of bounds: the len is 0 but the index is 3");
@@ -416,6 +416,7 @@ async fn a_panicking_job_is_dead_lettered_with_the_panic_and_the_consumer_goes_o
             kind: "customer-upsert".into(),
             prefetch: 4,
             concurrency: 1,
+            batch_size: 4,
             retry_delays: amqp.retry_delays.clone(),
             confirm_timeout: Duration::from_secs(5),
         },
@@ -450,3 +451,108 @@ async fn a_panicking_job_is_dead_lettered_with_the_panic_and_the_consumer_goes_o
     let _ = task.await;
     broker.cleanup(&amqp.retry_delays).await;
 }
+
+both_backends!(
+    jobs_waiting_together_commit_in_batches_and_a_bad_one_spoils_none_of_its_neighbours,
+    |db: TestDb| async move {
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let mut cfg = config(&db, &broker, &[200]);
+        cfg.amqp.batch_size = 16;
+        cfg.amqp.concurrency = 2;
+        // Everything is queued before the worker starts, so its consumer finds a backlog
+        // and forms full batches.
+        broker.declare(&cfg.amqp).await;
+        const GOOD: usize = 120;
+        let mut published = 0;
+        for i in 0..GOOD {
+            broker
+                .publish_json(
+                    "customer-upsert",
+                    &format!("good-{i}"),
+                    &upsert(&format!("c{i}"), "C"),
+                )
+                .await;
+            published += 1;
+            // Every tenth job is published twice in a row: the copies usually land in
+            // one batch, and must still have one effect.
+            if i % 10 == 0 {
+                broker
+                    .publish_json(
+                        "customer-upsert",
+                        &format!("good-{i}"),
+                        &upsert(&format!("c{i}"), "C"),
+                    )
+                    .await;
+                published += 1;
+            }
+            // Three jobs that pass the schema but fail in the workflow (the address is not
+            // one), each in the middle of a batch.
+            if i % 40 == 20 {
+                let bad = json!({"schema": "customer-upsert/v1", "external_id": format!("bad{i}"), "name": "B",
+                    "contacts": [{"kind": "email", "address": "not an address"}]});
+                broker
+                    .publish_json("customer-upsert", &format!("bad-{i}"), &bad)
+                    .await;
+                published += 1;
+            }
+        }
+        let worker = start(cfg).await;
+        let conn = store.conn();
+        eventually(WAIT, "every good job recorded", || async {
+            (count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await == GOOD as i64)
+                .then_some(())
+        })
+        .await;
+        let mut dead = Vec::new();
+        for _ in 0..3 {
+            let d = broker
+                .get(&broker.names.dead_letters(), WAIT)
+                .await
+                .expect("a dead letter per bad job");
+            let reason = d.header("x-gochat-reason").unwrap_or_default();
+            assert!(reason.contains("invalid email address"), "{reason}");
+            dead.push(d.message_id.unwrap_or_default());
+        }
+        dead.sort();
+        assert_eq!(dead, ["bad-100", "bad-20", "bad-60"]);
+        assert_eq!(
+            count(conn, "SELECT COUNT(*) AS n FROM customers").await,
+            GOOD as i64,
+            "one customer per good job, none from a bad one"
+        );
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM customers WHERE external_id LIKE 'bad%'"
+            )
+            .await,
+            0
+        );
+        // Jobs committed together share their commit's timestamp: far fewer distinct
+        // timestamps than jobs shows they were batched, even around the bad ones.
+        let commits = count(
+            conn,
+            "SELECT COUNT(DISTINCT processed_at) AS n FROM processed_jobs",
+        )
+        .await;
+        assert!(
+            commits <= (GOOD / 4) as i64,
+            "{GOOD} jobs took {commits} commits: not batched"
+        );
+        // Settled (acked, counted) just after the commit the test waited for.
+        let acked =
+            format!("gochat_jobs_total{{kind=\"customer-upsert\",outcome=\"acked\"}} {GOOD}");
+        let dup = format!(
+            "gochat_jobs_total{{kind=\"customer-upsert\",outcome=\"duplicate\"}} {}",
+            published - GOOD - 3
+        );
+        eventually(WAIT, "every job settled and counted", || async {
+            let m = worker.services.metrics.render();
+            (m.contains(&acked) && m.contains(&dup)).then_some(())
+        })
+        .await;
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(200)]).await;
+    }
+);

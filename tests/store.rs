@@ -474,25 +474,10 @@ both_backends!(
         );
         tx.rollback().await.unwrap();
 
-        // A rolled-back transaction publishes nothing.
-        let tx = conn.begin().await.unwrap();
-        outbox::enqueue(
-            &tx,
-            OutboxKind::Event,
-            "gochat.events",
-            "thread.created",
-            "ev-0",
-            &json!({"n": 0}),
-            t0(),
-        )
-        .await
-        .unwrap();
-        tx.rollback().await.unwrap();
-        assert_eq!(outbox::backlog(conn).await.unwrap(), 0);
-
-        for i in 1..=3 {
-            outbox::enqueue(
-                conn,
+        // Outbox rows wait in the unit of work until its commit: a rollback publishes
+        // nothing, a checkpoint writes them all.
+        let row = |i: i32| {
+            outbox::new_row(
                 OutboxKind::Event,
                 "gochat.events",
                 "thread.created",
@@ -500,9 +485,20 @@ both_backends!(
                 &json!({"n": i}),
                 t0(),
             )
-            .await
-            .unwrap();
+        };
+        let mut tx = gochat::store::Tx::new(conn.clone());
+        tx.defer_outbox(row(0));
+        tx.get().await.unwrap();
+        tx.rollback().await.unwrap();
+        tx.checkpoint().await.unwrap();
+        assert_eq!(outbox::backlog(conn).await.unwrap(), 0);
+
+        let mut tx = gochat::store::Tx::new(conn.clone());
+        for i in 1..=3 {
+            tx.defer_outbox(row(i));
         }
+        assert_eq!(outbox::backlog(conn).await.unwrap(), 0, "not before commit");
+        tx.checkpoint().await.unwrap();
         assert_eq!(outbox::backlog(conn).await.unwrap(), 3);
         let lease = Duration::seconds(30);
         let first = outbox::claim(conn, t0(), lease, 2).await.unwrap();

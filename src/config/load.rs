@@ -177,10 +177,10 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
             ),
         ));
     }
-    if config.amqp.prefetch == 0 || config.amqp.concurrency == 0 {
+    if config.amqp.prefetch == 0 || config.amqp.concurrency == 0 || config.amqp.batch_size == 0 {
         return Err(fail(
             "amqp.prefetch",
-            "prefetch and concurrency must be at least 1".into(),
+            "prefetch, concurrency and batch_size must be at least 1".into(),
         ));
     }
     for (kind, c) in &config.amqp.consumers {
@@ -193,10 +193,10 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
                 ),
             ));
         }
-        if c.prefetch == Some(0) || c.concurrency == Some(0) {
+        if c.prefetch == Some(0) || c.concurrency == Some(0) || c.batch_size == Some(0) {
             return Err(fail(
                 &format!("amqp.consumers.{kind}"),
-                "prefetch and concurrency must be at least 1".into(),
+                "prefetch, concurrency and batch_size must be at least 1".into(),
             ));
         }
     }

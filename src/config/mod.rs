@@ -85,9 +85,12 @@ pub struct AmqpConfig {
     /// that fails once more after the last rung goes to the dead letters.
     #[serde(with = "duration_list")]
     pub retry_delays: Vec<Duration>,
-    /// Defaults for every job kind's consumer.
+    /// Defaults for every job kind's consumer: deliveries held unacknowledged, batches run
+    /// at once, and the most jobs committed in one transaction (a batch forms only from
+    /// deliveries already waiting, so a quiet queue still runs each job at once).
     pub prefetch: u16,
     pub concurrency: usize,
+    pub batch_size: usize,
     /// Per-kind overrides, keyed by job kind (`inbound-mail`, ...).
     pub consumers: BTreeMap<String, ConsumerConfig>,
 }
@@ -105,8 +108,9 @@ impl Default for AmqpConfig {
                 Duration::from_secs(60),
                 Duration::from_secs(600),
             ],
-            prefetch: 64,
+            prefetch: 256,
             concurrency: 8,
+            batch_size: 32,
             consumers: BTreeMap::new(),
         }
     }
@@ -120,6 +124,15 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub struct ConsumerConfig {
     pub prefetch: Option<u16>,
     pub concurrency: Option<usize>,
+    pub batch_size: Option<usize>,
+}
+
+/// One kind's consumer settings, with the `[amqp]` defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    pub prefetch: u16,
+    pub concurrency: usize,
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -254,12 +267,13 @@ pub enum LogFormat {
 
 impl AmqpConfig {
     /// Effective prefetch and concurrency of one job kind's consumer.
-    pub fn consumer(&self, kind: &str) -> (u16, usize) {
+    pub fn consumer(&self, kind: &str) -> ConsumerSettings {
         let o = self.consumers.get(kind);
-        (
-            o.and_then(|c| c.prefetch).unwrap_or(self.prefetch),
-            o.and_then(|c| c.concurrency).unwrap_or(self.concurrency),
-        )
+        ConsumerSettings {
+            prefetch: o.and_then(|c| c.prefetch).unwrap_or(self.prefetch),
+            concurrency: o.and_then(|c| c.concurrency).unwrap_or(self.concurrency),
+            batch_size: o.and_then(|c| c.batch_size).unwrap_or(self.batch_size),
+        }
     }
 }
 

@@ -1,8 +1,18 @@
 //! The one place every job kind passes through (apalis-style: cross-cutting behaviour wraps
 //! the job instead of being repeated in it): the idempotency check, the workflow run inside
-//! the job's transaction, the idempotency record in that same transaction, the commit, and
-//! waking the outbox relay. A job kind's own behaviour is only its YAML workflow.
+//! the job's transaction, the idempotency record in that same transaction, the commit, the
+//! metrics that count committed effects, and waking the outbox relay. A job kind's own
+//! behaviour is only its YAML workflow.
+//!
+//! Batches: under load the consumer hands over several jobs at once, and they commit in one
+//! transaction (one commit, one idempotency insert, one relay wake for all), which is where
+//! most of a small job's cost goes. The batch is optimistic: when job *k* fails, the
+//! transaction is rolled back, the jobs before *k* are committed together again, *k* runs
+//! alone (so its result, applied or failed, is the one it has on its own), and batching goes
+//! on after it. If a batch fails as a whole (the commit, the idempotency insert racing
+//! another worker), its jobs run one by one. A bad job never takes its neighbours with it.
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use tracing::Instrument;
@@ -12,7 +22,8 @@ use crate::queue::relay::RelayWaker;
 use crate::queue::{Handled, Handler};
 use crate::services::Services;
 use crate::store::{Tx, processed};
-use crate::workflow::{Facts, StepContext, WorkflowSet, engine};
+use crate::workflow::action::MetricUpdate;
+use crate::workflow::{Facts, StepContext, Workflow, WorkflowSet, engine};
 
 pub struct WorkflowHandler {
     pub services: Arc<Services>,
@@ -30,49 +41,104 @@ impl WorkflowHandler {
     }
 }
 
+/// The thread a job is about, for its span.
+fn thread_of(job: &Job) -> &str {
+    job.payload
+        .get("thread_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+}
+
+fn workflow_for<'a>(set: &'a WorkflowSet, kind: &str) -> Result<&'a Arc<Workflow>, JobError> {
+    set.get(kind).ok_or_else(|| {
+        JobError::permanent(format!(
+            "no workflow for job kind {kind:?} in workflows/jobs/"
+        ))
+    })
+}
+
 impl Handler for WorkflowHandler {
-    async fn handle(&self, job: Job) -> Result<Handled, JobError> {
-        let thread_id = job
-            .payload
-            .get("thread_id")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
+    async fn handle(&self, job: &Job) -> Result<Handled, JobError> {
         // Inside the consumer's `job` span (kind, id, attempt); this adds the thread.
-        let span = tracing::info_span!("workflow", thread_id = %thread_id);
-        self.apply(&job).instrument(span).await
+        let span = tracing::info_span!("workflow", thread_id = %thread_of(job));
+        self.apply(job).instrument(span).await
+    }
+
+    async fn handle_batch(&self, jobs: &[Job]) -> Vec<Result<Handled, JobError>> {
+        let set = self.current();
+        let batchable = jobs.len() > 1
+            && jobs
+                .first()
+                .and_then(|j| set.get(&j.kind))
+                .is_some_and(|w| w.batchable());
+        if !batchable {
+            return crate::queue::consumer::handle_each(self, jobs).await;
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            match self.apply_batch(&set, rest).await {
+                Batch::Committed(mut results) => {
+                    out.append(&mut results);
+                    break;
+                }
+                Batch::JobFailed(k) => {
+                    tracing::debug!(
+                        size = rest.len(),
+                        failed = k,
+                        "batch rolled back at a failing job"
+                    );
+                    // The jobs before it succeeded in the rolled-back attempt: commit them.
+                    if k > 0 {
+                        match self.apply_batch(&set, &rest[..k]).await {
+                            Batch::Committed(mut results) => out.append(&mut results),
+                            _ => out.append(
+                                &mut crate::queue::consumer::handle_each(self, &rest[..k]).await,
+                            ),
+                        }
+                    }
+                    out.append(&mut crate::queue::consumer::handle_each(self, &rest[k..=k]).await);
+                    rest = &rest[k + 1..];
+                }
+                Batch::Failed(why) => {
+                    tracing::debug!(size = rest.len(), %why, "batch failed; running its jobs one by one");
+                    out.append(&mut crate::queue::consumer::handle_each(self, rest).await);
+                    break;
+                }
+            }
+        }
+        out
     }
 }
 
+/// How an attempt to commit jobs together ended.
+enum Batch {
+    /// All committed; one result per job.
+    Committed(Vec<Result<Handled, JobError>>),
+    /// Job `k`'s workflow failed; nothing was committed.
+    JobFailed(usize),
+    /// The batch as a whole failed (database, commit, a concurrent duplicate); nothing was
+    /// committed.
+    Failed(JobError),
+}
+
 impl WorkflowHandler {
+    /// One job in its own transaction.
     async fn apply(&self, job: &Job) -> Result<Handled, JobError> {
         let db = self.services.store.conn();
         if processed::is_processed(db, &job.message_id).await? {
             return Ok(Handled::Duplicate);
         }
         let set = self.current();
-        let workflow = set.get(&job.kind).ok_or_else(|| {
-            JobError::permanent(format!(
-                "no workflow for job kind {:?} in workflows/jobs/",
-                job.kind
-            ))
-        })?;
+        let workflow = workflow_for(&set, &job.kind)?;
         let mut tx = Tx::new(db.clone());
-        let mut facts = Facts::for_job(job);
-        let mut ctx = StepContext::new(
-            &self.services,
-            set.lifecycles.clone(),
-            set.templates.clone(),
-            job,
-            &mut facts,
-            &mut tx,
-        );
-        let outcome = engine::run(workflow, &mut ctx).await;
-        drop(ctx);
-        if let Err(failure) = outcome {
-            let _ = tx.rollback().await;
-            return Err(failure.into_job_error());
-        }
+        let counted = match self.run_workflow(&set, workflow, job, &mut tx).await {
+            Ok(counted) => counted,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
         // Stamped now, just before commit: `processed_at` is when the job's effects landed.
         let now = self.services.clock.now();
         let recorded = processed::record(tx.get().await?, &job.message_id, &job.kind, now).await?;
@@ -82,7 +148,90 @@ impl WorkflowHandler {
             return Ok(Handled::Duplicate);
         }
         tx.checkpoint().await?;
-        self.relay.wake();
+        self.committed(counted);
         Ok(Handled::Applied)
+    }
+
+    /// Several jobs of one kind in one transaction.
+    async fn apply_batch(&self, set: &WorkflowSet, jobs: &[Job]) -> Batch {
+        let db = self.services.store.conn();
+        let ids: Vec<&str> = jobs.iter().map(|j| j.message_id.as_str()).collect();
+        let done = match processed::which_processed(db, &ids).await {
+            Ok(done) => done,
+            Err(e) => return Batch::Failed(e.into()),
+        };
+        let mut seen = HashSet::new();
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut applied = Vec::with_capacity(jobs.len());
+        let mut counted = Vec::new();
+        let mut tx = Tx::new(db.clone());
+        for (k, job) in jobs.iter().enumerate() {
+            // A message id met before (committed, or earlier in this batch) is a duplicate.
+            if done.contains(&job.message_id) || !seen.insert(job.message_id.as_str()) {
+                results.push(Ok(Handled::Duplicate));
+                continue;
+            }
+            let Ok(workflow) = workflow_for(set, &job.kind) else {
+                let _ = tx.rollback().await;
+                return Batch::JobFailed(k);
+            };
+            let span = tracing::info_span!("job", kind = %job.kind, job_id = %job.message_id, attempt = job.attempt, thread_id = %thread_of(job));
+            match self
+                .run_workflow(set, workflow, job, &mut tx)
+                .instrument(span)
+                .await
+            {
+                Ok(mut c) => counted.append(&mut c),
+                Err(_) => {
+                    let _ = tx.rollback().await;
+                    return Batch::JobFailed(k);
+                }
+            }
+            applied.push((job.message_id.as_str(), job.kind.as_str()));
+            results.push(Ok(Handled::Applied));
+        }
+        let now = self.services.clock.now();
+        let recorded = async {
+            processed::record_many(tx.get().await?, &applied, now).await?;
+            tx.checkpoint().await
+        }
+        .await;
+        if let Err(e) = recorded {
+            let _ = tx.rollback().await;
+            return Batch::Failed(e.into());
+        }
+        self.committed(counted);
+        Batch::Committed(results)
+    }
+
+    /// Runs one job's workflow inside `tx`; returns its deferred metric updates.
+    async fn run_workflow(
+        &self,
+        set: &WorkflowSet,
+        workflow: &Workflow,
+        job: &Job,
+        tx: &mut Tx,
+    ) -> Result<Vec<MetricUpdate>, JobError> {
+        let mut facts = Facts::for_job(job);
+        let mut ctx = StepContext::new(
+            &self.services,
+            set.lifecycles.clone(),
+            set.templates.clone(),
+            job,
+            &mut facts,
+            tx,
+        );
+        let outcome = engine::run(workflow, &mut ctx).await;
+        let counted = std::mem::take(&mut ctx.on_commit);
+        outcome.map_err(|f| f.into_job_error())?;
+        Ok(counted)
+    }
+
+    /// After a commit: count what was committed, and let the relay publish its outbox rows.
+    fn committed(&self, counted: Vec<MetricUpdate>) {
+        for update in counted {
+            update(&self.services.metrics);
+        }
+        self.relay.wake();
     }
 }

@@ -42,9 +42,23 @@ pub enum Handled {
     Duplicate,
 }
 
-/// Runs one job to completion (committed) or to a classified failure.
+/// Runs jobs to completion (committed) or to a classified failure.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, job: Job) -> impl Future<Output = Result<Handled, JobError>> + Send;
+    fn handle(&self, job: &Job) -> impl Future<Output = Result<Handled, JobError>> + Send;
+
+    /// Runs several jobs of one kind, one result each in order. The default runs them one by
+    /// one ([`handle_each`]); a handler may commit them together, as long as each job's
+    /// result is what it would have been alone, and a panic leaves no effect behind (the
+    /// consumer then runs the jobs again one by one).
+    fn handle_batch(
+        &self,
+        jobs: &[Job],
+    ) -> impl Future<Output = Vec<Result<Handled, JobError>>> + Send
+    where
+        Self: Sized,
+    {
+        handle_each(self, jobs)
+    }
 }
 
 /// How one kind's consumer runs.
@@ -52,7 +66,10 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerSpec {
     pub kind: String,
     pub prefetch: u16,
+    /// Batches running at once.
     pub concurrency: usize,
+    /// Most deliveries handed to the handler together.
+    pub batch_size: usize,
     pub retry_delays: Vec<Duration>,
     pub confirm_timeout: Duration,
 }
@@ -130,26 +147,54 @@ async fn consume_on<H: Handler>(
         .await?;
     tracing::info!(kind = %ctx.spec.kind, %queue, prefetch = ctx.spec.prefetch, concurrency = ctx.spec.concurrency, "consuming");
     loop {
-        let delivery = tokio::select! {
+        // A free slot first, then a delivery: while every slot is busy, deliveries wait in
+        // the prefetch buffer and the next batch takes them all at once.
+        let permit = tokio::select! {
+            _ = shutdown.recv() => None,
+            p = slots.clone().acquire_owned() => p.ok(),
+        };
+        let Some(permit) = permit else {
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            break;
+        };
+        let first = tokio::select! {
             _ = shutdown.recv() => {
                 let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                 break;
             }
             d = consumer.next() => d,
         };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
+        let mut batch = match first {
+            Some(Ok(d)) => vec![d],
             Some(Err(e)) => return Err(e.into()),
             None => return Err(super::QueueError::Disconnected),
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
+        // Only what is already here: a batch never waits for more work to arrive.
+        let mut broken = None;
+        while batch.len() < ctx.spec.batch_size.max(1) {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Err(e))) => {
+                    broken = Some(super::QueueError::from(e));
+                    break;
+                }
+                Some(None) => {
+                    broken = Some(super::QueueError::Disconnected);
+                    break;
+                }
+                None => break,
+            }
+        }
         let (ctx, handler, publisher) = (ctx.clone(), handler.clone(), publisher.clone());
         tokio::spawn(async move {
-            ctx.process(delivery, handler.as_ref(), &publisher).await;
+            ctx.process(batch, handler.as_ref(), &publisher).await;
             drop(permit);
         });
+        if let Some(e) = broken {
+            return Err(e);
+        }
     }
     // Deliveries already running keep their slot; wait for them before closing the channel
     // they must ack on.
@@ -160,77 +205,96 @@ async fn consume_on<H: Handler>(
 }
 
 impl Settle {
-    async fn process<H: Handler>(&self, delivery: Delivery, handler: &H, publisher: &Publisher) {
+    /// Decodes a batch of deliveries, runs the valid jobs through the handler together, and
+    /// settles each delivery by its own result.
+    async fn process<H: Handler>(&self, batch: Vec<Delivery>, handler: &H, publisher: &Publisher) {
         let kind = self.spec.kind.as_str();
         let started = Instant::now();
-        self.metrics.jobs_consumed.with_label_values(&[kind]).inc();
-        let job = match decode(kind, &delivery) {
-            Ok(job) => job,
-            Err(reason) => {
-                self.dead_letter(&delivery, publisher, &reason, 1, None)
-                    .await;
-                return;
-            }
-        };
-        let span =
-            tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
-        let (attempt, first_failure) = (job.attempt, job.first_failure);
-        // A panicking handler must not take the delivery down with its task (it would sit
-        // unacked until the channel closed, then come back and panic again): the panic
-        // becomes a permanent failure, dead-lettered with its message. The job's open
-        // transaction is rolled back as it unwinds.
-        let result = AssertUnwindSafe(handler.handle(job))
-            .catch_unwind()
-            .instrument(span.clone())
-            .await
-            .unwrap_or_else(|panic| {
-                Err(JobError::permanent(format!(
-                    "the job's handler panicked: {}",
-                    panic_message(panic.as_ref())
-                )))
-            });
-        // Settling runs in the job's span too, as an instrumented future: a span entered
-        // with a guard held across `.await` corrupts the subscriber's span bookkeeping when
-        // the task moves between threads (it panicked during a broker outage).
-        async {
-            match result {
-                Ok(outcome) => {
-                    let label = if outcome == Handled::Applied {
-                        "acked"
-                    } else {
-                        "duplicate"
-                    };
-                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                        // The effects are committed; the redelivery will be a duplicate.
-                        tracing::warn!(error = %e, "ack failed after commit; the job will come back as a duplicate");
-                    }
-                    self.metrics.jobs.with_label_values(&[kind, label]).inc();
+        self.metrics
+            .jobs_consumed
+            .with_label_values(&[kind])
+            .inc_by(batch.len() as u64);
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match decode(kind, &delivery) {
+                Ok(job) => {
+                    jobs.push(job);
+                    deliveries.push(delivery);
                 }
-                Err(JobError::Transient(reason))
-                    if (attempt as usize) <= self.spec.retry_delays.len() =>
-                {
-                    let delay = self.spec.retry_delays[attempt as usize - 1];
-                    tracing::warn!(%reason, retry_in = ?delay, "transient failure; retrying");
-                    self.retry(&delivery, publisher, delay, attempt, first_failure)
+                Err(reason) => {
+                    self.dead_letter(&delivery, publisher, &reason, 1, None)
                         .await;
-                }
-                Err(JobError::Transient(reason)) => {
-                    let reason = format!("gave up after {attempt} attempts: {reason}");
-                    self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
-                        .await;
-                }
-                Err(JobError::Permanent(reason)) => {
-                    self.dead_letter(&delivery, publisher, &reason, attempt, first_failure)
-                        .await;
+                    self.observe(started);
                 }
             }
         }
-        .instrument(span)
-        .await;
+        if jobs.is_empty() {
+            return;
+        }
+        let results = run_guarded(handler, &jobs).await;
+        for ((job, delivery), result) in jobs.iter().zip(&deliveries).zip(results) {
+            // Settling runs in the job's span, as an instrumented future: a span entered
+            // with a guard held across `.await` corrupts the subscriber's span bookkeeping
+            // when the task moves between threads (it panicked during a broker outage).
+            let span =
+                tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
+            self.settle_result(delivery, publisher, job, result)
+                .instrument(span)
+                .await;
+            self.observe(started);
+        }
+    }
+
+    fn observe(&self, started: Instant) {
         self.metrics
             .job_duration
-            .with_label_values(&[kind])
+            .with_label_values(&[&self.spec.kind])
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn settle_result(
+        &self,
+        delivery: &Delivery,
+        publisher: &Publisher,
+        job: &Job,
+        result: Result<Handled, JobError>,
+    ) {
+        let (attempt, first_failure) = (job.attempt, job.first_failure);
+        match result {
+            Ok(outcome) => {
+                let label = if outcome == Handled::Applied {
+                    "acked"
+                } else {
+                    "duplicate"
+                };
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    // The effects are committed; the redelivery will be a duplicate.
+                    tracing::warn!(error = %e, "ack failed after commit; the job will come back as a duplicate");
+                }
+                self.metrics
+                    .jobs
+                    .with_label_values(&[&self.spec.kind, label])
+                    .inc();
+            }
+            Err(JobError::Transient(reason))
+                if (attempt as usize) <= self.spec.retry_delays.len() =>
+            {
+                let delay = self.spec.retry_delays[attempt as usize - 1];
+                tracing::warn!(%reason, retry_in = ?delay, "transient failure; retrying");
+                self.retry(delivery, publisher, delay, attempt, first_failure)
+                    .await;
+            }
+            Err(JobError::Transient(reason)) => {
+                let reason = format!("gave up after {attempt} attempts: {reason}");
+                self.dead_letter(delivery, publisher, &reason, attempt, first_failure)
+                    .await;
+            }
+            Err(JobError::Permanent(reason)) => {
+                self.dead_letter(delivery, publisher, &reason, attempt, first_failure)
+                    .await;
+            }
+        }
     }
 
     async fn retry(
@@ -316,6 +380,45 @@ impl Settle {
             mandatory: true,
         }
     }
+}
+
+/// Runs `jobs` through the handler. A panicking handler must not take the deliveries down
+/// with its task (they would sit unacked until the channel closed, then come back and panic
+/// again): a batch that panics is run again one job at a time, and a job that panics alone
+/// fails permanently with the panic's message. Open transactions roll back as the panic
+/// unwinds.
+async fn run_guarded<H: Handler>(handler: &H, jobs: &[Job]) -> Vec<Result<Handled, JobError>> {
+    let span = tracing::debug_span!("batch", size = jobs.len());
+    if jobs.len() > 1
+        && let Ok(results) = AssertUnwindSafe(handler.handle_batch(jobs))
+            .catch_unwind()
+            .instrument(span)
+            .await
+    {
+        return results;
+    }
+    handle_each(handler, jobs).await
+}
+
+/// Runs each job alone, in order, each in its own span; a panic fails only its own job.
+pub async fn handle_each<H: Handler>(handler: &H, jobs: &[Job]) -> Vec<Result<Handled, JobError>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let span = tracing::info_span!("job", kind = %job.kind, job_id = %job.message_id, attempt = job.attempt);
+        out.push(
+            AssertUnwindSafe(handler.handle(job))
+                .catch_unwind()
+                .instrument(span)
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(JobError::permanent(format!(
+                        "the job's handler panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                }),
+        );
+    }
+    out
 }
 
 /// Turns a delivery into a [`Job`], or says why it cannot be one (a permanent failure).

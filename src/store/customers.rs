@@ -87,7 +87,7 @@ pub async fn upsert_customer(
     // Whether this call created the row is read from the row itself (does it carry the id we
     // proposed?), not from a prior SELECT, which two concurrent upserts would both pass.
     let proposed = Uuid::now_v7();
-    customers::Entity::insert(customers::ActiveModel {
+    let insert = customers::Entity::insert(customers::ActiveModel {
         id: Set(proposed),
         external_id: Set(external_id.to_owned()),
         name: Set(input.name.clone()),
@@ -99,18 +99,9 @@ pub async fn upsert_customer(
         OnConflict::column(customers::Column::ExternalId)
             .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
             .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    let customer = customers::Entity::find()
-        .filter(customers::Column::ExternalId.eq(external_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "customer",
-            id: external_id.into(),
-        })?;
-    let outcome = if customer.id == proposed {
+    );
+    let id = super::upsert_returning_id(db, insert, customers::Column::Id).await?;
+    let outcome = if id == proposed {
         UpsertOutcome::Created
     } else {
         UpsertOutcome::Updated
@@ -119,17 +110,17 @@ pub async fn upsert_customer(
     let mut keep = Vec::with_capacity(input.contacts.len());
     for c in &input.contacts {
         let contact = upsert_contact(db, c, now).await?;
-        link(db, customer.id, contact, now).await?;
+        link(db, id, contact, now).await?;
         keep.push(contact);
     }
     if input.replace_contacts {
         customer_contacts::Entity::delete_many()
-            .filter(customer_contacts::Column::CustomerId.eq(customer.id))
+            .filter(customer_contacts::Column::CustomerId.eq(id))
             .filter(customer_contacts::Column::ContactId.is_not_in(keep))
             .exec(db)
             .await?;
     }
-    Ok((customer.id, outcome))
+    Ok((id, outcome))
 }
 
 /// Finds or creates a contact by (kind, normalised address); a given name or language
@@ -147,10 +138,10 @@ pub async fn upsert_contact(
     if c.language.is_some() {
         update.push(contacts::Column::Language);
     }
-    contacts::Entity::insert(contacts::ActiveModel {
+    let insert = contacts::Entity::insert(contacts::ActiveModel {
         id: Set(Uuid::now_v7()),
         kind: Set(c.kind),
-        address: Set(address.clone()),
+        address: Set(address),
         display_name: Set(c.name.clone()),
         language: Set(c.language.clone()),
         created_at: Set(now),
@@ -160,19 +151,8 @@ pub async fn upsert_contact(
         OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
             .update_columns(update)
             .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    contacts::Entity::find()
-        .filter(contacts::Column::Kind.eq(c.kind))
-        .filter(contacts::Column::Address.eq(&address))
-        .one(db)
-        .await?
-        .map(|m| m.id)
-        .ok_or(StoreError::NotFound {
-            what: "contact",
-            id: address,
-        })
+    );
+    super::upsert_returning_id(db, insert, contacts::Column::Id).await
 }
 
 async fn link(

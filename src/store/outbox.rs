@@ -24,19 +24,19 @@ pub struct OutboxMessage {
     pub headers: Option<serde_json::Value>,
 }
 
-/// Adds a message to the outbox inside `db` (the job's transaction).
-pub async fn enqueue(
-    db: &impl ConnectionTrait,
+/// A new outbox row, to be written with the job's other effects (see [`Tx::defer_outbox`]).
+///
+/// [`Tx::defer_outbox`]: super::Tx::defer_outbox
+pub fn new_row(
     kind: outbox::OutboxKind,
     exchange: &str,
     routing_key: &str,
     message_id: &str,
     payload: &serde_json::Value,
     now: DateTime<Utc>,
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
-    outbox::Entity::insert(outbox::ActiveModel {
-        id: Set(id),
+) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        id: Set(Uuid::now_v7()),
         kind: Set(kind),
         exchange: Set(exchange.to_owned()),
         routing_key: Set(routing_key.to_owned()),
@@ -48,10 +48,26 @@ pub async fn enqueue(
         attempts: Set(0),
         published_at: Set(None),
         last_error: Set(None),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(id)
+    }
+}
+
+/// Rows per INSERT: twelve columns each stays far below PostgreSQL's 65,535 bind parameters
+/// and SQLite's 32,766.
+const INSERT_CHUNK: usize = 1000;
+
+/// Writes rows in as few statements as possible (inside the caller's transaction).
+pub async fn insert_all(
+    db: &impl ConnectionTrait,
+    rows: Vec<outbox::ActiveModel>,
+) -> Result<(), StoreError> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+        outbox::Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Claims up to `limit` unpublished rows for `lease`: other relays skip them until the lease

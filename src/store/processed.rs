@@ -37,3 +37,46 @@ pub async fn record(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Which of `message_ids` were already applied (one query for a whole batch).
+pub async fn which_processed(
+    db: &impl ConnectionTrait,
+    message_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+    if message_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<String> = processed_jobs::Entity::find()
+        .select_only()
+        .column(processed_jobs::Column::MessageId)
+        .filter(processed_jobs::Column::MessageId.is_in(message_ids.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Records a batch of jobs as applied, in one statement. Any of them already recorded (by
+/// another worker, meanwhile) fails the whole insert with a unique violation, which the
+/// caller treats like any failed batch: roll back, then run each job alone.
+pub async fn record_many(
+    db: &impl ConnectionTrait,
+    jobs: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let rows = jobs
+        .iter()
+        .map(|(message_id, kind)| processed_jobs::ActiveModel {
+            message_id: Set((*message_id).to_owned()),
+            kind: Set((*kind).to_owned()),
+            processed_at: Set(now),
+        });
+    processed_jobs::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}

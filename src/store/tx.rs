@@ -3,22 +3,39 @@
 //! Most jobs need exactly one transaction. Outbound delivery needs a checkpoint (commit
 //! "sending" before talking to the SMTP server), so the transaction can be committed midway
 //! and a fresh one begun on next use; the job's idempotency record always goes into the last.
+//!
+//! Outbox rows (events, follow-up jobs) are nobody's to read before commit, so they are kept
+//! here and written together just before the commit: one statement for a whole batch of
+//! jobs instead of one per event.
 
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
     TransactionTrait,
 };
 
+use gochat_entities::outbox;
+
 use super::StoreError;
 
 pub struct Tx {
     db: DatabaseConnection,
     current: Option<DatabaseTransaction>,
+    /// Outbox rows written at the next checkpoint, dropped by a rollback.
+    outbox: Vec<outbox::ActiveModel>,
 }
 
 impl Tx {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db, current: None }
+        Self {
+            db,
+            current: None,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Adds an outbox row to this unit of work; it is written just before the commit.
+    pub fn defer_outbox(&mut self, row: outbox::ActiveModel) {
+        self.outbox.push(row);
     }
 
     /// The open transaction, begun now if there is none. On SQLite it is begun IMMEDIATE:
@@ -39,16 +56,22 @@ impl Tx {
         }
     }
 
-    /// Commits what was done so far; the next `get` begins a new transaction.
+    /// Commits what was done so far (with the deferred outbox rows); the next `get` begins a
+    /// new transaction.
     pub async fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.outbox.is_empty() {
+            let rows = std::mem::take(&mut self.outbox);
+            super::outbox::insert_all(self.get().await?, rows).await?;
+        }
         if let Some(t) = self.current.take() {
             t.commit().await?;
         }
         Ok(())
     }
 
-    /// Drops uncommitted work.
+    /// Drops uncommitted work, deferred outbox rows included.
     pub async fn rollback(&mut self) -> Result<(), StoreError> {
+        self.outbox.clear();
         if let Some(t) = self.current.take() {
             t.rollback().await?;
         }

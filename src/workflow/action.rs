@@ -28,6 +28,14 @@ pub trait Action: Send + Sync + 'static {
         Ok(())
     }
 
+    /// True for an action that commits the job's transaction midway (outbound delivery
+    /// commits `sending` before it talks to the mail server). A workflow using one runs each
+    /// job in its own transaction: a midway commit inside a batch would commit the other
+    /// jobs' half-done work.
+    fn commits_midway(&self) -> bool {
+        false
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError>;
 }
 
@@ -55,7 +63,13 @@ pub struct StepContext<'a> {
     pub templates: Arc<crate::mail::Templates>,
     /// One clock reading per job, so every row it writes carries the same time.
     pub now: DateTime<Utc>,
+    /// Metric updates that count committed effects, applied only once the job's transaction
+    /// commits: a batch that is rolled back and run again must not count twice.
+    pub on_commit: Vec<MetricUpdate>,
 }
+
+/// A deferred metric update (see [`StepContext::on_commit`]).
+pub type MetricUpdate = Box<dyn FnOnce(&crate::metrics::Metrics) + Send>;
 
 impl<'a> StepContext<'a> {
     pub fn new(
@@ -76,7 +90,16 @@ impl<'a> StepContext<'a> {
             facts,
             tx,
             thread: None,
+            on_commit: Vec::new(),
         }
+    }
+
+    /// Counts an effect once the job's transaction has committed.
+    pub fn count_on_commit(
+        &mut self,
+        update: impl FnOnce(&crate::metrics::Metrics) + Send + 'static,
+    ) {
+        self.on_commit.push(Box::new(update));
     }
 
     /// The job's transaction.

@@ -37,6 +37,14 @@ pub struct Workflow {
     pub steps: Vec<Step>,
 }
 
+impl Workflow {
+    /// Whether several jobs of this workflow may share one transaction: not when a step
+    /// commits midway (see [`Action::commits_midway`]).
+    pub fn batchable(&self) -> bool {
+        !self.steps.iter().any(|s| s.action.commits_midway())
+    }
+}
+
 pub struct Step {
     pub name: String,
     pub action: Arc<dyn Action>,

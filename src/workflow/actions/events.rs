@@ -63,15 +63,7 @@ impl Action for EmitEvent {
             }
         }
         let (names, now) = (ctx.names.clone(), ctx.now);
-        events::emit(
-            ctx.db().await?,
-            &names,
-            name,
-            &subject,
-            Value::Object(data),
-            now,
-        )
-        .await?;
+        events::emit(ctx.tx, &names, name, &subject, Value::Object(data), now);
         Ok(Flow::Continue)
     }
 }

@@ -249,11 +249,7 @@ impl Action for FireTimer {
             if matches!(timer.state, TimerState::Pending | TimerState::Claimed) {
                 timers::finish(ctx.db().await?, id, TimerState::Stale, now).await?;
             }
-            ctx.services
-                .metrics
-                .timers_fired
-                .with_label_values(&["stale"])
-                .inc();
+            ctx.count_on_commit(|m| m.timers_fired.with_label_values(&["stale"]).inc());
             return Ok(Flow::Stop(format!("stale timer {id}: {why}")));
         }
 
@@ -272,11 +268,7 @@ impl Action for FireTimer {
             None => format!("ladder step {}: no reply", timer.step),
         };
         apply(ctx, Some(fired.change), &system, Some(&reason)).await?;
-        ctx.services
-            .metrics
-            .timers_fired
-            .with_label_values(&["fired"])
-            .inc();
+        ctx.count_on_commit(|m| m.timers_fired.with_label_values(&["fired"]).inc());
         Ok(Flow::Continue)
     }
 }
@@ -318,13 +310,12 @@ async fn queue_reminder(
         "variables": {"step": step},
     });
     crate::events::follow_up_job(
-        db,
+        ctx.tx,
         &names,
         "outbound-message",
         &format!("reminder-{timer_id}"),
         &payload,
         now,
-    )
-    .await?;
+    );
     Ok(())
 }

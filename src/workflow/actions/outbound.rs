@@ -333,6 +333,10 @@ impl Action for SendMail {
         &SEND
     }
 
+    fn commits_midway(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         let id = ctx
             .facts
