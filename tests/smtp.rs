@@ -194,3 +194,48 @@ async fn replies_and_outages_are_classed_temporary_or_permanent() {
         .expect("delivered once the server is back");
     assert_eq!(sink.received().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reuses_its_connections_and_replaces_broken_ones() {
+    let sink = tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("sink");
+    let smtp = smtp(&sink); // at most 2 connections
+    let sends = (0..12).map(|i| {
+        let smtp = smtp.clone();
+        async move {
+            let msg = mime::build(&mail(&format!("user{i}@acme.example"))).expect("build");
+            smtp.send(&msg).await
+        }
+    });
+    for r in futures_util::future::join_all(sends).await {
+        r.expect("sent");
+    }
+    let got = sink.received();
+    assert_eq!(got.len(), 12);
+    let mut ports: Vec<u16> = got.iter().map(|r| r.peer_port).collect();
+    ports.sort();
+    ports.dedup();
+    assert!(
+        !ports.is_empty() && ports.len() <= 2,
+        "12 messages over {} connections: {ports:?}",
+        ports.len()
+    );
+
+    // The server restarts: the pooled connections are dead. After they sat idle past the
+    // probe delay, the next message goes out on a new connection at the first try.
+    let sink = tokio::task::spawn_blocking(move || {
+        let mut sink = sink;
+        sink.restart();
+        sink
+    })
+    .await
+    .expect("restart");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let msg = mime::build(&mail("after@acme.example")).expect("build");
+    smtp.send(&msg).await.expect("sent on a fresh connection");
+    let got = sink.received();
+    assert_eq!(got.len(), 13);
+    let last = got.last().map(|r| r.peer_port).unwrap_or_default();
+    assert!(!ports.contains(&last), "a new connection");
+}

@@ -215,9 +215,11 @@ async fn full_path(
     };
     let db = worker.services.store.conn();
     let backend = db.get_database_backend();
+    // Only this run's jobs: a reused bench database holds earlier runs' rows.
+    let mine = format!("message_id LIKE 'bench-{run}-%'");
     let count = Statement::from_string(
         backend,
-        "SELECT COUNT(*) AS n FROM processed_jobs WHERE kind = 'customer-upsert'".to_owned(),
+        format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE {mine}"),
     );
     loop {
         let done: i64 = db
@@ -242,8 +244,7 @@ async fn full_path(
     let rows = db
         .query_all_raw(Statement::from_string(
             backend,
-            "SELECT message_id, processed_at FROM processed_jobs WHERE kind = 'customer-upsert'"
-                .to_owned(),
+            format!("SELECT message_id, processed_at FROM processed_jobs WHERE {mine}"),
         ))
         .await?;
     let mut latencies = Vec::with_capacity(n);

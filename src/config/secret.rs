@@ -28,8 +28,9 @@ impl SecretUrl {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` by `***`; anything that does not
-/// parse as a URL with a password is returned unchanged.
+/// Replaces the password of `scheme://user:password@host` by `***`. A URL that does not
+/// parse (a typo is exactly when it gets printed, in the error) is redacted by its text: the
+/// part between the first `:` and the last `@` of what follows `://`.
 pub fn redact(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) if url.password().is_some() => {
@@ -37,6 +38,25 @@ pub fn redact(raw: &str) -> String {
             let _ = url.set_password(Some("***"));
             url.to_string()
         }
+        Ok(_) => raw.to_owned(),
+        Err(_) => redact_text(raw),
+    }
+}
+
+fn redact_text(raw: &str) -> String {
+    let Some(start) = raw.find("://").map(|i| i + 3) else {
+        return raw.to_owned();
+    };
+    let rest = &raw[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &raw[..start],
+            &authority[..colon],
+            &raw[start + at..]
+        ),
         _ => raw.to_owned(),
     }
 }
@@ -69,6 +89,16 @@ mod tests {
         assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert!(!format!("{url:?}").contains("hunter2"));
         assert_eq!(url.expose(), "amqp://guest:hunter2@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn a_password_in_a_url_that_does_not_parse_is_hidden_too() {
+        assert_eq!(redact("smtp://user:hunter2@/"), "smtp://user:***@/");
+        assert_eq!(
+            redact("postgres://app:s3cr@t@db host:5432/x"),
+            "postgres://app:***@db host:5432/x"
+        );
+        assert_eq!(redact("not a url"), "not a url");
     }
 
     #[test]

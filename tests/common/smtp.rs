@@ -19,6 +19,8 @@ pub struct Received {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub raw: Vec<u8>,
+    /// The client's source port: one per SMTP connection.
+    pub peer_port: u16,
 }
 
 impl SmtpSink {
@@ -107,6 +109,7 @@ impl SmtpSink {
                         })
                         .unwrap_or_default(),
                     raw: std::fs::read(json.with_extension("eml")).expect("read message"),
+                    peer_port: env["peer_port"].as_u64().unwrap_or_default() as u16,
                 }
             })
             .collect()

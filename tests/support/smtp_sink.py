@@ -3,7 +3,8 @@
 Usage: smtp_sink.py PORT DIR
 
 Every accepted message is stored as DIR/<n>.eml (the bytes as received) and then
-DIR/<n>.json (the envelope: mail_from, rcpt_tos), written last so a reader that sees the
+DIR/<n>.json (the envelope: mail_from, rcpt_tos, and the client's source port, which names
+its connection), written last so a reader that sees the
 JSON sees the whole message. Recipients are answered by their local part, so a test can ask
 for failures: `tempfail...@` gets 451 (temporary), `reject...@` gets 550 (permanent). A file
 DIR/tempfail holding a number N makes the next N recipients get 451, whoever they are.
@@ -45,7 +46,8 @@ class Sink:
         with open(base + ".eml", "wb") as f:
             f.write(envelope.original_content)
         with open(base + ".json.tmp", "w") as f:
-            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+                       "peer_port": session.peer[1]}, f)
         os.rename(base + ".json.tmp", base + ".json")
         return "250 2.0.0 Ok: queued as " + name
 
