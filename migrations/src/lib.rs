@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 mod m20261124_000001_customers;
 mod m20261124_000002_threads;
 mod m20261124_000003_jobs;
+mod m20261125_000004_inbound;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_customers::Migration),
             Box::new(m20261124_000002_threads::Migration),
             Box::new(m20261124_000003_jobs::Migration),
+            Box::new(m20261125_000004_inbound::Migration),
         ]
     }
 }

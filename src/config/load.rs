@@ -209,6 +209,21 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
             ),
         ));
     }
+    let tag = &config.mail.subject_token;
+    if tag.matches("{token}").count() != 1 || tag.trim() == "{token}" {
+        return Err(fail(
+            "mail.subject_token",
+            format!(
+                "expected a pattern with `{{token}}` once and some text around it, like \"[#{{token}}]\"; found {tag:?}"
+            ),
+        ));
+    }
+    if config.mail.loop_limit == 0 || config.mail.loop_window.is_zero() {
+        return Err(fail(
+            "mail.loop_limit",
+            "loop_limit and loop_window must be positive".into(),
+        ));
+    }
     if config.scheduler.interval.is_zero() || config.scheduler.batch == 0 {
         return Err(fail(
             "scheduler.interval",

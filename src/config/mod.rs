@@ -191,6 +191,17 @@ pub struct MailConfig {
     pub domain: String,
     /// Largest raw message accepted, in bytes.
     pub max_size: u64,
+    /// How a thread's reply token appears in subjects; `{token}` marks where. Matched on
+    /// inbound mail, so keep it distinctive.
+    pub subject_token: String,
+    /// Mail loops: more than `loop_limit` mails from one sender within `loop_window` are
+    /// stored but trigger nothing (no new thread, no reopening, no acknowledgement).
+    pub loop_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub loop_window: Duration,
+    /// Mail domains whose new senders join an existing customer (by external id) instead of
+    /// each getting a customer of their own, e.g. `"acme.example" = "acme"`.
+    pub domain_customers: BTreeMap<String, String>,
 }
 
 impl Default for MailConfig {
@@ -200,7 +211,18 @@ impl Default for MailConfig {
             from_name: "Go!Chat Support".into(),
             domain: "gochat.example".into(),
             max_size: 25 * 1024 * 1024,
+            subject_token: "[#{token}]".into(),
+            loop_limit: 30,
+            loop_window: Duration::from_secs(3600),
+            domain_customers: BTreeMap::new(),
         }
+    }
+}
+
+impl MailConfig {
+    /// The subject tag for `token` (`[#<token>]` by default).
+    pub fn subject_tag(&self, token: &str) -> String {
+        self.subject_token.replace("{token}", token)
     }
 }
 
