@@ -20,7 +20,7 @@
 //! failed; only `permanent: true` (an `Action: failed`, a 5.x.x status, or a free-text
 //! failure notice) does.
 
-use mail_parser::{Message, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MimeHeaders, PartType};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -151,7 +151,12 @@ impl<'a> Ctx<'a> {
                         .collect();
                     recipients.dedup();
                     original = Some(Original {
-                        message_id: m.message_id().and_then(parse::clean_id),
+                        message_id: m
+                            .parts
+                            .first()
+                            .and_then(|root| parse::first_value(root, HeaderName::MessageId))
+                            .and_then(parse::first_id)
+                            .and_then(parse::clean_id),
                         recipients,
                     });
                 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{
-    Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+    Address, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
 };
 use sha2::{Digest, Sha256};
 
@@ -190,14 +190,22 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
     };
     let subject = first("Subject").map(one_line).unwrap_or_default();
 
-    let message_id = message.message_id().and_then(clean_id);
+    // A header given twice counts by its first occurrence (mail-parser's accessors take the
+    // last), like `ParsedMail::header`.
+    let first_of = |name: HeaderName<'static>| first_value(root, name);
+    let message_id = first_of(HeaderName::MessageId)
+        .and_then(first_id)
+        .and_then(clean_id);
     if message_id.is_none() {
         defects.push("no Message-ID".to_owned());
     }
-    let in_reply_to = ids(message.in_reply_to());
-    let references = ids(message.references());
+    let empty = HeaderValue::Empty;
+    let in_reply_to = ids(first_of(HeaderName::InReplyTo).unwrap_or(&empty));
+    let references = ids(first_of(HeaderName::References).unwrap_or(&empty));
 
-    let from = message.from().and_then(|a| parties(a).into_iter().next());
+    let from = first_of(HeaderName::From)
+        .and_then(HeaderValue::as_address)
+        .and_then(|a| parties(a).into_iter().next());
     if from.is_none() {
         defects.push(if first("From").is_some() {
             "From has no usable address".to_owned()
@@ -205,13 +213,13 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
             "no From".to_owned()
         });
     }
-    let reply_to = message
-        .reply_to()
+    let reply_to = first_of(HeaderName::ReplyTo)
+        .and_then(HeaderValue::as_address)
         .and_then(|a| parties(a).into_iter().next());
     let to = message.all_to().flat_map(parties).collect();
     let cc = message.all_cc().flat_map(parties).collect();
 
-    let date = match message.date() {
+    let date = match first_of(HeaderName::Date).and_then(HeaderValue::as_datetime) {
         Some(d) if d.is_valid() => DateTime::from_timestamp(d.to_timestamp(), 0),
         _ => None,
     };
@@ -223,13 +231,15 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
         });
     }
 
-    let content_language = first_text(message.content_language()).or_else(|| {
-        message
-            .text_body
-            .first()
-            .and_then(|&id| message.parts.get(id as usize))
-            .and_then(|p| first_text(p.content_language()))
-    });
+    let content_language = first_of(HeaderName::ContentLanguage)
+        .and_then(first_text)
+        .or_else(|| {
+            message
+                .text_body
+                .first()
+                .and_then(|&id| message.parts.get(id as usize))
+                .and_then(|p| first_text(p.content_language()))
+        });
 
     part_defects(&message, bytes, &mut defects);
     let (text, html) = bodies(&message, &mut defects);
@@ -323,6 +333,26 @@ pub(crate) fn header_list(
         out.push((name, value));
     }
     out
+}
+
+/// The value of the first header called `name` in a part.
+pub(crate) fn first_value<'a, 'x>(
+    part: &'a MessagePart<'x>,
+    name: HeaderName<'_>,
+) -> Option<&'a HeaderValue<'x>> {
+    part.headers
+        .iter()
+        .find(|h| h.name == name)
+        .map(|h| &h.value)
+}
+
+/// The first id of a Message-ID-like header value.
+pub(crate) fn first_id<'a>(value: &'a HeaderValue<'_>) -> Option<&'a str> {
+    match value {
+        HeaderValue::Text(t) => Some(t.as_ref()),
+        HeaderValue::TextList(l) => l.first().map(|t| t.as_ref()),
+        _ => None,
+    }
 }
 
 /// Unfolds and RFC 2047-decodes one header value.
