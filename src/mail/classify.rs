@@ -20,6 +20,8 @@
 //! failed; only `permanent: true` (an `Action: failed`, a 5.x.x status, or a free-text
 //! failure notice) does.
 
+use std::collections::HashSet;
+
 use mail_parser::{HeaderName, Message, MimeHeaders, PartType};
 use serde_json::Value;
 use uuid::Uuid;
@@ -54,7 +56,8 @@ pub enum MailClass {
 /// A delivery-status notice about a message we sent.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Bounce {
-    /// Failed (or, for a delay notice, delayed) recipients, lower case.
+    /// Failed (or, for a delay notice, delayed) recipients, lower case, at most
+    /// [`MAX_BOUNCE_RECIPIENTS`].
     pub recipients: Vec<String>,
     /// Enhanced status code (RFC 3463), e.g. `5.1.1`, when the notice carries one.
     pub status: Option<String>,
@@ -71,6 +74,10 @@ pub struct Bounce {
     /// Which rule recognised the notice.
     pub reason: String,
 }
+
+/// At most this many recipients are reported per bounce: a real notice names a handful, and
+/// a forged "notice" listing a million addresses must not cost more than a normal one.
+pub const MAX_BOUNCE_RECIPIENTS: usize = 100;
 
 /// Classifies `mail` (parsed from `raw`) that arrived with `envelope`.
 pub fn classify(mail: &ParsedMail, raw: &[u8], envelope: &Envelope<'_>) -> MailClass {
@@ -282,9 +289,10 @@ fn nested_has_header(ctx: &Ctx<'_>, header: &str) -> bool {
             let head = parse::find(&a.data, b"\n\n")
                 .or_else(|| parse::find(&a.data, b"\r\n\r\n"))
                 .map_or(&a.data[..], |end| &a.data[..end]);
-            String::from_utf8_lossy(head)
-                .lines()
-                .any(|l| l.to_ascii_lowercase().starts_with(&format!("{header}:")))
+            String::from_utf8_lossy(head).lines().any(|l| {
+                l.split_once(':')
+                    .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(header))
+            })
         })
 }
 
@@ -478,12 +486,7 @@ fn summarize(text: &str) -> Option<DsnSummary> {
     } else {
         records.iter().collect()
     };
-    let mut recipients = Vec::new();
-    for a in chosen.iter().filter_map(|r| r.address()) {
-        if !recipients.contains(&a) {
-            recipients.push(a);
-        }
-    }
+    let recipients = unique(chosen.iter().filter_map(|r| r.address()));
     let status = chosen.iter().find_map(|r| r.status.clone()).or_else(|| {
         chosen
             .iter()
@@ -796,11 +799,12 @@ fn list_rejection(ctx: &Ctx<'_>) -> Option<(String, Vec<String>)> {
     }
     let mut own = own_addresses(ctx, notice);
     own.extend(ctx.mail.to.iter().map(|p| p.address.to_lowercase()));
-    let recipients = refusal_lines
-        .iter()
-        .flat_map(|l| addresses_in(l))
-        .filter(|a| !own.contains(a))
-        .collect();
+    let recipients = unique(
+        refusal_lines
+            .iter()
+            .flat_map(|l| addresses_in(l))
+            .filter(|a| !own.contains(a)),
+    );
     Some((
         "mailing-list rejection of a non-member post".to_owned(),
         recipients,
@@ -845,7 +849,7 @@ fn notice_text(text: &str) -> &str {
 fn complete_from_text(ctx: &Ctx<'_>, b: &mut Bounce, structured: bool) {
     let notice = notice_text(ctx.text);
     let exclude = own_addresses(ctx, notice);
-    let parties: Vec<String> = ctx
+    let parties: HashSet<String> = ctx
         .mail
         .to
         .iter()
@@ -876,7 +880,7 @@ fn complete_from_text(ctx: &Ctx<'_>, b: &mut Bounce, structured: bool) {
     {
         b.recipients.push(only.clone());
     }
-    b.recipients.dedup();
+    b.recipients = unique(std::mem::take(&mut b.recipients));
     let diagnostic_line = diagnostic_line(notice);
     if b.status.is_none() {
         b.status = diagnostic_line
@@ -957,9 +961,9 @@ fn free_text_permanence(subject: &str, notice: &str, status: Option<&str>) -> Op
 
 /// Addresses that are never the failed recipient: ours (the envelope), the notice's sender,
 /// and the help desk a notice asks to contact.
-fn own_addresses(ctx: &Ctx<'_>, notice: &str) -> Vec<String> {
+fn own_addresses(ctx: &Ctx<'_>, notice: &str) -> HashSet<String> {
     let mail = ctx.mail;
-    let mut out: Vec<String> = mail
+    let mut out: HashSet<String> = mail
         .from
         .iter()
         .chain(mail.reply_to.iter())
@@ -992,7 +996,11 @@ fn own_addresses(ctx: &Ctx<'_>, notice: &str) -> Vec<String> {
 /// qmail/Postfix/Exim/Gmail layouts), or one on a line that says it failed.
 /// `ours` are never a failed recipient; `parties` (the notice's To/Cc: the original
 /// sender) are skipped only on phrase lines, where a notice also names the sender.
-fn recipients_in_text(notice: &str, ours: &[String], parties: &[String]) -> Vec<String> {
+fn recipients_in_text(
+    notice: &str,
+    ours: &HashSet<String>,
+    parties: &HashSet<String>,
+) -> Vec<String> {
     const ANCHORS: &[&str] = &[
         "could not be delivered to",
         "couldn't be delivered to",
@@ -1028,7 +1036,7 @@ fn recipients_in_text(notice: &str, ours: &[String], parties: &[String]) -> Vec<
     let mut out: Vec<String> = Vec::new();
     let push = |a: String, out: &mut Vec<String>| {
         let local = a.split('@').next().unwrap_or("");
-        if !ours.contains(&a) && !out.contains(&a) && local != "mailer-daemon" {
+        if !ours.contains(&a) && local != "mailer-daemon" {
             out.push(a);
         }
     };
@@ -1065,8 +1073,11 @@ fn recipients_in_text(notice: &str, ours: &[String], parties: &[String]) -> Vec<
                 push(a, &mut out);
             }
         }
+        if out.len() >= MAX_BOUNCE_RECIPIENTS * 4 {
+            break;
+        }
     }
-    out
+    unique(out)
 }
 
 /// The line of a free-text notice that carries the remote server's answer.
@@ -1394,12 +1405,21 @@ fn addresses_in(s: &str) -> Vec<String> {
         if local.is_empty() || domain.is_empty() || local.contains('@') {
             continue;
         }
-        let a = token.to_lowercase();
-        if !out.contains(&a) {
-            out.push(a);
-        }
+        out.push(token.to_lowercase());
     }
+    let mut seen = HashSet::new();
+    out.retain(|a| seen.insert(a.clone()));
     out
+}
+
+/// Deduplicated in order of first appearance, at most [`MAX_BOUNCE_RECIPIENTS`].
+fn unique(addresses: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    addresses
+        .into_iter()
+        .filter(|a| seen.insert(a.clone()))
+        .take(MAX_BOUNCE_RECIPIENTS)
+        .collect()
 }
 
 /// One line, trimmed, at most 500 bytes (cut on a character boundary).
@@ -1792,6 +1812,21 @@ You are not a member of this mailing list <support-list@lists.example.org>.
         assert_eq!(r[1].address().as_deref(), Some("b@x.org"));
         assert_eq!(r[1].diagnostic.as_deref(), Some("450 try later"));
         assert!(r[0].failed() && !r[1].failed());
+    }
+
+    #[test]
+    fn a_forged_notice_with_many_addresses_stays_cheap() {
+        let mut raw = String::from(
+            "From: MAILER-DAEMON@example.net\nSubject: Undelivered Mail Returned to Sender\n\n",
+        );
+        for i in 0..100_000 {
+            raw.push_str(&format!("<user{i}@example.org>: 550 5.1.1 unknown\n"));
+        }
+        let started = std::time::Instant::now();
+        let b = bounce_of(&raw, &Envelope::default());
+        assert_eq!(b.recipients.len(), MAX_BOUNCE_RECIPIENTS);
+        assert_eq!(b.recipients[0], "user0@example.org");
+        assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
     }
 
     #[test]
