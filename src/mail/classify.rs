@@ -536,14 +536,15 @@ fn dsn_bounce(ctx: &Ctx<'_>) -> (Bounce, bool) {
     }
 }
 
-/// An Amazon SES notification (bare, or wrapped in an SNS envelope whose `Message` is the
-/// notification as a JSON string). Long lines broken by an MTA with `!` + newline + space
-/// are mended first.
+/// An Amazon SES notification: a body that is the JSON notification, bare or wrapped in an
+/// SNS envelope whose `Message` is the notification as a JSON string. Long lines broken by
+/// an MTA with `!` + newline + space are mended first.
 fn ses_notification(text: &str) -> Option<Value> {
-    if !text.contains("notificationType") && !text.contains("eventType") {
+    // The notification is the whole body; JSON quoted inside someone's prose is not one.
+    let body = text.trim_start();
+    if !body.starts_with('{') || !body.contains("notificationType") && !body.contains("eventType") {
         return None;
     }
-    let body = &text[text.find('{')?..];
     let first_json = |s: &str| {
         serde_json::Deserializer::from_str(s)
             .into_iter::<Value>()
@@ -1753,6 +1754,13 @@ Content-Type: text/plain
             plain(&complaint),
             MailClass::FeedbackReport { .. }
         ));
+        // JSON quoted in a person's mail is not a notification.
+        let pasted = bounce.replace(
+            "From: no-reply@sns.amazonaws.com\nSubject: AWS Notification Message\nContent-Type: text/plain\n\n",
+            "From: ada@example.org\nSubject: Why?\n\nWe got this:\n",
+        );
+        assert!(pasted.starts_with("From: ada"));
+        assert_eq!(plain(&pasted), MailClass::Normal);
     }
 
     #[test]
