@@ -22,6 +22,8 @@ pub struct Model {
     pub status: RawMailStatus,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
+    /// What it was recognised as: `normal`, `auto_reply`, `bounce`, `feedback_report`.
+    pub classification: Option<String>,
     /// The `messages.id` it became (no foreign key: messages point here already).
     pub message_row_id: Option<Uuid>,
     pub received_at: DateTimeUtc,

@@ -2,6 +2,8 @@
 
 mod check;
 mod customer;
+mod mail;
+mod mailgate;
 mod migrate;
 mod publish;
 mod run;
@@ -42,6 +44,12 @@ pub enum Command {
     Check,
     /// Publish jobs (one JSON payload or JSON lines) with confirms; prints their message ids.
     Publish(publish::PublishArgs),
+    /// For the MTA: one raw mail on stdin → an inbound-mail job (exit 0 confirmed, 75 retry
+    /// later, 65 refused).
+    Mailgate(mailgate::MailgateArgs),
+    /// Stored inbound mail.
+    #[command(subcommand)]
+    Mail(mail::MailCommand),
     /// The inbox: threads, newest update first.
     Threads(threads::ThreadsArgs),
     /// One thread and its feed.
@@ -83,11 +91,20 @@ pub fn main() -> ExitCode {
     if let Command::Check = cli.command {
         return check::run(loaded, cli.config.as_deref());
     }
+    // For the MTA, every failure but a refused message means "keep the mail, try later".
+    let mailgate = matches!(cli.command, Command::Mailgate(_));
+    let failure = |code: u8| {
+        ExitCode::from(if mailgate {
+            mailgate::EX_TEMPFAIL
+        } else {
+            code
+        })
+    };
     let config = match loaded {
         Ok((config, _source)) => config,
         Err(e) => {
             eprintln!("gochat: invalid configuration: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return failure(EXIT_USAGE);
         }
     };
     crate::telemetry::init(&config.log);
@@ -98,7 +115,7 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gochat: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return failure(1);
         }
     };
     let result = runtime.block_on(dispatch(cli.command, config));
@@ -106,7 +123,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gochat: {e:#}");
-            ExitCode::FAILURE
+            failure(1)
         }
     }
 }
@@ -116,6 +133,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Run => run::run(config).await,
         Command::Migrate => migrate::run(&config).await,
         Command::Publish(args) => publish::run(&config, args).await,
+        Command::Mailgate(args) => Ok(mailgate::run(&config, args).await),
+        Command::Mail(cmd) => mail::run(&config, cmd).await,
         Command::Threads(args) => threads::list(&config, args).await,
         Command::Thread(args) => threads::show(&config, args).await,
         Command::Customer(cmd) => customer::run(&config, cmd).await,

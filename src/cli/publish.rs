@@ -68,6 +68,72 @@ pub async fn run(config: &Config, args: PublishArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::FAILURE);
     }
 
+    let jobs = payloads
+        .iter()
+        .map(|p| {
+            let id = args
+                .message_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            (id, p.clone())
+        })
+        .collect();
+    let failed = report(publish_jobs(config, &args.kind, jobs).await?);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Publishes `(message id, payload)` jobs of `kind` with confirms; each job's outcome.
+pub(super) async fn publish_jobs(
+    config: &Config,
+    kind: &str,
+    jobs: Vec<(String, serde_json::Value)>,
+) -> anyhow::Result<Vec<(String, Result<(), crate::queue::QueueError>)>> {
+    let (conn, names, publisher) = connect(config).await?;
+    let msgs: Vec<Outgoing> = jobs
+        .into_iter()
+        .map(|(id, p)| {
+            Outgoing::json(
+                names.jobs_exchange(),
+                kind.to_owned(),
+                id,
+                p.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(msgs.len());
+    for chunk in msgs.chunks(1000) {
+        for (m, r) in chunk.iter().zip(publisher.publish_all(chunk).await) {
+            out.push((m.message_id.clone(), r));
+        }
+    }
+    publisher.close().await;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(out)
+}
+
+/// Prints the id of each confirmed job (stdout) and why each other one failed (stderr);
+/// returns how many failed.
+pub(super) fn report(outcomes: Vec<(String, Result<(), crate::queue::QueueError>)>) -> usize {
+    let mut failed = 0;
+    for (id, r) in outcomes {
+        match r {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                eprintln!("gochat: job {id} not confirmed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// A broker connection (within 10 s), the contract's topology declared, and a publisher with
+/// confirms: what every command that publishes jobs needs.
+async fn connect(config: &Config) -> anyhow::Result<(Connection, Names, Publisher)> {
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
         Connection::connect(config.amqp.url.expose(), ConnectionProperties::default()),
@@ -78,40 +144,7 @@ pub async fn run(config: &Config, args: PublishArgs) -> anyhow::Result<ExitCode>
     let names = Names::new(&config.amqp.prefix);
     topology::declare(&conn, &names, &config.amqp).await?;
     let publisher = Publisher::open(&conn, config.amqp.confirm_timeout).await?;
-    let msgs: Vec<Outgoing> = payloads
-        .iter()
-        .map(|p| {
-            let id = args
-                .message_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            Outgoing::json(
-                names.jobs_exchange(),
-                args.kind.clone(),
-                id,
-                p.to_string().into_bytes(),
-            )
-        })
-        .collect();
-    let mut failed = 0;
-    for chunk in msgs.chunks(1000) {
-        for (m, r) in chunk.iter().zip(publisher.publish_all(chunk).await) {
-            match r {
-                Ok(()) => println!("{}", m.message_id),
-                Err(e) => {
-                    eprintln!("gochat: job {} not confirmed: {e}", m.message_id);
-                    failed += 1;
-                }
-            }
-        }
-    }
-    publisher.close().await;
-    let _ = conn.close(200, "done".into()).await;
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok((conn, names, publisher))
 }
 
 fn read_stdin() -> anyhow::Result<String> {

@@ -111,6 +111,14 @@ impl Handler for WorkflowHandler {
     }
 }
 
+/// A workflow run that did not fail.
+struct Ran {
+    /// Metric updates to apply once committed.
+    counted: Vec<MetricUpdate>,
+    /// The job was refused: keep its effects, dead-letter it with this reason.
+    refused: Option<String>,
+}
+
 /// How an attempt to commit jobs together ended.
 enum Batch {
     /// All committed; one result per job.
@@ -132,13 +140,20 @@ impl WorkflowHandler {
         let set = self.current();
         let workflow = workflow_for(&set, &job.kind)?;
         let mut tx = Tx::new(db.clone());
-        let counted = match self.run_workflow(&set, workflow, job, &mut tx).await {
-            Ok(counted) => counted,
+        let ran = match self.run_workflow(&set, workflow, job, &mut tx).await {
+            Ok(ran) => ran,
             Err(e) => {
                 let _ = tx.rollback().await;
                 return Err(e);
             }
         };
+        if let Some(reason) = ran.refused {
+            // What it did stays (committed, not recorded as processed); the job goes to the
+            // dead letters.
+            tx.checkpoint().await?;
+            self.committed(ran.counted);
+            return Err(JobError::Permanent(reason));
+        }
         // Stamped now, just before commit: `processed_at` is when the job's effects landed.
         let now = self.services.clock.now();
         let recorded = processed::record(tx.get().await?, &job.message_id, &job.kind, now).await?;
@@ -148,7 +163,7 @@ impl WorkflowHandler {
             return Ok(Handled::Duplicate);
         }
         tx.checkpoint().await?;
-        self.committed(counted);
+        self.committed(ran.counted);
         Ok(Handled::Applied)
     }
 
@@ -181,7 +196,13 @@ impl WorkflowHandler {
                 .instrument(span)
                 .await
             {
-                Ok(mut c) => counted.append(&mut c),
+                Ok(mut ran) => {
+                    counted.append(&mut ran.counted);
+                    if let Some(reason) = ran.refused {
+                        results.push(Err(JobError::Permanent(reason)));
+                        continue;
+                    }
+                }
                 Err(_) => {
                     let _ = tx.rollback().await;
                     return Batch::JobFailed(k);
@@ -204,14 +225,14 @@ impl WorkflowHandler {
         Batch::Committed(results)
     }
 
-    /// Runs one job's workflow inside `tx`; returns its deferred metric updates.
+    /// Runs one job's workflow inside `tx`.
     async fn run_workflow(
         &self,
         set: &WorkflowSet,
         workflow: &Workflow,
         job: &Job,
         tx: &mut Tx,
-    ) -> Result<Vec<MetricUpdate>, JobError> {
+    ) -> Result<Ran, JobError> {
         let mut facts = Facts::for_job(job);
         let mut ctx = StepContext::new(
             &self.services,
@@ -223,8 +244,11 @@ impl WorkflowHandler {
         );
         let outcome = engine::run(workflow, &mut ctx).await;
         let counted = std::mem::take(&mut ctx.on_commit);
-        outcome.map_err(|f| f.into_job_error())?;
-        Ok(counted)
+        let refused = match outcome.map_err(|f| f.into_job_error())? {
+            engine::Outcome::Refused { step, reason } => Some(format!("step `{step}`: {reason}")),
+            _ => None,
+        };
+        Ok(Ran { counted, refused })
     }
 
     /// After a commit: count what was committed, and let the relay publish its outbox rows.

@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod html;
+pub mod inbound;
 pub mod mime;
 pub mod parse;
 pub mod smtp;

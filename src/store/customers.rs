@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use gochat_entities::{contacts, customer_contacts, customers};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -153,6 +153,78 @@ pub async fn upsert_contact(
             .to_owned(),
     );
     super::upsert_returning_id(db, insert, contacts::Column::Id).await
+}
+
+/// The customer with `external_id`, created (named `name`) if there is none; an existing
+/// one is left exactly as it is (mail must not rename what the CRM keeps). Returns its id
+/// and whether it was created.
+pub async fn ensure_customer(
+    db: &impl ConnectionTrait,
+    external_id: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(Uuid, bool), StoreError> {
+    let proposed = Uuid::now_v7();
+    let insert = customers::Entity::insert(customers::ActiveModel {
+        id: Set(proposed),
+        external_id: Set(external_id.to_owned()),
+        name: Set(name.to_owned()),
+        attributes: Set(serde_json::json!({})),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(customers::Column::ExternalId)
+            .update_column(customers::Column::ExternalId)
+            .to_owned(),
+    );
+    let id = super::upsert_returning_id(db, insert, customers::Column::Id).await?;
+    Ok((id, id == proposed))
+}
+
+/// Finds or creates the contact for an address seen on mail. Unlike [`upsert_contact`]
+/// (the CRM's word), a mail's display name and language only fill what the contact lacks.
+/// Returns its id and whether it was created.
+pub async fn find_or_create_contact(
+    db: &impl ConnectionTrait,
+    c: &ContactInput,
+    now: DateTime<Utc>,
+) -> Result<(Uuid, bool), StoreError> {
+    let address = normalise_address(c.kind, &c.address)?;
+    let proposed = Uuid::now_v7();
+    let insert = contacts::Entity::insert(contacts::ActiveModel {
+        id: Set(proposed),
+        kind: Set(c.kind),
+        address: Set(address),
+        display_name: Set(c.name.clone()),
+        language: Set(c.language.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
+            .value(
+                contacts::Column::DisplayName,
+                Expr::cust("COALESCE(contacts.display_name, excluded.display_name)"),
+            )
+            .value(
+                contacts::Column::Language,
+                Expr::cust("COALESCE(contacts.language, excluded.language)"),
+            )
+            .to_owned(),
+    );
+    let id = super::upsert_returning_id(db, insert, contacts::Column::Id).await?;
+    Ok((id, id == proposed))
+}
+
+/// Attaches `contact` to `customer` (already attached: nothing changes).
+pub async fn attach_contact(
+    db: &impl ConnectionTrait,
+    customer: Uuid,
+    contact: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    link(db, customer, contact, now).await
 }
 
 async fn link(

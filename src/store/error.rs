@@ -34,6 +34,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An insert that met a row with the same unique key (a concurrent copy of the same
+    /// thing).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))))
+    }
+
     /// A failure worth retrying: the database is unreachable, the pool is exhausted, or a
     /// lock could not be taken. Everything else is a fact about the input.
     pub fn is_transient(&self) -> bool {

@@ -4,6 +4,7 @@
 mod connect;
 pub mod customers;
 mod error;
+pub mod inbound;
 pub mod inbox;
 pub mod outbound;
 pub mod outbox;

@@ -632,6 +632,50 @@ async fn link_customers(
     Ok(())
 }
 
+/// Adds `flag` (e.g. `unknown_sender`) to the thread, audited with `detail`; a flag already
+/// set is left as it is.
+pub async fn add_flag(
+    db: &impl ConnectionTrait,
+    thread: &threads::Model,
+    flag: &str,
+    detail: Value,
+    actor: &Value,
+    now: DateTime<Utc>,
+) -> Result<threads::Model, StoreError> {
+    let mut flags = super::json_strings(&thread.flags);
+    if flags.iter().any(|f| f == flag) {
+        return Ok(thread.clone());
+    }
+    flags.push(flag.to_owned());
+    let mut changed = thread.clone();
+    changed.flags = json!(flags);
+    let saved = save(db, thread, changed, now).await?;
+    insert_event(
+        db,
+        thread.id,
+        "flagged",
+        actor,
+        None,
+        Some(json!({ "flag": flag })),
+        Some(detail),
+        now,
+    )
+    .await?;
+    Ok(saved)
+}
+
+/// Records an audit event with a `detail` (why a mail joined a thread, ...).
+pub async fn record_event_detail(
+    db: &impl ConnectionTrait,
+    thread_id: Uuid,
+    kind: &str,
+    actor: &Value,
+    detail: Value,
+    now: DateTime<Utc>,
+) -> Result<thread_events::Model, StoreError> {
+    insert_event(db, thread_id, kind, actor, None, None, Some(detail), now).await
+}
+
 /// Records an audit event in the feed (with only a `before`/`after` where they matter).
 pub async fn record_event(
     db: &impl ConnectionTrait,

@@ -45,6 +45,11 @@ pub enum Flow {
     Continue,
     /// End the workflow successfully here (the job is still recorded as processed).
     Stop(String),
+    /// End the workflow here, keep what it did (say, the raw mail stored and marked
+    /// unparseable), and send the job to the dead letters with this reason. The job is not
+    /// recorded as processed, so once the cause is fixed a replay of the dead letter runs it
+    /// again.
+    Refuse(String),
 }
 
 /// Everything one workflow run works with.
@@ -56,6 +61,8 @@ pub struct StepContext<'a> {
     pub tx: &'a mut Tx,
     /// The thread the job is about, once a step loaded or created it.
     pub thread: Option<threads::Model>,
+    /// An inbound mail's working state (raw bytes, parsed mail, sender), once stored.
+    pub inbound: Option<Box<crate::mail::inbound::InboundMail>>,
     pub names: Names,
     /// The lifecycles of the workflow set this job runs on.
     pub lifecycles: Arc<Lifecycles>,
@@ -90,6 +97,7 @@ impl<'a> StepContext<'a> {
             facts,
             tx,
             thread: None,
+            inbound: None,
             on_commit: Vec::new(),
         }
     }

@@ -19,6 +19,11 @@ pub enum Outcome {
         step: String,
         reason: String,
     },
+    /// A step refused the job: what was done stays, the job goes to the dead letters.
+    Refused {
+        step: String,
+        reason: String,
+    },
 }
 
 /// A failed step.
@@ -63,6 +68,12 @@ pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outco
             Ok(Flow::Stop(reason)) => {
                 tracing::info!(step = %step.name, %reason, "workflow stopped");
                 return Ok(Outcome::Stopped {
+                    step: step.name.clone(),
+                    reason,
+                });
+            }
+            Ok(Flow::Refuse(reason)) => {
+                return Ok(Outcome::Refused {
                     step: step.name.clone(),
                     reason,
                 });

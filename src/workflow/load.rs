@@ -289,7 +289,7 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
             if value.value.is_null() && param.default == Some(UNSET) {
                 continue;
             }
-            match check_param(param, &value.value, &available) {
+            match check_param(param, &value.value, &available, registry) {
                 Ok(()) => {
                     values.insert(param.name.to_owned(), value.value.clone());
                 }
@@ -324,7 +324,7 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
                 Some(default) => {
                     let v: Value = serde_saphyr::from_str(default)
                         .unwrap_or(Value::String(default.to_owned()));
-                    match check_param(param, &v, &available) {
+                    match check_param(param, &v, &available, registry) {
                         Ok(()) => {
                             values.insert(param.name.to_owned(), v);
                         }
@@ -378,6 +378,7 @@ fn check_param(
     p: &ParamSpec,
     v: &Value,
     available: &BTreeMap<String, FactType>,
+    registry: &Registry,
 ) -> Result<(), String> {
     let fact_available = |f: &str| -> Result<(), String> {
         if available.contains_key(f) {
@@ -407,6 +408,13 @@ fn check_param(
             }
         }
         (ParamType::Fact, Value::String(f)) => fact_available(f),
+        (ParamType::Template, Value::String(t)) => match registry.templates() {
+            Some(known) if !known.contains(t) => Err(format!(
+                "no template `{t}` in workflows/templates/{}",
+                did_you_mean(t, known.iter().map(String::as_str))
+            )),
+            _ => Ok(()),
+        },
         (ParamType::FactList, Value::Array(items)) => {
             items.iter().try_for_each(|i| match i.as_str() {
                 Some(f) => fact_available(f),

@@ -66,9 +66,13 @@ impl WorkflowSet {
     /// `<dir>/lifecycles/*.yaml` against `<dir>/templates/`, and compiles the templates;
     /// every problem of all three.
     pub fn load(dir: &Path) -> Result<WorkflowSet, LoadError> {
-        let jobs = load::load_dir(dir, &Registry::builtin());
-        let lifecycles = crate::lifecycle::load::load_dir(dir);
         let templates = crate::mail::Templates::load(&dir.join("templates"));
+        let registry = match &templates {
+            Ok(t) => Registry::builtin().with_templates(t.names()),
+            Err(_) => Registry::builtin(),
+        };
+        let jobs = load::load_dir(dir, &registry);
+        let lifecycles = crate::lifecycle::load::load_dir(dir);
         let mut problems = Vec::new();
         let mut set = jobs.unwrap_or_else(|mut e| {
             problems.append(&mut e.problems);

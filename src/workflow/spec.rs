@@ -61,6 +61,8 @@ pub enum ParamType {
     Fact,
     /// A list of fact names, each available when the step runs.
     FactList,
+    /// The name of a message template (`workflows/templates/<name>/`).
+    Template,
 }
 
 impl fmt::Display for ParamType {
@@ -74,6 +76,7 @@ impl fmt::Display for ParamType {
             ParamType::Enum(values) => write!(f, "one of {}", values.join("|")),
             ParamType::Fact => f.write_str("fact name"),
             ParamType::FactList => f.write_str("list of fact names"),
+            ParamType::Template => f.write_str("template name"),
         }
     }
 }

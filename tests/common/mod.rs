@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod fixtures;
+pub mod mail;
 pub mod process;
 pub mod rabbit;
 pub mod smtp;

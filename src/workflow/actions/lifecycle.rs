@@ -284,8 +284,7 @@ async fn queue_reminder(
     timer_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let system = json!({"kind": "system", "id": "gochat", "name": "Go!Chat"});
-    let names = ctx.names.clone();
+    let system = super::notify::system_author();
     let db = ctx.db().await?;
     let Some(contact) = thread.contact_id else {
         threads::record_event(
@@ -300,22 +299,14 @@ async fn queue_reminder(
         .await?;
         return Ok(());
     };
-    let payload = json!({
-        "schema": "outbound-message/v1",
-        "thread_id": thread.id,
-        "author": system,
-        "to": [contact],
-        "kind": "reminder",
-        "template": template,
-        "variables": {"step": step},
-    });
-    crate::events::follow_up_job(
-        ctx.tx,
-        &names,
-        "outbound-message",
+    super::notify::queue_outbound(
+        ctx,
+        thread.id,
+        contact,
+        "reminder",
+        template,
+        json!({"step": step}),
         &format!("reminder-{timer_id}"),
-        &payload,
-        now,
     );
     Ok(())
 }

@@ -3,8 +3,11 @@
 mod customers;
 mod events;
 mod flow;
+mod inbound;
 mod lifecycle;
+mod notify;
 mod outbound;
+mod threading;
 mod threads;
 
 use std::sync::Arc;
@@ -25,6 +28,16 @@ pub fn all() -> Vec<Arc<dyn Action>> {
         Arc::new(lifecycle::FireTimer),
         Arc::new(outbound::ComposeMessage),
         Arc::new(outbound::SendMail),
+        Arc::new(inbound::StoreRawMail),
+        Arc::new(inbound::ParseMail),
+        Arc::new(inbound::DedupeMail),
+        Arc::new(inbound::CheckLoop),
+        Arc::new(inbound::MatchBounce),
+        Arc::new(inbound::DiscardMail),
+        Arc::new(threading::UpsertSender),
+        Arc::new(threading::MatchThread),
+        Arc::new(threading::StoreMessage),
+        Arc::new(notify::QueueMessage),
         Arc::new(events::EmitEvent),
         Arc::new(flow::Stop),
     ]

@@ -1,0 +1,157 @@
+//! `gochat mailgate --recipient ADDR [--sender ADDR]`: the MTA's delivery agent. It reads one
+//! raw mail on standard input and publishes it as an `inbound-mail` job with confirms.
+//!
+//! Its exit code is the MTA's instruction (sysexits): 0 once the broker confirmed (the MTA
+//! may forget the mail), 75 `EX_TEMPFAIL` when it could not be confirmed (the MTA keeps the
+//! mail and tries again: nothing lost), 65 `EX_DATAERR` when the mail is refused for good
+//! (over `mail.max_size`, or empty; the MTA returns it to its sender). Anything unexpected is
+//! a temporary failure too: a broken gateway must not bounce customers' mail.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::Args;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+
+/// The MTA keeps the mail and retries.
+pub const EX_TEMPFAIL: u8 = 75;
+/// The mail is refused for good.
+pub const EX_DATAERR: u8 = 65;
+
+#[derive(Debug, Args)]
+pub struct MailgateArgs {
+    /// Envelope recipient (RCPT TO); repeat for several (Postfix: `${recipient}`).
+    #[arg(long, required = true)]
+    pub recipient: Vec<String>,
+    /// Envelope sender (MAIL FROM; Postfix: `${sender}`, empty for bounces).
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// The support mailbox, if not the first recipient.
+    #[arg(long)]
+    pub mailbox: Option<String>,
+}
+
+pub async fn run(config: &Config, args: MailgateArgs) -> ExitCode {
+    let max = config.mail.max_size;
+    let raw = match read_limited(std::io::stdin().lock(), max) {
+        Ok(Some(raw)) if !raw.is_empty() => raw,
+        Ok(Some(_)) => return refuse("the message is empty"),
+        Ok(None) => {
+            return refuse(&format!(
+                "the message is larger than mail.max_size ({max} bytes)"
+            ));
+        }
+        Err(e) => return tempfail(&format!("cannot read the message: {e}")),
+    };
+    let payload = job(&raw, &args);
+    let message_id = job_id(&raw, &args.recipient);
+    match publish(config, &message_id, &payload).await {
+        Ok(()) => {
+            println!("{message_id}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => tempfail(&format!("{e:#}")),
+    }
+}
+
+/// Reads at most `max` bytes; `None` when there is more.
+fn read_limited(input: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut raw = Vec::new();
+    input.take(max.saturating_add(1)).read_to_end(&mut raw)?;
+    Ok((raw.len() as u64 <= max).then_some(raw))
+}
+
+fn job(raw: &[u8], args: &MailgateArgs) -> serde_json::Value {
+    let mut payload = json!({
+        "schema": "inbound-mail/v1",
+        "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+        "recipients": args.recipient,
+        "received_at": chrono::Utc::now().to_rfc3339(),
+    });
+    if let Some(s) = &args.sender {
+        payload["envelope_from"] = json!(s);
+    }
+    if let Some(m) = &args.mailbox {
+        payload["mailbox"] = json!(m);
+    }
+    payload
+}
+
+/// The same mail to the same recipients gets the same id: when the MTA delivers again
+/// (a confirm that came too late, say), the second job is a duplicate of the first.
+fn job_id(raw: &[u8], recipients: &[String]) -> String {
+    let mut h = Sha256::new();
+    for r in recipients {
+        h.update(r.trim().to_ascii_lowercase().as_bytes());
+        h.update(b"\0");
+    }
+    h.update(raw);
+    let hex: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("mailgate-{hex}")
+}
+
+async fn publish(
+    config: &Config,
+    message_id: &str,
+    payload: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let outcomes = super::publish::publish_jobs(
+        config,
+        "inbound-mail",
+        vec![(message_id.to_owned(), payload.clone())],
+    )
+    .await?;
+    match outcomes.into_iter().next() {
+        Some((_, Ok(()))) => Ok(()),
+        Some((_, Err(e))) => Err(anyhow::anyhow!("the broker did not confirm the job: {e}")),
+        None => Err(anyhow::anyhow!("the job was not published")),
+    }
+}
+
+fn refuse(why: &str) -> ExitCode {
+    eprintln!("gochat mailgate: refused: {why}");
+    ExitCode::from(EX_DATAERR)
+}
+
+fn tempfail(why: &str) -> ExitCode {
+    eprintln!("gochat mailgate: temporary failure, the MTA should retry: {why}");
+    ExitCode::from(EX_TEMPFAIL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_over_the_limit_is_refused_and_at_the_limit_kept() {
+        assert_eq!(
+            read_limited(&b"12345"[..], 5)
+                .ok()
+                .flatten()
+                .map(|v| v.len()),
+            Some(5)
+        );
+        assert_eq!(read_limited(&b"123456"[..], 5).ok(), Some(None));
+    }
+
+    #[test]
+    fn the_same_mail_to_the_same_recipients_has_one_job_id() {
+        let to = vec!["support@x.example".to_owned()];
+        assert_eq!(
+            job_id(b"mail", &to),
+            job_id(b"mail", &["Support@X.example".into()])
+        );
+        assert_ne!(job_id(b"mail", &to), job_id(b"other", &to));
+        assert_ne!(
+            job_id(b"mail", &to),
+            job_id(b"mail", &["sales@x.example".into()])
+        );
+    }
+}

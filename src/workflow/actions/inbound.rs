@@ -1,0 +1,530 @@
+//! Inbound mail, up to knowing what it is: `store_raw_mail` (the bytes first, so nothing is
+//! ever lost), `parse_mail` (parse and classify), `dedupe_mail`, `check_loop`,
+//! `match_bounce` (a bounce marks the message it is about failed) and `discard_mail`.
+//! Threading and storing the message are in `threading`.
+
+use base64::Engine;
+use gochat_entities::raw_mails::RawMailStatus;
+use serde_json::{Value, json};
+
+use super::threads::THREAD_FACTS;
+use crate::jobs::JobError;
+use crate::mail::classify::{self, MailClass};
+use crate::mail::inbound::{self, InboundMail};
+use crate::mail::parse;
+use crate::store::{StoreError, inbound as store, threads};
+use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
+
+pub(super) const CLASSES: &[&str] = &["normal", "auto_reply", "bounce", "feedback_report"];
+
+/// The mail's working state; the loader guarantees `store_raw_mail` ran first, so its
+/// absence is a workflow whose first step was skipped by a condition.
+pub(super) fn mail<'c>(ctx: &'c StepContext<'_>) -> Result<&'c InboundMail, JobError> {
+    ctx.inbound.as_deref().ok_or_else(|| {
+        JobError::permanent("no inbound mail at this step (`store_raw_mail` did not run)")
+    })
+}
+
+pub(super) fn parsed<'c>(ctx: &'c StepContext<'_>) -> Result<&'c parse::ParsedMail, JobError> {
+    mail(ctx)?.parsed.as_ref().ok_or_else(|| {
+        JobError::permanent("the mail is not parsed at this step (`parse_mail` did not run)")
+    })
+}
+
+/// Counts an inbound mail once the job commits (`gochat_inbound_mails_total{classification}`).
+pub(super) fn count(ctx: &mut StepContext<'_>, label: &'static str) {
+    ctx.count_on_commit(move |m| m.inbound_mails.with_label_values(&[label]).inc());
+}
+
+/// `store_raw_mail`.
+pub struct StoreRawMail;
+
+static STORE_RAW: ActionSpec = ActionSpec {
+    name: "store_raw_mail",
+    summary: "Decodes `job.raw_base64` and stores the bytes with the envelope before anything \
+              else, once per job (a retried or replayed job finds its row). A mail over \
+              `mail.max_size` or not in base64 is refused to the dead letters (it is in the \
+              dead letter's body), stored nowhere else.",
+    params: &[],
+    reads: &["job.raw_base64", "job.recipients"],
+    writes: &[
+        FactSpec {
+            name: "inbound.raw_id",
+            ty: FactType::Uuid,
+            doc: "The `raw_mails` row (`gochat mail reprocess <id>` runs it again).",
+        },
+        FactSpec {
+            name: "inbound.size",
+            ty: FactType::Int,
+            doc: "Its size in bytes.",
+        },
+        FactSpec {
+            name: "inbound.mailbox",
+            ty: FactType::Any,
+            doc: "The address it came in on: `job.mailbox`, else the first recipient (no `+token`).",
+        },
+    ],
+};
+
+#[async_trait::async_trait]
+impl Action for StoreRawMail {
+    fn spec(&self) -> &'static ActionSpec {
+        &STORE_RAW
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let job = &ctx.job.payload;
+        let encoded: String = job["raw_base64"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let raw = match base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                count(ctx, "refused");
+                return Ok(Flow::Refuse(format!("raw_base64 is not base64: {e}")));
+            }
+        };
+        let max = ctx.services.config.mail.max_size;
+        if raw.len() as u64 > max {
+            count(ctx, "refused");
+            return Ok(Flow::Refuse(format!(
+                "the mail is {} bytes, over mail.max_size ({max} bytes)",
+                raw.len()
+            )));
+        }
+        let recipients: Vec<String> = crate::store::json_strings(&job["recipients"]);
+        let envelope_from = job["envelope_from"]
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && *s != "<>")
+            .map(str::to_owned);
+        let mailbox = inbound::mailbox(job["mailbox"].as_str(), &recipients);
+        let received_at = job["received_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(ctx.now);
+        let sha = parse::sha256_hex(&raw);
+        let job_id = ctx.job.message_id.clone();
+        // `gochat mail reprocess` names the stored row: run it again, do not store it twice.
+        let reprocess = job["raw_mail_id"]
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok());
+        let db = ctx.db().await?;
+        let raw_id = match reprocess {
+            Some(id) => store::raw(db, id)
+                .await
+                .map(|r| r.id)
+                .map_err(|e| match e {
+                    crate::store::StoreError::NotFound { .. } => {
+                        JobError::permanent(format!("raw mail {id} (raw_mail_id) is not stored"))
+                    }
+                    other => other.into(),
+                })?,
+            None => {
+                store::store_raw(
+                    db,
+                    &store::NewRawMail {
+                        job_message_id: &job_id,
+                        envelope_from: envelope_from.as_deref(),
+                        recipients: &recipients,
+                        mailbox: mailbox.as_deref(),
+                        data: &raw,
+                        sha256: &sha,
+                        received_at,
+                    },
+                )
+                .await?
+            }
+        };
+        ctx.facts.set("inbound.raw_id", json!(raw_id));
+        ctx.facts.set("inbound.size", json!(raw.len()));
+        ctx.facts.set("inbound.mailbox", json!(mailbox));
+        ctx.inbound = Some(Box::new(InboundMail {
+            raw_id,
+            raw,
+            envelope_from,
+            recipients,
+            mailbox,
+            parsed: None,
+            class: None,
+            sender: None,
+            dedupe_key: None,
+            looping: false,
+        }));
+        Ok(Flow::Continue)
+    }
+}
+
+/// `parse_mail`.
+pub struct ParseMail;
+
+static PARSE: ActionSpec = ActionSpec {
+    name: "parse_mail",
+    summary: "Parses the stored mail (headers, text and sanitised HTML bodies, attachments, any \
+              charset) and classifies it: a normal mail, an auto-reply (RFC 3834 and the \
+              usual vacation and list markers), a bounce (RFC 3464 reports and the common \
+              non-standard ones) or an abuse feedback report. A mail that cannot be parsed at \
+              all keeps its raw row, marked failed, and the job is refused to the dead letters.",
+    params: &[],
+    reads: &["inbound.raw_id"],
+    writes: &[
+        FactSpec {
+            name: "inbound.message_id",
+            ty: FactType::Any,
+            doc: "Its Message-ID (without angle brackets), or null.",
+        },
+        FactSpec {
+            name: "inbound.from",
+            ty: FactType::Any,
+            doc: "The From address, or null.",
+        },
+        FactSpec {
+            name: "inbound.subject",
+            ty: FactType::Str,
+            doc: "The decoded subject.",
+        },
+        FactSpec {
+            name: "inbound.class",
+            ty: FactType::Enum(CLASSES),
+            doc: "What the mail is.",
+        },
+        FactSpec {
+            name: "inbound.class_reason",
+            ty: FactType::Any,
+            doc: "Which rule classified it (null for normal mail).",
+        },
+        FactSpec {
+            name: "inbound.attachments",
+            ty: FactType::Int,
+            doc: "How many attachments it has (inline images apart).",
+        },
+    ],
+};
+
+#[async_trait::async_trait]
+impl Action for ParseMail {
+    fn spec(&self) -> &'static ActionSpec {
+        &PARSE
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let m = mail(ctx)?;
+        let (raw_id, now) = (m.raw_id, ctx.now);
+        let parsed = match parse::parse(&m.raw) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("the mail cannot be parsed: {e}");
+                store::mark_raw(
+                    ctx.db().await?,
+                    raw_id,
+                    RawMailStatus::Failed,
+                    Some(&why),
+                    now,
+                )
+                .await?;
+                count(ctx, "refused");
+                return Ok(Flow::Refuse(format!("{why} (kept as raw mail {raw_id})")));
+            }
+        };
+        let class = classify::classify(
+            &parsed,
+            &m.raw,
+            &classify::Envelope {
+                from: m.envelope_from.as_deref(),
+                recipients: &m.recipients,
+            },
+        );
+        let reason = match &class {
+            MailClass::Normal => Value::Null,
+            MailClass::AutoReply { reason } | MailClass::FeedbackReport { reason } => {
+                json!(reason)
+            }
+            MailClass::Bounce(b) => json!(b.reason),
+        };
+        let defects = if parsed.defects.is_empty() {
+            None
+        } else {
+            Some(parsed.defects.join("; "))
+        };
+        let db = ctx.db().await?;
+        store::mark_raw(db, raw_id, RawMailStatus::Parsed, defects.as_deref(), now).await?;
+        store::classify_raw(db, raw_id, inbound::class_name(&class)).await?;
+        ctx.facts
+            .set("inbound.message_id", json!(parsed.message_id));
+        ctx.facts.set(
+            "inbound.from",
+            json!(parsed.from.as_ref().map(|f| f.address.clone())),
+        );
+        ctx.facts.set("inbound.subject", json!(parsed.subject));
+        ctx.facts
+            .set("inbound.class", json!(inbound::class_name(&class)));
+        ctx.facts.set("inbound.class_reason", reason);
+        ctx.facts.set(
+            "inbound.attachments",
+            json!(parsed.attachments.iter().filter(|a| !a.inline).count()),
+        );
+        if let Some(m) = ctx.inbound.as_deref_mut() {
+            m.parsed = Some(parsed);
+            m.class = Some(class);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// `dedupe_mail`.
+pub struct DedupeMail;
+
+static DEDUPE: ActionSpec = ActionSpec {
+    name: "dedupe_mail",
+    summary: "Recognises a mail already stored: the same Message-ID from the same sender to the \
+              same mailbox (a mail without a Message-ID by its content). A duplicate is marked \
+              so on its raw row and ends the workflow, done.",
+    params: &[],
+    reads: &["inbound.class"],
+    writes: &[FactSpec {
+        name: "inbound.duplicate_of",
+        ty: FactType::Any,
+        doc: "The message it repeats, or null.",
+    }],
+};
+
+#[async_trait::async_trait]
+impl Action for DedupeMail {
+    fn spec(&self) -> &'static ActionSpec {
+        &DEDUPE
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let m = mail(ctx)?;
+        let p = parsed(ctx)?;
+        let sender = p
+            .from
+            .as_ref()
+            .map(|f| f.address.clone())
+            .or_else(|| m.envelope_from.clone())
+            .unwrap_or_default();
+        let key = inbound::dedupe_key(
+            p.message_id.as_deref(),
+            &sender,
+            m.mailbox.as_deref(),
+            &m.raw,
+        );
+        let (raw_id, now) = (m.raw_id, ctx.now);
+        let db = ctx.db().await?;
+        let existing = store::by_dedupe_key(db, &key).await?;
+        if let Some(m) = ctx.inbound.as_deref_mut() {
+            m.dedupe_key = Some(key);
+        }
+        let Some(existing) = existing else {
+            ctx.facts.set("inbound.duplicate_of", Value::Null);
+            return Ok(Flow::Continue);
+        };
+        let db = ctx.db().await?;
+        store::mark_raw(db, raw_id, RawMailStatus::Duplicate, None, now).await?;
+        store::link_raw(db, raw_id, existing.id).await?;
+        ctx.facts.set("inbound.duplicate_of", json!(existing.id));
+        count(ctx, "duplicate");
+        Ok(Flow::Stop(format!(
+            "a duplicate of message {} (thread {})",
+            existing.id, existing.thread_id
+        )))
+    }
+}
+
+/// `check_loop`.
+pub struct CheckLoop;
+
+static CHECK_LOOP: ActionSpec = ActionSpec {
+    name: "check_loop",
+    summary: "Counts the sender's mail within `mail.loop_window`: beyond `mail.loop_limit` the \
+              mail is part of a loop (two robots answering each other), stored but never \
+              answered, never opening or reopening a thread.",
+    params: &[],
+    reads: &["inbound.class"],
+    writes: &[FactSpec {
+        name: "inbound.loop",
+        ty: FactType::Bool,
+        doc: "The sender is over the loop limit.",
+    }],
+};
+
+#[async_trait::async_trait]
+impl Action for CheckLoop {
+    fn spec(&self) -> &'static ActionSpec {
+        &CHECK_LOOP
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let p = parsed(ctx)?;
+        let m = mail(ctx)?;
+        let Some(sender) = p
+            .from
+            .as_ref()
+            .map(|f| f.address.to_ascii_lowercase())
+            .or_else(|| m.envelope_from.clone())
+        else {
+            ctx.facts.set("inbound.loop", json!(false));
+            return Ok(Flow::Continue);
+        };
+        let cfg = &ctx.services.config.mail;
+        let (limit, window) = (cfg.loop_limit, cfg.loop_window);
+        let since = ctx.now - chrono::Duration::from_std(window).unwrap_or_default();
+        let recent = store::recent_from(ctx.db().await?, &sender, since).await?;
+        let looping = recent >= u64::from(limit);
+        if looping {
+            tracing::warn!(%sender, recent, limit, "mail loop: the sender is over mail.loop_limit");
+        }
+        if let Some(m) = ctx.inbound.as_deref_mut() {
+            m.looping = looping;
+        }
+        ctx.facts.set("inbound.loop", json!(looping));
+        Ok(Flow::Continue)
+    }
+}
+
+/// `match_bounce`.
+pub struct MatchBounce;
+
+static MATCH_BOUNCE: ActionSpec = ActionSpec {
+    name: "match_bounce",
+    summary: "Finds the outbound message a bounce is about (by the VERP envelope recipient, \
+              else the Message-ID the report quotes) and loads its thread; a permanent \
+              failure marks the message failed with the diagnostic (status code, recipient). \
+              A bounce about no message of ours ends the workflow, kept as raw mail.",
+    params: &[],
+    reads: &["inbound.class"],
+    writes: &[
+        FactSpec {
+            name: "bounce.message",
+            ty: FactType::Uuid,
+            doc: "The bounced message.",
+        },
+        FactSpec {
+            name: "bounce.failed",
+            ty: FactType::Bool,
+            doc: "The bounce marked it failed now (a permanent failure not recorded before).",
+        },
+        FactSpec {
+            name: "bounce.status",
+            ty: FactType::Any,
+            doc: "The enhanced status code (e.g. `5.1.1`), or null.",
+        },
+        FactSpec {
+            name: "bounce.recipients",
+            ty: FactType::List,
+            doc: "The recipients that failed.",
+        },
+        FactSpec {
+            name: "bounce.diagnostic",
+            ty: FactType::Str,
+            doc: "What is recorded as the message's error.",
+        },
+        THREAD_FACTS[0],
+        THREAD_FACTS[1],
+        THREAD_FACTS[2],
+        THREAD_FACTS[3],
+        THREAD_FACTS[4],
+        THREAD_FACTS[5],
+    ],
+};
+
+#[async_trait::async_trait]
+impl Action for MatchBounce {
+    fn spec(&self) -> &'static ActionSpec {
+        &MATCH_BOUNCE
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let Some(MailClass::Bounce(b)) = mail(ctx)?.class.clone() else {
+            return Err(JobError::permanent(
+                "`match_bounce` runs on bounces only (add `when: {fact: inbound.class, equals: bounce}`)",
+            ));
+        };
+        let now = ctx.now;
+        let db = ctx.db().await?;
+        let Some(original) =
+            store::bounced_message(db, b.verp_message, b.original_message_id.as_deref()).await?
+        else {
+            count(ctx, "bounce");
+            return Ok(Flow::Stop(
+                "a bounce about no message of ours: kept as raw mail only".into(),
+            ));
+        };
+        let diagnostic = format!(
+            "bounced{}{}{}",
+            b.status
+                .as_deref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default(),
+            if b.recipients.is_empty() {
+                String::new()
+            } else {
+                format!(" for {}", b.recipients.join(", "))
+            },
+            b.diagnostic
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+        let failed = b.permanent && store::mark_bounced(db, original.id, &diagnostic, now).await?;
+        let thread = match threads::get_for_update(db, original.thread_id).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Ok(Flow::Stop(format!(
+                    "the bounced message {}'s thread is gone",
+                    original.id
+                )));
+            }
+            other => other?,
+        };
+        ctx.set_thread(thread);
+        ctx.facts.set("bounce.message", json!(original.id));
+        ctx.facts.set("bounce.failed", json!(failed));
+        ctx.facts.set("bounce.status", json!(b.status));
+        ctx.facts.set("bounce.recipients", json!(b.recipients));
+        ctx.facts.set("bounce.diagnostic", json!(diagnostic));
+        if failed {
+            ctx.count_on_commit(|m| m.outbound_messages.with_label_values(&["failed"]).inc());
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// `discard_mail`.
+pub struct DiscardMail;
+
+static DISCARD: ActionSpec = ActionSpec {
+    name: "discard_mail",
+    summary: "Ends the workflow keeping the mail as raw mail only (e.g. abuse feedback reports: \
+              not customer mail), counted by its class.",
+    params: &[ParamSpec {
+        name: "reason",
+        ty: ParamType::Str,
+        default: None,
+        doc: "Why, for the logs.",
+    }],
+    reads: &["inbound.class"],
+    writes: &[],
+};
+
+#[async_trait::async_trait]
+impl Action for DiscardMail {
+    fn spec(&self) -> &'static ActionSpec {
+        &DISCARD
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+        let label = match mail(ctx)?.class {
+            Some(MailClass::FeedbackReport { .. }) => "feedback_report",
+            Some(MailClass::AutoReply { .. }) => "auto_reply",
+            Some(MailClass::Bounce(_)) => "bounce",
+            _ => "refused",
+        };
+        count(ctx, label);
+        Ok(Flow::Stop(params.str("reason")?.to_owned()))
+    }
+}

@@ -1,0 +1,548 @@
+//! Inbound mail, from knowing what it is to having it on a thread: `upsert_sender` (the
+//! sending contact and, for a new sender, a customer), `match_thread` (which thread it
+//! answers, or a new one) and `store_message`.
+//!
+//! Threading rules, in order: In-Reply-To / References against every stored Message-ID (ours
+//! and theirs) match from any sender, since only a real participant knows them; a reply token
+//! in a recipient address (`support+<token>@`) or the subject (`[#<token>]`) can be guessed
+//! or forwarded, so it matches only when the sender is a contact of the thread's customers.
+//! A sender who is not (a colleague in Cc answering) is stored on the thread and flagged,
+//! never added to its customers. Why a thread matched is recorded in its feed.
+
+use gochat_entities::messages::{Channel, Classification, MessageDirection};
+use gochat_entities::threads::{self as thread_entity, ThreadStatus};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::inbound::{count, mail, parsed};
+use super::threads::THREAD_FACTS;
+use crate::jobs::JobError;
+use crate::lifecycle::{ClosedReply, ThreadTraits};
+use crate::mail::classify::MailClass;
+use crate::mail::inbound::{self, Sender};
+use crate::store::customers::{self, ContactInput};
+use crate::store::{inbound as store, threads};
+use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+
+/// The sender as the actor of the changes its mail makes.
+fn sender_actor(s: &Sender) -> Value {
+    json!({"kind": "contact", "id": s.contact_id, "name": s.name.clone().unwrap_or_else(|| s.address.clone())})
+}
+
+fn is_normal(ctx: &StepContext<'_>) -> bool {
+    ctx.inbound
+        .as_deref()
+        .is_some_and(|m| matches!(m.class, Some(MailClass::Normal)) && !m.looping)
+}
+
+/// `upsert_sender`.
+pub struct UpsertSender;
+
+static UPSERT_SENDER: ActionSpec = ActionSpec {
+    name: "upsert_sender",
+    summary: "Finds or creates the sending contact (From, else the envelope sender; address \
+              normalised; display name and `Content-Language` fill what the contact lacks). \
+              A sender of normal mail who belongs to no customer gets one: the customer \
+              `mail.domain_customers` names for their domain, else a new customer of their \
+              own (`email:<address>`). Auto-replies and loops never create customers. A mail \
+              with no usable sender address is refused to the dead letters.",
+    params: &[],
+    reads: &["inbound.class"],
+    writes: &[
+        FactSpec {
+            name: "inbound.contact_id",
+            ty: FactType::Uuid,
+            doc: "The sending contact.",
+        },
+        FactSpec {
+            name: "inbound.contact_created",
+            ty: FactType::Bool,
+            doc: "The contact is new.",
+        },
+        FactSpec {
+            name: "inbound.customer_created",
+            ty: FactType::Bool,
+            doc: "A customer was created for the sender.",
+        },
+        FactSpec {
+            name: "inbound.actor",
+            ty: FactType::Object,
+            doc: "The sender as the actor of what their mail changes (`{kind: contact, id, name}`).",
+        },
+    ],
+};
+
+#[async_trait::async_trait]
+impl Action for UpsertSender {
+    fn spec(&self) -> &'static ActionSpec {
+        &UPSERT_SENDER
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let p = parsed(ctx)?;
+        let envelope_from = mail(ctx)?.envelope_from.clone();
+        let from_header = p.from.clone();
+        let language = p.content_language.clone();
+        let candidates = from_header
+            .iter()
+            .map(|f| (f.address.clone(), f.name.clone()))
+            .chain(envelope_from.iter().map(|e| (e.clone(), None)));
+        let mut chosen = None;
+        for (address, name) in candidates {
+            if let Ok(normal) = customers::normalise_address(
+                gochat_entities::contacts::ContactKind::Email,
+                &address,
+            ) {
+                chosen = Some((normal, name));
+                break;
+            }
+        }
+        let Some((address, name)) = chosen else {
+            count(ctx, "refused");
+            return Ok(Flow::Refuse(format!(
+                "the mail has no usable sender address (From: {:?}, envelope: {:?})",
+                from_header.map(|f| f.address),
+                envelope_from
+            )));
+        };
+        let normal = is_normal(ctx);
+        let now = ctx.now;
+        let domain_customer = address
+            .rsplit_once('@')
+            .and_then(|(_, d)| ctx.services.config.mail.domain_customers.get(d))
+            .cloned();
+        let db = ctx.db().await?;
+        let input = ContactInput {
+            kind: gochat_entities::contacts::ContactKind::Email,
+            address: address.clone(),
+            name: name.clone().filter(|n| !n.trim().is_empty()),
+            language,
+        };
+        let (contact_id, contact_created) =
+            customers::find_or_create_contact(db, &input, now).await?;
+        let mut customer_created = false;
+        if normal
+            && store::customers_of_contact(db, contact_id)
+                .await?
+                .is_empty()
+        {
+            let (external_id, customer_name) = match domain_customer {
+                Some(external) => {
+                    let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
+                    (external, domain)
+                }
+                None => (
+                    format!("email:{address}"),
+                    name.clone().unwrap_or_else(|| address.clone()),
+                ),
+            };
+            let (customer, created) =
+                customers::ensure_customer(db, &external_id, &customer_name, now).await?;
+            customers::attach_contact(db, customer, contact_id, now).await?;
+            customer_created = created;
+        }
+        ctx.facts.set("inbound.contact_id", json!(contact_id));
+        ctx.facts
+            .set("inbound.contact_created", json!(contact_created));
+        ctx.facts
+            .set("inbound.customer_created", json!(customer_created));
+        let sender = Sender {
+            contact_id,
+            address,
+            name,
+        };
+        ctx.facts.set("inbound.actor", sender_actor(&sender));
+        if let Some(m) = ctx.inbound.as_deref_mut() {
+            m.sender = Some(sender);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// `match_thread`.
+pub struct MatchThread;
+
+const MATCHED_BY: &[&str] = &[
+    "in_reply_to",
+    "references",
+    "address_token",
+    "subject_token",
+    "new_thread",
+];
+
+static MATCH_THREAD: ActionSpec = ActionSpec {
+    name: "match_thread",
+    summary: "Finds the thread the mail answers: In-Reply-To / References against stored \
+              Message-IDs (any sender; a sender not among the thread's customers' contacts \
+              flags the thread `unknown_sender`), else a reply token in a recipient address or \
+              the subject (only from a contact of the thread's customers). A reply to a closed \
+              thread follows its lifecycle's `closed_reply` (a new thread linked to it, or \
+              reopen). Otherwise a new thread for the sender's customers, on the lifecycle \
+              whose selector matches. An auto-reply or a loop never opens or reopens a thread: \
+              matching none, it ends the workflow kept as raw mail. Why it matched is recorded \
+              in the thread's feed.",
+    params: &[],
+    reads: &["inbound.contact_id", "inbound.loop"],
+    writes: &[
+        THREAD_FACTS[0],
+        THREAD_FACTS[1],
+        THREAD_FACTS[2],
+        THREAD_FACTS[3],
+        THREAD_FACTS[4],
+        THREAD_FACTS[5],
+        FactSpec {
+            name: "thread.created",
+            ty: FactType::Bool,
+            doc: "The mail opened a new thread.",
+        },
+        FactSpec {
+            name: "inbound.matched_by",
+            ty: FactType::Enum(MATCHED_BY),
+            doc: "How the thread was found (`new_thread` for a new one).",
+        },
+        FactSpec {
+            name: "thread.linked_to",
+            ty: FactType::Any,
+            doc: "The closed thread a new thread continues, or null.",
+        },
+    ],
+};
+
+/// A thread found for the mail, and why.
+struct Found {
+    thread: thread_entity::Model,
+    by: &'static str,
+    /// The Message-ID or token that matched.
+    key: String,
+}
+
+#[async_trait::async_trait]
+impl Action for MatchThread {
+    fn spec(&self) -> &'static ActionSpec {
+        &MATCH_THREAD
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let p = parsed(ctx)?.clone();
+        let m = mail(ctx)?;
+        let sender = m.sender.clone().ok_or_else(|| {
+            JobError::permanent("no sender at this step (`upsert_sender` did not run)")
+        })?;
+        let (recipients, mailbox) = (m.recipients.clone(), m.mailbox.clone());
+        let normal = is_normal(ctx);
+        let pattern = ctx.services.config.mail.subject_token.clone();
+        let now = ctx.now;
+        let actor = sender_actor(&sender);
+
+        let mut found = None;
+        // 1. The headers: In-Reply-To first, then References newest first.
+        let mut ids: Vec<String> = p.in_reply_to.clone();
+        ids.extend(p.references.iter().rev().cloned());
+        ids.dedup();
+        let db = ctx.db().await?;
+        if let Some((mid, thread_id)) = store::by_message_ids(db, &ids).await? {
+            let by = if p.in_reply_to.contains(&mid) {
+                "in_reply_to"
+            } else {
+                "references"
+            };
+            found = Some(Found {
+                thread: threads::get_for_update(db, thread_id).await?,
+                by,
+                key: mid,
+            });
+        }
+        // 2. Tokens, only for the thread's own customers' contacts.
+        let mut ignored_token = None;
+        if found.is_none() {
+            let addresses = recipients
+                .iter()
+                .cloned()
+                .chain(p.to.iter().chain(&p.cc).map(|a| a.address.clone()));
+            let mut tokens: Vec<(String, &'static str)> = addresses
+                .filter_map(|a| inbound::token_in_address(&a))
+                .map(|t| (t, "address_token"))
+                .collect();
+            if let Some(t) = inbound::token_in_subject(&p.subject, &pattern) {
+                tokens.push((t, "subject_token"));
+            }
+            for (token, by) in tokens {
+                let Some(t) = store::by_token(db, &token).await? else {
+                    continue;
+                };
+                if store::is_contact_of_thread(db, sender.contact_id, t.id).await? {
+                    found = Some(Found {
+                        thread: threads::get_for_update(db, t.id).await?,
+                        by,
+                        key: token,
+                    });
+                    break;
+                }
+                ignored_token = Some(json!({"thread": t.id, "token": token, "by": by}));
+            }
+        }
+
+        ctx.facts.set("thread.linked_to", Value::Null);
+        if let Some(f) = found {
+            return matched(
+                ctx, f, &sender, &actor, normal, &p.subject, mailbox, &pattern,
+            )
+            .await;
+        }
+        if !normal {
+            count(ctx, if m_looping(ctx) { "loop" } else { "auto_reply" });
+            return Ok(Flow::Stop(
+                "an automatic mail (auto-reply or loop) answering no thread: kept as raw mail only"
+                    .into(),
+            ));
+        }
+        let subject = inbound::strip_subject_tokens(&p.subject, &pattern);
+        let detail =
+            json!({"by": "new_thread", "ignored_token": ignored_token, "message_id": p.message_id});
+        new_thread(ctx, &sender, &actor, subject, mailbox, None, detail, now).await
+    }
+}
+
+fn m_looping(ctx: &StepContext<'_>) -> bool {
+    ctx.inbound.as_deref().is_some_and(|m| m.looping)
+}
+
+/// The mail answers `f.thread`: closed-thread policy, the unknown-sender flag, the audit.
+#[allow(clippy::too_many_arguments)] // the match and what the mail brings to it
+async fn matched(
+    ctx: &mut StepContext<'_>,
+    f: Found,
+    sender: &Sender,
+    actor: &Value,
+    normal: bool,
+    subject: &str,
+    mailbox: Option<String>,
+    pattern: &str,
+) -> Result<Flow, JobError> {
+    let now = ctx.now;
+    let mut thread = f.thread;
+    let detail =
+        json!({"by": f.by, "key": f.key, "contact": sender.contact_id, "address": sender.address});
+    if thread.status == ThreadStatus::Closed && normal {
+        let policy = ctx
+            .lifecycles
+            .for_thread(&thread.lifecycle)
+            .map_or(ClosedReply::NewThread, |l| l.closed_reply);
+        match policy {
+            ClosedReply::NewThread => {
+                let subject = inbound::strip_subject_tokens(subject, pattern);
+                let closed = thread.id;
+                ctx.facts.set("thread.linked_to", json!(closed));
+                return new_thread(
+                    ctx,
+                    sender,
+                    actor,
+                    subject,
+                    mailbox,
+                    Some(closed),
+                    detail,
+                    now,
+                )
+                .await;
+            }
+            ClosedReply::Reopen => {
+                let db = ctx.db().await?;
+                thread = threads::set_status(
+                    db,
+                    &thread,
+                    ThreadStatus::Open,
+                    None,
+                    actor,
+                    Some("the customer replied to the closed thread (closed_reply: reopen)"),
+                    now,
+                )
+                .await?;
+            }
+        }
+    }
+    let db = ctx.db().await?;
+    let by_header = matches!(f.by, "in_reply_to" | "references");
+    if by_header && !store::is_contact_of_thread(db, sender.contact_id, thread.id).await? {
+        thread =
+            threads::add_flag(db, &thread, "unknown_sender", detail.clone(), actor, now).await?;
+    }
+    threads::record_event_detail(db, thread.id, "mail_matched", actor, detail, now).await?;
+    ctx.facts.set("thread.created", json!(false));
+    ctx.facts.set("inbound.matched_by", json!(f.by));
+    ctx.set_thread(thread);
+    Ok(Flow::Continue)
+}
+
+/// Opens a thread for the sender's customers.
+#[allow(clippy::too_many_arguments)] // a new thread's parts
+async fn new_thread(
+    ctx: &mut StepContext<'_>,
+    sender: &Sender,
+    actor: &Value,
+    subject: String,
+    mailbox: Option<String>,
+    linked: Option<Uuid>,
+    detail: Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Flow, JobError> {
+    let lifecycles = ctx.lifecycles.clone();
+    let db = ctx.db().await?;
+    // A reply to a closed thread continues that conversation: same customers.
+    let customers = match linked {
+        Some(old) => store::customers_of_thread(db, old).await?,
+        None => store::customers_of_contact(db, sender.contact_id).await?,
+    };
+    if customers.is_empty() {
+        return Err(JobError::permanent(format!(
+            "the sender {} belongs to no customer, so no thread can be opened for them",
+            sender.address
+        )));
+    }
+    let attributes: Vec<Value> = customers.iter().map(|c| c.attributes.clone()).collect();
+    let lifecycle = lifecycles
+        .select(&ThreadTraits {
+            tags: &[],
+            mailbox: mailbox.as_deref(),
+            customer_attributes: &attributes,
+        })
+        .map(|l| l.name.clone())
+        .ok_or_else(|| {
+            JobError::permanent("there is no default lifecycle in workflows/lifecycles/")
+        })?;
+    let subject = if subject.trim().is_empty() {
+        "(no subject)".to_owned()
+    } else {
+        subject
+    };
+    let thread = threads::create(
+        db,
+        threads::NewThread {
+            subject,
+            status: ThreadStatus::Open,
+            lifecycle,
+            mailbox,
+            customers: customers.iter().map(|c| c.id).collect(),
+            linked_thread_id: linked,
+            flags: Vec::new(),
+        },
+        actor,
+        now,
+    )
+    .await?;
+    threads::record_event_detail(db, thread.id, "mail_matched", actor, detail, now).await?;
+    ctx.facts.set("thread.created", json!(true));
+    ctx.facts.set("inbound.matched_by", json!("new_thread"));
+    ctx.set_thread(thread);
+    Ok(Flow::Continue)
+}
+
+/// `store_message`.
+pub struct StoreMessage;
+
+static STORE_MESSAGE: ActionSpec = ActionSpec {
+    name: "store_message",
+    summary: "Stores the mail on the loaded thread (bodies, threading headers, attachments as \
+              content-addressed blobs, its classification: new, reply, auto_reply, bounce or \
+              loop) and updates the inbox card (last message time, snippet, attachments, item \
+              count, latest contact).",
+    params: &[],
+    reads: &["thread.id"],
+    writes: &[
+        FactSpec {
+            name: "message.id",
+            ty: FactType::Uuid,
+            doc: "The stored message.",
+        },
+        FactSpec {
+            name: "message.classification",
+            ty: FactType::Enum(&["new", "reply", "auto_reply", "bounce", "loop"]),
+            doc: "How the mail is shown in the feed.",
+        },
+    ],
+};
+
+#[async_trait::async_trait]
+impl Action for StoreMessage {
+    fn spec(&self) -> &'static ActionSpec {
+        &STORE_MESSAGE
+    }
+
+    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+        let m = mail(ctx)?;
+        let p = m
+            .parsed
+            .clone()
+            .ok_or_else(|| JobError::permanent("the mail is not parsed at this step"))?;
+        let created = ctx.facts.get("thread.created") == Some(&Value::Bool(true));
+        let (classification, label) = match (&m.class, m.looping) {
+            (Some(MailClass::Bounce(_)), _) => (Classification::Bounce, "bounce"),
+            (Some(MailClass::AutoReply { .. }), _) => (Classification::AutoReply, "auto_reply"),
+            (_, true) => (Classification::Loop, "loop"),
+            _ if created => (Classification::New, "new_thread"),
+            _ => (Classification::Reply, "reply"),
+        };
+        let from = p
+            .from
+            .as_ref()
+            .map(|f| f.address.to_ascii_lowercase())
+            .or_else(|| m.envelope_from.clone())
+            .unwrap_or_else(|| "(unknown sender)".into());
+        let mut msg = threads::NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            from,
+            p.subject.clone(),
+        );
+        msg.from_name = p.from.as_ref().and_then(|f| f.name.clone());
+        // A bounce comes from a mail server, not from the customer.
+        if classification != Classification::Bounce {
+            msg.contact_id = m.sender.as_ref().map(|s| s.contact_id);
+        }
+        msg.message_id_header = p.message_id.clone();
+        msg.in_reply_to = p.in_reply_to.first().cloned();
+        msg.references = p.references.clone();
+        msg.to = p.to.iter().map(|a| a.address.clone()).collect();
+        msg.cc = p.cc.iter().map(|a| a.address.clone()).collect();
+        msg.text_body = p.text.clone();
+        msg.html_body = p.html.clone();
+        msg.classification = Some(classification);
+        msg.raw_mail_id = Some(m.raw_id);
+        msg.job_message_id = Some(ctx.job.message_id.clone());
+        msg.dedupe_key = m.dedupe_key.clone();
+        msg.attachments = p
+            .attachments
+            .into_iter()
+            .map(|a| threads::NewAttachment {
+                name: a.name,
+                content_type: a.content_type,
+                data: a.data,
+                inline: a.inline,
+                content_id: a.content_id,
+            })
+            .collect();
+        let raw_id = m.raw_id;
+        let thread = ctx.thread()?.clone();
+        let now = ctx.now;
+        let db = ctx.db().await?;
+        let (card, row) = match threads::add_message(db, &thread, msg, now).await {
+            Err(e) if e.is_unique_violation() => {
+                // The same mail, delivered twice at once, stored by a concurrent job: the
+                // retry finds it and ends as a duplicate.
+                return Err(JobError::transient(format!(
+                    "a copy of this mail is being stored by another job ({e}); retrying"
+                )));
+            }
+            other => other?,
+        };
+        store::link_raw(db, raw_id, row.id).await?;
+        ctx.set_thread(card);
+        ctx.facts.set("message.id", json!(row.id));
+        ctx.facts.set(
+            "message.classification",
+            serde_json::to_value(classification).unwrap_or(Value::Null),
+        );
+        count(ctx, label);
+        Ok(Flow::Continue)
+    }
+}

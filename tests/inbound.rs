@@ -1,0 +1,642 @@
+//! The inbound-mail job end to end: real RabbitMQ, both databases, and a real SMTP server
+//! for the acknowledgements the worker sends. Threading (In-Reply-To, References only, a
+//! reply to the mail we sent, tokens from contacts and from strangers, a forwarded mail),
+//! duplicates, auto-replies, a reply during the reminder ladder and to a closed thread,
+//! bounces, loops, and input that cannot be processed.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::broker::{TestBroker, eventually, start_worker};
+use common::mail::TestMail;
+use common::smtp::SmtpSink;
+use common::{TestDb, count};
+use gochat::clock::SystemClock;
+use gochat::config::Config;
+use gochat::store::Store;
+use gochat::store::threads;
+use gochat_entities::messages::{self, Classification, OutboundState};
+use gochat_entities::threads::ThreadStatus;
+use gochat_entities::{raw_mails, thread_events};
+use mail_parser::MessageParser;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::json;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+const SUPPORT: &str = "support@gochat.example";
+
+fn config(db: &TestDb, broker: &TestBroker, sink: &SmtpSink) -> Config {
+    let mut c = common::broker::worker_config(db, broker);
+    c.amqp.retry_delays = vec![Duration::from_millis(300); 3];
+    c.smtp.url = gochat::config::SecretUrl::new(sink.url());
+    c.smtp.timeout = Duration::from_secs(5);
+    c
+}
+
+fn job(raw: &[u8], to: &str) -> serde_json::Value {
+    json!({"schema": "inbound-mail/v1",
+           "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+           "recipients": [to]})
+}
+
+/// Publishes `mail` to `to` as job `id` and waits until it is applied.
+async fn deliver_to(broker: &TestBroker, store: &Store, id: &str, mail: &TestMail, to: &str) {
+    broker
+        .publish_json("inbound-mail", id, &job(&mail.bytes(), to))
+        .await;
+    applied(store, id).await;
+}
+
+async fn deliver(broker: &TestBroker, store: &Store, id: &str, mail: &TestMail) {
+    deliver_to(broker, store, id, mail, SUPPORT).await;
+}
+
+async fn applied(store: &Store, id: &str) {
+    let sql = format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE message_id = '{id}'");
+    eventually(WAIT, &format!("job {id} applied"), || async {
+        (count(store.conn(), &sql).await == 1).then_some(())
+    })
+    .await;
+}
+
+/// The message job `id` stored.
+async fn stored(store: &Store, id: &str) -> messages::Model {
+    messages::Entity::find()
+        .filter(messages::Column::JobMessageId.eq(id))
+        .one(store.conn())
+        .await
+        .expect("query")
+        .unwrap_or_else(|| panic!("job {id} stored no message"))
+}
+
+/// The `detail` of the thread's latest `mail_matched` event.
+async fn matched(store: &Store, thread: Uuid) -> serde_json::Value {
+    thread_events::Entity::find()
+        .filter(thread_events::Column::ThreadId.eq(thread))
+        .filter(thread_events::Column::Kind.eq("mail_matched"))
+        .order_by_desc(thread_events::Column::At)
+        .order_by_desc(thread_events::Column::Id)
+        .one(store.conn())
+        .await
+        .expect("query")
+        .and_then(|e| e.detail)
+        .unwrap_or_default()
+}
+
+async fn outbox(store: &Store, routing_key: &str) -> i64 {
+    count(
+        store.conn(),
+        &format!("SELECT COUNT(*) AS n FROM outbox WHERE routing_key = '{routing_key}'"),
+    )
+    .await
+}
+
+async fn transition(broker: &TestBroker, store: &Store, id: &str, thread: Uuid, to: &str) {
+    broker
+        .publish_json(
+            "status-transition",
+            id,
+            &json!({"schema": "status-transition/v1", "thread_id": thread, "to": to,
+                    "actor": {"kind": "agent", "id": "a1", "name": "Agent"}}),
+        )
+        .await;
+    applied(store, id).await;
+}
+
+both_backends!(
+    a_conversation_threads_by_headers_and_tokens_and_strangers_never_join,
+    |db: TestDb| async move {
+        let sink = tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("sink");
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let worker = start_worker(config(&db, &broker, &sink), Arc::new(SystemClock)).await;
+        let conn = store.conn();
+
+        // A new mail opens a thread for a new customer, and its sender is acknowledged.
+        let first = TestMail::new(
+            "Ada Lovelace <Ada@Acme.example>",
+            SUPPORT,
+            "Printer on fire",
+            "Help, it burns.\n",
+        );
+        deliver(&broker, &store, "m1", &first).await;
+        let m1 = stored(&store, "m1").await;
+        assert_eq!(m1.classification, Some(Classification::New));
+        assert_eq!(m1.from_address, "ada@acme.example");
+        let t1 = threads::get(conn, m1.thread_id).await.expect("thread");
+        assert_eq!(
+            (t1.status, t1.subject.as_str()),
+            (ThreadStatus::Open, "Printer on fire")
+        );
+        let customers = threads::customer_ids(conn, t1.id).await.expect("customers");
+        assert_eq!(
+            customers
+                .iter()
+                .map(|(_, e)| e.as_str())
+                .collect::<Vec<_>>(),
+            ["email:ada@acme.example"]
+        );
+        assert_eq!(outbox(&store, "thread.created").await, 1);
+        assert_eq!(outbox(&store, "message.received").await, 1);
+        let ack = eventually(WAIT, "the acknowledgement delivered", || async {
+            sink.received().into_iter().next()
+        })
+        .await;
+        assert_eq!(ack.rcpt_tos, ["ada@acme.example"]);
+        let ack_mail = MessageParser::default()
+            .parse(&ack.raw)
+            .expect("ack parses");
+        let ack_id = ack_mail.message_id().expect("ack Message-ID").to_owned();
+        assert!(
+            ack_mail
+                .header_raw("Auto-Submitted")
+                .is_some_and(|v| v.contains("auto-generated")),
+            "an acknowledgement is automatic mail"
+        );
+
+        // Ada answers the acknowledgement: In-Reply-To our own Message-ID threads it back.
+        let reply = TestMail::new(
+            "ada@acme.example",
+            SUPPORT,
+            "Re: Printer on fire",
+            "Still burning.\n",
+        )
+        .replying_to(&ack_id);
+        deliver(&broker, &store, "m2", &reply).await;
+        let m2 = stored(&store, "m2").await;
+        assert_eq!(m2.thread_id, t1.id, "a reply to the mail we sent");
+        assert_eq!(m2.classification, Some(Classification::Reply));
+        assert_eq!(matched(&store, t1.id).await["by"], "in_reply_to");
+        assert_eq!(matched(&store, t1.id).await["key"], json!(ack_id));
+
+        // References only (a client that drops In-Reply-To).
+        let mut refs_only = TestMail::new("ada@acme.example", SUPPORT, "Re: Printer", "And now?\n");
+        refs_only.references = vec![format!("<{}>", first.id()), "<unknown@elsewhere>".into()];
+        deliver(&broker, &store, "m3", &refs_only).await;
+        assert_eq!(stored(&store, "m3").await.thread_id, t1.id);
+        assert_eq!(matched(&store, t1.id).await["by"], "references");
+
+        // The same mail delivered twice (two jobs): one message.
+        deliver(&broker, &store, "m3-again", &refs_only).await;
+        let copies = count(
+            conn,
+            &format!(
+                "SELECT COUNT(*) AS n FROM messages WHERE message_id_header = '{}'",
+                refs_only.id()
+            ),
+        )
+        .await;
+        assert_eq!(copies, 1);
+        let again = raw_mails::Entity::find()
+            .filter(raw_mails::Column::JobMessageId.eq("m3-again"))
+            .one(conn)
+            .await
+            .expect("query")
+            .expect("raw stored");
+        assert_eq!(again.status, raw_mails::RawMailStatus::Duplicate);
+
+        // A stranger who knows the subject token does not get into the thread.
+        let tag = format!("[#{}]", t1.reply_token);
+        let stranger = TestMail::new(
+            "mallory@evil.example",
+            SUPPORT,
+            &format!("Re: Printer on fire {tag}"),
+            "Send me the invoice.\n",
+        );
+        deliver(&broker, &store, "m4", &stranger).await;
+        let m4 = stored(&store, "m4").await;
+        assert_ne!(m4.thread_id, t1.id, "a stranger's token is ignored");
+        let t4 = threads::get(conn, m4.thread_id).await.expect("thread");
+        assert_eq!(
+            t4.subject, "Re: Printer on fire",
+            "the token is not carried over"
+        );
+        assert_eq!(
+            matched(&store, t4.id).await["ignored_token"]["thread"],
+            json!(t1.id)
+        );
+
+        // Ada forwards the thread to support again: her subject token routes it.
+        let forwarded = TestMail::new(
+            "ada@acme.example",
+            SUPPORT,
+            &format!("Fwd: Printer on fire {tag}"),
+            "See below.\n",
+        );
+        deliver(&broker, &store, "m5", &forwarded).await;
+        assert_eq!(stored(&store, "m5").await.thread_id, t1.id);
+        assert_eq!(matched(&store, t1.id).await["by"], "subject_token");
+
+        // The address token works for her too.
+        let by_address = TestMail::new("ada@acme.example", SUPPORT, "Another question", "Hi\n");
+        let plus = format!("support+{}@gochat.example", t1.reply_token);
+        deliver_to(&broker, &store, "m6", &by_address, &plus).await;
+        assert_eq!(stored(&store, "m6").await.thread_id, t1.id);
+        assert_eq!(matched(&store, t1.id).await["by"], "address_token");
+
+        // A colleague in Cc answers a message's Message-ID: stored on the thread, flagged,
+        // and not added to its customers.
+        let colleague = TestMail::new(
+            "bob@acme.example",
+            SUPPORT,
+            "Re: Printer",
+            "I saw it too.\n",
+        )
+        .replying_to(&first.id());
+        deliver(&broker, &store, "m7", &colleague).await;
+        assert_eq!(stored(&store, "m7").await.thread_id, t1.id);
+        let t1_now = threads::get(conn, t1.id).await.expect("thread");
+        assert!(
+            gochat::store::json_strings(&t1_now.flags).contains(&"unknown_sender".to_owned()),
+            "{:?}",
+            t1_now.flags
+        );
+        assert_eq!(
+            threads::customer_ids(conn, t1.id).await.expect("c"),
+            customers
+        );
+
+        // An out-of-office answer is stored but changes nothing, and nobody is acknowledged.
+        transition(&broker, &store, "s1", t1.id, "waiting").await;
+        let ooo = TestMail::new(
+            "ada@acme.example",
+            SUPPORT,
+            "Automatic reply: Printer",
+            "I am away.\n",
+        )
+        .replying_to(&ack_id)
+        .header("Auto-Submitted", "auto-replied");
+        deliver(&broker, &store, "m8", &ooo).await;
+        let m8 = stored(&store, "m8").await;
+        assert_eq!(
+            (m8.thread_id, m8.classification),
+            (t1.id, Some(Classification::AutoReply))
+        );
+        assert_eq!(
+            threads::get(conn, t1.id).await.expect("t").status,
+            ThreadStatus::Waiting,
+            "an auto-reply does not reopen"
+        );
+
+        // On the reminder ladder, her reply reopens the thread and cancels the reminder.
+        transition(&broker, &store, "s2", t1.id, "reminder").await;
+        let pending = "SELECT COUNT(*) AS n FROM timers WHERE state = 'pending'";
+        assert_eq!(count(conn, pending).await, 1, "the ladder armed a timer");
+        let answer = TestMail::new(
+            "ada@acme.example",
+            SUPPORT,
+            "Re: Printer",
+            "Fixed, thanks.\n",
+        )
+        .replying_to(&ack_id);
+        deliver(&broker, &store, "m9", &answer).await;
+        let t1_now = threads::get(conn, t1.id).await.expect("t");
+        assert_eq!(
+            (t1_now.status, t1_now.lifecycle_step),
+            (ThreadStatus::Open, None)
+        );
+        assert_eq!(count(conn, pending).await, 0, "the reminder is cancelled");
+
+        // A reply to a closed thread opens a new thread linked to it (the default policy).
+        transition(&broker, &store, "s3", t1.id, "closed").await;
+        let late = TestMail::new("ada@acme.example", SUPPORT, "Re: Printer", "It is back.\n")
+            .replying_to(&first.id());
+        deliver(&broker, &store, "m10", &late).await;
+        let m10 = stored(&store, "m10").await;
+        assert_ne!(m10.thread_id, t1.id);
+        let t10 = threads::get(conn, m10.thread_id).await.expect("t");
+        assert_eq!(t10.linked_thread_id, Some(t1.id));
+        assert_eq!(
+            threads::customer_ids(conn, t10.id).await.expect("c"),
+            customers
+        );
+        assert_eq!(
+            threads::get(conn, t1.id).await.expect("t").status,
+            ThreadStatus::Closed
+        );
+
+        // Three threads opened by normal mail, three acknowledgements; none for the rest.
+        assert_eq!(outbox(&store, "thread.created").await, 3);
+        eventually(WAIT, "three acknowledgements delivered", || async {
+            (sink.received().len() == 3).then_some(())
+        })
+        .await;
+        assert!(
+            broker
+                .get(&broker.names.dead_letters(), Duration::ZERO)
+                .await
+                .is_none(),
+            "nothing dead-lettered"
+        );
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300)]).await;
+    }
+);
+
+/// A delivery-status report (RFC 3464) for `recipient`, sent to `envelope_to`.
+fn dsn(recipient: &str, original_message_id: &str) -> Vec<u8> {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.acme.example>\r\n\
+To: {SUPPORT}\r\n\
+Subject: Undelivered Mail Returned to Sender\r\n\
+Message-ID: <{}@mx.acme.example>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\
+\r\n\
+--b1\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+I could not deliver your message.\r\n\
+--b1\r\n\
+Content-Type: message/delivery-status\r\n\
+\r\n\
+Reporting-MTA: dns; mx.acme.example\r\n\
+\r\n\
+Final-Recipient: rfc822; {recipient}\r\n\
+Action: failed\r\n\
+Status: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: user unknown\r\n\
+--b1\r\n\
+Content-Type: text/rfc822-headers\r\n\
+\r\n\
+From: support@gochat.example\r\n\
+To: {recipient}\r\n\
+Message-ID: <{original_message_id}>\r\n\
+Subject: Re: Printer on fire\r\n\
+--b1--\r\n",
+        Uuid::now_v7().simple()
+    )
+    .into_bytes()
+}
+
+both_backends!(
+    a_bounce_marks_the_message_it_is_about_failed_and_shows_on_its_thread,
+    |db: TestDb| async move {
+        let sink = tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("sink");
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let worker = start_worker(config(&db, &broker, &sink), Arc::new(SystemClock)).await;
+        let conn = store.conn();
+        let (thread, _) = common::fixtures::thread_with_contact(
+            &store,
+            "default",
+            "gone@acme.example",
+            common::t0(),
+        )
+        .await;
+        // Two messages we sent, delivered (`sent`): one bounces to its VERP address, the
+        // other is found by the Message-ID the report quotes.
+        for (job, to) in [
+            ("out-1", "gone@acme.example"),
+            ("out-2", "gone@acme.example"),
+        ] {
+            broker
+                .publish_json(
+                    "outbound-message",
+                    job,
+                    &json!({"schema": "outbound-message/v1", "thread_id": thread,
+                            "author": {"kind": "agent", "id": "a1", "name": "Agent"}, "to": [to],
+                            "body": {"subject": "Re: Printer on fire", "text": "Done.\n"}}),
+                )
+                .await;
+            applied(&store, job).await;
+        }
+        let sent = |job: &'static str| {
+            let store = store.clone();
+            async move { stored(&store, job).await }
+        };
+        let (o1, o2) = (sent("out-1").await, sent("out-2").await);
+        assert_eq!(o1.state, Some(OutboundState::Sent));
+
+        let verp = format!("bounces+{}@gochat.example", o1.id.simple());
+        broker
+            .publish_json(
+                "inbound-mail",
+                "b1",
+                &job(&dsn("gone@acme.example", "unrelated@x"), &verp),
+            )
+            .await;
+        applied(&store, "b1").await;
+        let o1 = stored(&store, "out-1").await;
+        assert_eq!(o1.state, Some(OutboundState::Failed));
+        let error = o1.error.unwrap_or_default();
+        assert!(
+            error.contains("5.1.1") && error.contains("gone@acme.example"),
+            "{error}"
+        );
+        let b1 = stored(&store, "b1").await;
+        assert_eq!(
+            (b1.thread_id, b1.classification),
+            (thread, Some(Classification::Bounce))
+        );
+        assert_eq!(b1.contact_id, None, "a bounce is not the customer writing");
+
+        let quoted = o2.message_id_header.clone().unwrap_or_default();
+        broker
+            .publish_json(
+                "inbound-mail",
+                "b2",
+                &job(&dsn("gone@acme.example", &quoted), SUPPORT),
+            )
+            .await;
+        applied(&store, "b2").await;
+        assert_eq!(
+            stored(&store, "out-2").await.state,
+            Some(OutboundState::Failed)
+        );
+        assert_eq!(outbox(&store, "message.failed").await, 2);
+
+        // A bounce about nothing we sent is kept as raw mail, classified, and nothing else.
+        broker
+            .publish_json(
+                "inbound-mail",
+                "b3",
+                &job(&dsn("x@y.example", "nothing@ours"), SUPPORT),
+            )
+            .await;
+        applied(&store, "b3").await;
+        let raw = raw_mails::Entity::find()
+            .filter(raw_mails::Column::JobMessageId.eq("b3"))
+            .one(conn)
+            .await
+            .expect("q")
+            .expect("raw");
+        assert_eq!(raw.classification.as_deref(), Some("bounce"));
+        assert_eq!(raw.message_row_id, None);
+        let t = threads::get(conn, thread).await.expect("t");
+        assert_eq!(t.status, ThreadStatus::Reminder, "a bounce does not reopen");
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300)]).await;
+    }
+);
+
+both_backends!(
+    a_mail_loop_is_stored_but_opens_and_answers_nothing,
+    |db: TestDb| async move {
+        let sink = tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("sink");
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let mut cfg = config(&db, &broker, &sink);
+        cfg.mail.loop_limit = 3;
+        let worker = start_worker(cfg, Arc::new(SystemClock)).await;
+        let conn = store.conn();
+        let robot = "robot@acme.example";
+        let mut first = None;
+        for i in 0..3 {
+            let m = TestMail::new(robot, SUPPORT, &format!("Alert {i}"), "disk full\n");
+            deliver(&broker, &store, &format!("r{i}"), &m).await;
+            first.get_or_insert(m);
+        }
+        assert_eq!(outbox(&store, "thread.created").await, 3);
+        // Over the limit: a new subject opens nothing...
+        deliver(
+            &broker,
+            &store,
+            "r3",
+            &TestMail::new(robot, SUPPORT, "Alert 3", "disk full\n"),
+        )
+        .await;
+        assert_eq!(outbox(&store, "thread.created").await, 3);
+        // ...and a reply is stored as a loop without reopening its thread.
+        let first = first.expect("first mail");
+        let t = stored(&store, "r0").await.thread_id;
+        transition(&broker, &store, "s1", t, "waiting").await;
+        let reply =
+            TestMail::new(robot, SUPPORT, "Re: Alert 0", "disk full\n").replying_to(&first.id());
+        deliver(&broker, &store, "r4", &reply).await;
+        let r4 = stored(&store, "r4").await;
+        assert_eq!(
+            (r4.thread_id, r4.classification),
+            (t, Some(Classification::Loop))
+        );
+        assert_eq!(
+            threads::get(conn, t).await.expect("t").status,
+            ThreadStatus::Waiting
+        );
+        let acks = "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'outbound-message'";
+        assert_eq!(count(conn, acks).await, 3, "no acknowledgement to a loop");
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300)]).await;
+    }
+);
+
+both_backends!(
+    mail_that_cannot_be_processed_is_kept_and_dead_lettered_with_the_reason,
+    |db: TestDb| async move {
+        let sink = tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("sink");
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let mut cfg = config(&db, &broker, &sink);
+        cfg.mail.max_size = 40 * 1024 * 1024;
+        let worker = start_worker(cfg, Arc::new(SystemClock)).await;
+        let conn = store.conn();
+
+        // Binary garbage: stored, marked failed, dead-lettered with the reason.
+        let garbage: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        broker
+            .publish_json("inbound-mail", "garbage", &job(&garbage, SUPPORT))
+            .await;
+        let reason = broker.dead_letter_reason("garbage", WAIT).await;
+        assert!(reason.contains("cannot be parsed"), "{reason}");
+        let raw = raw_mails::Entity::find()
+            .filter(raw_mails::Column::JobMessageId.eq("garbage"))
+            .one(conn)
+            .await
+            .expect("q")
+            .expect("the raw bytes are kept");
+        assert_eq!(raw.status, raw_mails::RawMailStatus::Failed);
+        assert_eq!(raw.data, garbage);
+        assert!(
+            reason.contains(&raw.id.to_string()),
+            "the reason names the raw mail: {reason}"
+        );
+
+        // Not base64, and no sender at all: refused with a reason too.
+        broker
+            .publish_json(
+                "inbound-mail",
+                "not-b64",
+                &json!({"schema": "inbound-mail/v1", "raw_base64": "@@@", "recipients": [SUPPORT]}),
+            )
+            .await;
+        assert!(
+            broker
+                .dead_letter_reason("not-b64", WAIT)
+                .await
+                .contains("not base64")
+        );
+        let anonymous = b"Subject: hello\r\nTo: support@gochat.example\r\n\r\nwho am I?\r\n";
+        broker
+            .publish_json("inbound-mail", "anon", &job(anonymous, SUPPORT))
+            .await;
+        assert!(
+            broker
+                .dead_letter_reason("anon", WAIT)
+                .await
+                .contains("no usable sender")
+        );
+
+        // A 30 MB attachment (under this worker's 40 MB limit) is stored whole.
+        let big = vec![b'x'; 30 * 1024 * 1024];
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&big);
+        let wrapped: String = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|l| format!("{}\r\n", String::from_utf8_lossy(l)))
+            .collect();
+        let mail = format!(
+            "From: ada@acme.example\r\nTo: {SUPPORT}\r\nSubject: the logs\r\nMessage-ID: <big@acme.example>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"logs.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{wrapped}--b--\r\n"
+        );
+        broker
+            .publish_json("inbound-mail", "big", &job(mail.as_bytes(), SUPPORT))
+            .await;
+        let t = std::time::Instant::now();
+        eventually(Duration::from_secs(300), "big applied", || async {
+            (count(
+                conn,
+                "SELECT COUNT(*) AS n FROM processed_jobs WHERE message_id = 'big'",
+            )
+            .await
+                == 1)
+                .then_some(())
+        })
+        .await;
+        eprintln!("BIG took {:?}", t.elapsed());
+        let m = stored(&store, "big").await;
+        let attachments = gochat_entities::attachments::Entity::find()
+            .filter(gochat_entities::attachments::Column::MessageId.eq(m.id))
+            .all(conn)
+            .await
+            .expect("q");
+        assert_eq!(
+            attachments
+                .iter()
+                .map(|a| (a.name.as_str(), a.size))
+                .collect::<Vec<_>>(),
+            [("logs.bin", big.len() as i64)]
+        );
+        let card = threads::get(conn, m.thread_id).await.expect("t");
+        assert_eq!(
+            gochat::store::json_strings(&card.attachment_names),
+            ["logs.bin"]
+        );
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300)]).await;
+    }
+);
