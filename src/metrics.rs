@@ -28,6 +28,8 @@ pub const INBOUND_CLASSES: &[&str] = &[
     "bounce",
     "duplicate",
     "refused",
+    "loop",
+    "feedback_report",
 ];
 pub const OUTBOUND_STATES: &[&str] = &["queued", "sending", "sent", "failed"];
 pub const SMTP_ERROR_CLASSES: &[&str] = &["temporary", "permanent", "connection"];
