@@ -114,7 +114,13 @@ impl Worker {
                 "no workflows/jobs/{kind}.yaml: jobs of this kind stay queued until one exists and the worker restarts"
             );
         }
-        let kinds: Vec<String> = set.kinds().into_iter().map(str::to_owned).collect();
+        let only = services.config.amqp.consume.clone();
+        let kinds: Vec<String> = set
+            .kinds()
+            .into_iter()
+            .filter(|k| only.is_empty() || only.iter().any(|o| o == k))
+            .map(str::to_owned)
+            .collect();
         let workflows = Arc::new(RwLock::new(Arc::new(set)));
         let handler = Arc::new(WorkflowHandler {
             services: services.clone(),

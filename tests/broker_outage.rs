@@ -99,6 +99,7 @@ async fn the_broker_stopped_and_started_mid_run_loses_no_job_and_applies_none_tw
             customers: vec![],
             linked_thread_id: None,
             flags: vec![],
+            detail: None,
         },
         &json!({"kind": "system"}),
         chrono::Utc::now(),

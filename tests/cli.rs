@@ -283,6 +283,7 @@ both_backends!(
                 customers: vec![acme.id],
                 linked_thread_id: None,
                 flags: vec![],
+                detail: None,
             },
             &system,
             now,

@@ -73,11 +73,12 @@ async fn stored(store: &Store, id: &str) -> messages::Model {
         .unwrap_or_else(|| panic!("job {id} stored no message"))
 }
 
-/// The `detail` of the thread's latest `mail_matched` event.
+/// Why the thread's latest mail joined it: the `detail` of its latest `mail_matched` event,
+/// or of its `created` event for a thread a mail opened.
 async fn matched(store: &Store, thread: Uuid) -> serde_json::Value {
     thread_events::Entity::find()
         .filter(thread_events::Column::ThreadId.eq(thread))
-        .filter(thread_events::Column::Kind.eq("mail_matched"))
+        .filter(thread_events::Column::Kind.is_in(["mail_matched", "created"]))
         .order_by_desc(thread_events::Column::At)
         .order_by_desc(thread_events::Column::Id)
         .one(store.conn())

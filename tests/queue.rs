@@ -299,6 +299,7 @@ both_backends!(
                 customers: vec![],
                 linked_thread_id: None,
                 flags: vec![],
+                detail: None,
             },
             &json!({"kind": "system"}),
             chrono::Utc::now(),
@@ -552,6 +553,41 @@ both_backends!(
             (m.contains(&acked) && m.contains(&dup)).then_some(())
         })
         .await;
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(200)]).await;
+    }
+);
+
+both_backends!(
+    a_worker_consumes_only_the_kinds_it_is_told_to,
+    |db: TestDb| async move {
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let mut cfg = config(&db, &broker, &[200]);
+        cfg.amqp.consume = vec!["customer-upsert".into()];
+        let worker = start(cfg).await;
+        let update = json!({"schema": "thread-update/v1", "thread_id": uuid::Uuid::now_v7(),
+                            "actor": {"kind": "system"}, "comment": "hi"});
+        broker
+            .publish_json("thread-update", "left-alone", &update)
+            .await;
+        broker
+            .publish_json("customer-upsert", "taken", &upsert("acme", "ACME"))
+            .await;
+        let conn = store.conn();
+        eventually(WAIT, "the customer-upsert applied", || async {
+            (count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await == 1).then_some(())
+        })
+        .await;
+        // The thread-update (for an unknown thread: it would be dead-lettered if consumed)
+        // waits in its queue for a worker that consumes it.
+        assert_eq!(broker.depth(&broker.names.queue("thread-update")).await, 1);
+        assert!(
+            broker
+                .get(&broker.names.dead_letters(), Duration::ZERO)
+                .await
+                .is_none()
+        );
         worker.stop().await;
         broker.cleanup(&[Duration::from_millis(200)]).await;
     }

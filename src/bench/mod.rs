@@ -1,8 +1,11 @@
 //! `gochat bench <name>`: measurements, run in a release build. Each prints readable lines
 //! and, last, one JSON object with the figures (for `docs/BENCHMARKS.md` and CI trends).
 
+pub mod inbound;
+pub mod measure;
 pub mod outbound;
 pub mod runtime;
+pub mod sink;
 pub mod timers;
 
 /// A figure rounded to two decimals for the JSON line.

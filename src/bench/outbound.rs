@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 
 use super::{quantile_ms, round2};
 use crate::config::{Config, SecretUrl};
@@ -38,7 +36,7 @@ pub async fn run(config: Config, args: OutboundArgs) -> anyhow::Result<()> {
     let url = match args.smtp_url {
         Some(u) => u,
         None => {
-            let port = sink(received.clone()).await?;
+            let port = super::sink::start(received.clone()).await?;
             format!("smtp://127.0.0.1:{port}")
         }
     };
@@ -139,52 +137,4 @@ pub async fn run(config: Config, args: OutboundArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-/// A minimal SMTP server that accepts every message and counts it; returns its port.
-async fn sink(received: Arc<AtomicUsize>) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let received = received.clone();
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
-                if write.write_all(b"220 bench-sink ESMTP\r\n").await.is_err() {
-                    return;
-                }
-                let mut in_data = false;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let reply: &[u8] = if in_data {
-                        if line != "." {
-                            continue;
-                        }
-                        in_data = false;
-                        received.fetch_add(1, Ordering::Relaxed);
-                        b"250 2.0.0 queued\r\n"
-                    } else {
-                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                        match verb.as_str() {
-                            "EHLO" => b"250-bench-sink\r\n250 8BITMIME\r\n",
-                            "DATA" => {
-                                in_data = true;
-                                b"354 go ahead\r\n"
-                            }
-                            "QUIT" => {
-                                let _ = write.write_all(b"221 bye\r\n").await;
-                                return;
-                            }
-                            _ => b"250 OK\r\n",
-                        }
-                    };
-                    if write.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok(port)
 }

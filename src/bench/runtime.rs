@@ -3,12 +3,10 @@
 //! rate of the same broker. Uses its own queue prefix and cleans it up; writes customers
 //! into the database it is given, so point it at a scratch one (default: a temp SQLite file).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use clap::Args;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -16,10 +14,10 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
-use super::{quantile_ms, round2};
+use super::measure::{BenchJob, Figures, figures, publish_and_wait};
+use super::round2;
 use crate::clock::SystemClock;
 use crate::config::{Config, SecretUrl};
 use crate::metrics::Metrics;
@@ -34,12 +32,6 @@ pub struct RuntimeArgs {
     /// Scratch database (default: a temporary SQLite file). Migrated if needed.
     #[arg(long)]
     pub database_url: Option<String>,
-}
-
-struct Figures {
-    per_sec: f64,
-    p50: f64,
-    p99: f64,
 }
 
 pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
@@ -183,87 +175,15 @@ async fn full_path(
     n: usize,
     confirm: Duration,
 ) -> anyhow::Result<Figures> {
-    let publisher = Publisher::open(conn, confirm).await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let exchange = names.jobs_exchange();
-    let start = Instant::now();
-    let started_at = Utc::now();
-    let mut sent_at: HashMap<String, Duration> = HashMap::with_capacity(n);
-    let publishing = {
-        let run = run.clone();
-        tokio::spawn(async move {
-            let mut sent = Vec::with_capacity(n);
-            for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-                let msgs: Vec<Outgoing> = chunk
-                    .iter()
-                    .map(|i| {
-                        let id = format!("bench-{run}-{i}");
-                        let body = json!({"schema": "customer-upsert/v1", "external_id": id, "name": format!("Customer {i}"),
-                                          "contacts": [{"kind": "email", "address": format!("c{i}-{run}@bench.example")}]});
-                        Outgoing::json(exchange.clone(), "customer-upsert".into(), id, body.to_string().into_bytes())
-                    })
-                    .collect();
-                let at = start.elapsed();
-                for (m, r) in msgs.iter().zip(publisher.publish_all(&msgs).await) {
-                    r?;
-                    sent.push((m.message_id.clone(), at));
-                }
-            }
-            publisher.close().await;
-            anyhow::Ok(sent)
+    let jobs = (0..n)
+        .map(|i| {
+            let id = format!("bench-{run}-{i}");
+            let body = json!({"schema": "customer-upsert/v1", "external_id": id, "name": format!("Customer {i}"),
+                              "contacts": [{"kind": "email", "address": format!("c{i}-{run}@bench.example")}]});
+            BenchJob { id, kind: "customer-upsert", body: body.to_string().into_bytes() }
         })
-    };
+        .collect();
     let db = worker.services.store.conn();
-    let backend = db.get_database_backend();
-    // Only this run's jobs: a reused bench database holds earlier runs' rows.
-    let mine = format!("message_id LIKE 'bench-{run}-%'");
-    let count = Statement::from_string(
-        backend,
-        format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE {mine}"),
-    );
-    loop {
-        let done: i64 = db
-            .query_one_raw(count.clone())
-            .await?
-            .map(|r| r.try_get("", "n"))
-            .transpose()?
-            .unwrap_or(0);
-        if done as usize >= n {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(1800),
-            "only {done} of {n} jobs done after 30 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = start.elapsed();
-    for (id, at) in publishing.await?? {
-        sent_at.insert(id, at);
-    }
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            backend,
-            format!("SELECT message_id, processed_at FROM processed_jobs WHERE {mine}"),
-        ))
-        .await?;
-    let mut latencies = Vec::with_capacity(n);
-    for r in rows {
-        let id: String = r.try_get("", "message_id")?;
-        let at: DateTime<Utc> = r.try_get("", "processed_at")?;
-        if let Some(sent) = sent_at.get(&id) {
-            let done = (at - started_at).to_std().unwrap_or_default();
-            latencies.push(done.saturating_sub(*sent));
-        }
-    }
-    Ok(figures(n, elapsed, latencies))
-}
-
-fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Figures {
-    latencies.sort();
-    Figures {
-        per_sec: n as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-        p50: quantile_ms(&latencies, 0.5),
-        p99: quantile_ms(&latencies, 0.99),
-    }
+    publish_and_wait(conn, names, db, jobs, &format!("bench-{run}-"), confirm).await
 }

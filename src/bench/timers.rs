@@ -79,6 +79,7 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
             customers: vec![],
             linked_thread_id: None,
             flags: vec![],
+            detail: None,
         },
         &json!({"kind": "system"}),
         now,

@@ -73,6 +73,8 @@ pub enum BenchCommand {
     Timers(crate::bench::timers::TimersArgs),
     /// Messages rendered, built and delivered by SMTP with pooling.
     Outbound(crate::bench::outbound::OutboundArgs),
+    /// Inbound mails end to end (published → committed thread), and parsing alone.
+    Inbound(crate::bench::inbound::InboundArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +150,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Workflows(WorkflowsCommand::Simulate(args)) => simulate::run(&config, args),
         Command::Bench(BenchCommand::Outbound(args)) => {
             crate::bench::outbound::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Inbound(args)) => {
+            crate::bench::inbound::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Timers(args)) => {

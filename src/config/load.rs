@@ -183,6 +183,20 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
             "prefetch, concurrency and batch_size must be at least 1".into(),
         ));
     }
+    if let Some(unknown) = config
+        .amqp
+        .consume
+        .iter()
+        .find(|k| !crate::contract::JOB_KINDS.contains(&k.as_str()))
+    {
+        return Err(fail(
+            "amqp.consume",
+            format!(
+                "unknown job kind {unknown:?}; expected some of {} (or an empty list for all)",
+                crate::contract::JOB_KINDS.join(", ")
+            ),
+        ));
+    }
     for (kind, c) in &config.amqp.consumers {
         if !crate::contract::JOB_KINDS.contains(&kind.as_str()) {
             return Err(fail(

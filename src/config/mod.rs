@@ -93,6 +93,9 @@ pub struct AmqpConfig {
     pub batch_size: usize,
     /// Per-kind overrides, keyed by job kind (`inbound-mail`, ...).
     pub consumers: BTreeMap<String, ConsumerConfig>,
+    /// The job kinds this worker consumes; empty: every kind that has a workflow. Lets ops
+    /// run dedicated workers per kind (say, outbound delivery scaled apart).
+    pub consume: Vec<String>,
 }
 
 impl Default for AmqpConfig {
@@ -112,6 +115,7 @@ impl Default for AmqpConfig {
             concurrency: 8,
             batch_size: 32,
             consumers: BTreeMap::new(),
+            consume: Vec::new(),
         }
     }
 }

@@ -34,11 +34,14 @@ pub struct InboundMail {
 }
 
 /// The sending contact.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sender {
     pub contact_id: Uuid,
     pub address: String,
     pub name: Option<String>,
+    /// Its customers' ids and attributes (a new thread belongs to them; lifecycle
+    /// selectors read the attributes). Known for normal mail only.
+    pub customers: Vec<(Uuid, serde_json::Value)>,
 }
 
 /// Reply tokens are 20 lower-case hex characters (see `store::threads`).

@@ -68,45 +68,32 @@ pub async fn raw(db: &impl ConnectionTrait, id: Uuid) -> Result<raw_mails::Model
         })
 }
 
-/// Records what became of a raw mail.
+/// Records what became of a raw mail: its status, what went wrong or was odd, and (once
+/// known) what it was classified as.
 pub async fn mark_raw(
     db: &impl ConnectionTrait,
     id: Uuid,
     status: RawMailStatus,
     error: Option<&str>,
+    classification: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    raw_mails::Entity::update_many()
+    let mut update = raw_mails::Entity::update_many()
         .col_expr(raw_mails::Column::Status, Expr::value(status))
         .col_expr(
             raw_mails::Column::Error,
             Expr::value(error.map(str::to_owned)),
         )
-        .col_expr(raw_mails::Column::ProcessedAt, Expr::value(now))
-        .filter(raw_mails::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+        .col_expr(raw_mails::Column::ProcessedAt, Expr::value(now));
+    if let Some(c) = classification {
+        update = update.col_expr(raw_mails::Column::Classification, Expr::value(c.to_owned()));
+    }
+    update.filter(raw_mails::Column::Id.eq(id)).exec(db).await?;
     Ok(())
 }
 
-/// Records what a raw mail was classified as.
-pub async fn classify_raw(
-    db: &impl ConnectionTrait,
-    id: Uuid,
-    classification: &str,
-) -> Result<(), StoreError> {
-    raw_mails::Entity::update_many()
-        .col_expr(
-            raw_mails::Column::Classification,
-            Expr::value(classification.to_owned()),
-        )
-        .filter(raw_mails::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
-/// Links a raw mail to the message it became.
+/// Links a raw mail to the message it repeats (a duplicate; a stored message points to its
+/// raw mail itself, `messages.raw_mail_id`).
 pub async fn link_raw(
     db: &impl ConnectionTrait,
     raw_id: Uuid,

@@ -36,6 +36,8 @@ pub struct NewThread {
     pub customers: Vec<Uuid>,
     pub linked_thread_id: Option<Uuid>,
     pub flags: Vec<String>,
+    /// Why it was opened (kept in its `created` event), e.g. how an inbound mail matched.
+    pub detail: Option<Value>,
 }
 
 /// A message to add to a thread's feed.
@@ -179,43 +181,43 @@ pub async fn create(
     actor: &Value,
     now: DateTime<Utc>,
 ) -> Result<threads::Model, StoreError> {
-    let id = Uuid::now_v7();
-    let model = threads::ActiveModel {
-        id: Set(id),
-        subject: Set(new.subject),
-        status: Set(new.status),
-        assignee: Set(None),
-        lifecycle: Set(new.lifecycle),
-        lifecycle_step: Set(None),
-        reply_token: Set(reply_token()),
-        mailbox: Set(new.mailbox),
-        linked_thread_id: Set(new.linked_thread_id),
-        version: Set(1),
-        flags: Set(json!(new.flags)),
-        created_at: Set(now),
-        updated_at: Set(now),
-        last_message_at: Set(None),
-        snippet: Set(None),
-        has_attachments: Set(false),
-        attachment_names: Set(json!([])),
-        item_count: Set(0),
-        contact_id: Set(None),
+    let model = threads::Model {
+        id: Uuid::now_v7(),
+        subject: new.subject,
+        status: new.status,
+        assignee: None,
+        lifecycle: new.lifecycle,
+        lifecycle_step: None,
+        reply_token: reply_token(),
+        mailbox: new.mailbox,
+        linked_thread_id: new.linked_thread_id,
+        version: 1,
+        flags: json!(new.flags),
+        created_at: now,
+        updated_at: now,
+        last_message_at: None,
+        snippet: None,
+        has_attachments: false,
+        attachment_names: json!([]),
+        item_count: 0,
+        contact_id: None,
     };
-    threads::Entity::insert(model)
+    threads::Entity::insert(model.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
-    link_customers(db, id, &new.customers, now).await?;
-    record_event(
+    link_customers(db, model.id, &new.customers, now).await?;
+    insert_event(
         db,
-        id,
+        model.id,
         "created",
         actor,
         None,
         Some(json!({"status": new.status})),
+        new.detail,
         now,
     )
     .await?;
-    get(db, id).await
+    Ok(model)
 }
 
 /// Saves `changed` (a modified copy of `current`) if nobody changed the thread since
@@ -252,37 +254,37 @@ pub async fn add_message(
     now: DateTime<Utc>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
     let id = Uuid::now_v7();
-    let row = messages::ActiveModel {
-        id: Set(id),
-        thread_id: Set(thread.id),
-        direction: Set(msg.direction),
-        channel: Set(msg.channel),
-        contact_id: Set(msg.contact_id),
-        message_id_header: Set(msg.message_id_header),
-        in_reply_to: Set(msg.in_reply_to),
-        references: Set(json!(msg.references)),
-        from_address: Set(msg.from_address),
-        from_name: Set(msg.from_name),
-        to_addresses: Set(json!(msg.to)),
-        cc_addresses: Set(json!(msg.cc)),
-        subject: Set(msg.subject),
-        text_body: Set(msg.text_body.clone()),
-        html_body: Set(msg.html_body),
-        classification: Set(msg.classification),
-        kind: Set(msg.kind),
-        state: Set(msg.state),
-        error: Set(None),
-        smtp_reply: Set(None),
-        attempts: Set(0),
-        author: Set(msg.author),
-        raw_mail_id: Set(msg.raw_mail_id),
-        job_message_id: Set(msg.job_message_id),
-        dedupe_key: Set(msg.dedupe_key),
-        created_at: Set(now),
-        updated_at: Set(now),
-        sent_at: Set(None),
+    let row = messages::Model {
+        id,
+        thread_id: thread.id,
+        direction: msg.direction,
+        channel: msg.channel,
+        contact_id: msg.contact_id,
+        message_id_header: msg.message_id_header,
+        in_reply_to: msg.in_reply_to,
+        references: json!(msg.references),
+        from_address: msg.from_address,
+        from_name: msg.from_name,
+        to_addresses: json!(msg.to),
+        cc_addresses: json!(msg.cc),
+        subject: msg.subject,
+        text_body: msg.text_body.clone(),
+        html_body: msg.html_body,
+        classification: msg.classification,
+        kind: msg.kind,
+        state: msg.state,
+        error: None,
+        smtp_reply: None,
+        attempts: 0,
+        author: msg.author,
+        raw_mail_id: msg.raw_mail_id,
+        job_message_id: msg.job_message_id,
+        dedupe_key: msg.dedupe_key,
+        created_at: now,
+        updated_at: now,
+        sent_at: None,
     };
-    messages::Entity::insert(row)
+    messages::Entity::insert(row.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
 
@@ -314,14 +316,7 @@ pub async fn add_message(
         card.attachment_names = Value::Array(all);
     }
     let card = save(db, thread, card, now).await?;
-    let message = messages::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or(StoreError::NotFound {
-            what: "message",
-            id: id.to_string(),
-        })?;
-    Ok((card, message))
+    Ok((card, row))
 }
 
 async fn store_attachment(
@@ -700,18 +695,20 @@ async fn insert_event(
     detail: Option<Value>,
     now: DateTime<Utc>,
 ) -> Result<thread_events::Model, StoreError> {
-    Ok(thread_events::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        thread_id: Set(thread_id),
-        kind: Set(kind.to_owned()),
-        actor: Set(actor.clone()),
-        before: Set(before),
-        after: Set(after),
-        detail: Set(detail),
-        at: Set(now),
-    }
-    .insert(db)
-    .await?)
+    let event = thread_events::Model {
+        id: Uuid::now_v7(),
+        thread_id,
+        kind: kind.to_owned(),
+        actor: actor.clone(),
+        before,
+        after,
+        detail,
+        at: now,
+    };
+    thread_events::Entity::insert(event.clone().into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    Ok(event)
 }
 
 /// The first `SNIPPET_CHARS` characters of `text`, whitespace collapsed.

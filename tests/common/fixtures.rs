@@ -51,6 +51,7 @@ pub async fn thread_with_contact(
             customers: vec![customer],
             linked_thread_id: None,
             flags: vec![],
+            detail: None,
         },
         &json!({"kind": "system"}),
         now,

@@ -224,6 +224,7 @@ impl Action for ParseMail {
                     raw_id,
                     RawMailStatus::Failed,
                     Some(&why),
+                    None,
                     now,
                 )
                 .await?;
@@ -251,9 +252,15 @@ impl Action for ParseMail {
         } else {
             Some(parsed.defects.join("; "))
         };
-        let db = ctx.db().await?;
-        store::mark_raw(db, raw_id, RawMailStatus::Parsed, defects.as_deref(), now).await?;
-        store::classify_raw(db, raw_id, inbound::class_name(&class)).await?;
+        store::mark_raw(
+            ctx.db().await?,
+            raw_id,
+            RawMailStatus::Parsed,
+            defects.as_deref(),
+            Some(inbound::class_name(&class)),
+            now,
+        )
+        .await?;
         ctx.facts
             .set("inbound.message_id", json!(parsed.message_id));
         ctx.facts.set(
@@ -325,7 +332,7 @@ impl Action for DedupeMail {
             return Ok(Flow::Continue);
         };
         let db = ctx.db().await?;
-        store::mark_raw(db, raw_id, RawMailStatus::Duplicate, None, now).await?;
+        store::mark_raw(db, raw_id, RawMailStatus::Duplicate, None, None, now).await?;
         store::link_raw(db, raw_id, existing.id).await?;
         ctx.facts.set("inbound.duplicate_of", json!(existing.id));
         count(ctx, "duplicate");

@@ -122,11 +122,15 @@ impl Action for UpsertSender {
         let (contact_id, contact_created) =
             customers::find_or_create_contact(db, &input, now).await?;
         let mut customer_created = false;
-        if normal
-            && store::customers_of_contact(db, contact_id)
+        let mut customers = Vec::new();
+        if normal {
+            customers = store::customers_of_contact(db, contact_id)
                 .await?
-                .is_empty()
-        {
+                .into_iter()
+                .map(|c| (c.id, c.attributes))
+                .collect();
+        }
+        if normal && customers.is_empty() {
             let (external_id, customer_name) = match domain_customer {
                 Some(external) => {
                     let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
@@ -141,6 +145,7 @@ impl Action for UpsertSender {
                 customers::ensure_customer(db, &external_id, &customer_name, now).await?;
             customers::attach_contact(db, customer, contact_id, now).await?;
             customer_created = created;
+            customers.push((customer, json!({})));
         }
         ctx.facts.set("inbound.contact_id", json!(contact_id));
         ctx.facts
@@ -151,6 +156,7 @@ impl Action for UpsertSender {
             contact_id,
             address,
             name,
+            customers,
         };
         ctx.facts.set("inbound.actor", sender_actor(&sender));
         if let Some(m) = ctx.inbound.as_deref_mut() {
@@ -389,9 +395,13 @@ async fn new_thread(
     let lifecycles = ctx.lifecycles.clone();
     let db = ctx.db().await?;
     // A reply to a closed thread continues that conversation: same customers.
-    let customers = match linked {
-        Some(old) => store::customers_of_thread(db, old).await?,
-        None => store::customers_of_contact(db, sender.contact_id).await?,
+    let customers: Vec<(Uuid, Value)> = match linked {
+        Some(old) => store::customers_of_thread(db, old)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.attributes))
+            .collect(),
+        None => sender.customers.clone(),
     };
     if customers.is_empty() {
         return Err(JobError::permanent(format!(
@@ -399,7 +409,7 @@ async fn new_thread(
             sender.address
         )));
     }
-    let attributes: Vec<Value> = customers.iter().map(|c| c.attributes.clone()).collect();
+    let attributes: Vec<Value> = customers.iter().map(|(_, a)| a.clone()).collect();
     let lifecycle = lifecycles
         .select(&ThreadTraits {
             tags: &[],
@@ -422,15 +432,15 @@ async fn new_thread(
             status: ThreadStatus::Open,
             lifecycle,
             mailbox,
-            customers: customers.iter().map(|c| c.id).collect(),
+            customers: customers.iter().map(|(id, _)| *id).collect(),
             linked_thread_id: linked,
             flags: Vec::new(),
+            detail: Some(detail),
         },
         actor,
         now,
     )
     .await?;
-    threads::record_event_detail(db, thread.id, "mail_matched", actor, detail, now).await?;
     ctx.facts.set("thread.created", json!(true));
     ctx.facts.set("inbound.matched_by", json!("new_thread"));
     ctx.set_thread(thread);
@@ -521,7 +531,6 @@ impl Action for StoreMessage {
                 content_id: a.content_id,
             })
             .collect();
-        let raw_id = m.raw_id;
         let thread = ctx.thread()?.clone();
         let now = ctx.now;
         let db = ctx.db().await?;
@@ -535,7 +544,6 @@ impl Action for StoreMessage {
             }
             other => other?,
         };
-        store::link_raw(db, raw_id, row.id).await?;
         ctx.set_thread(card);
         ctx.facts.set("message.id", json!(row.id));
         ctx.facts.set(
