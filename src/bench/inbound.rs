@@ -134,10 +134,10 @@ async fn ack_count(db: &sea_orm::DatabaseConnection, run: &str) -> i64 {
 }
 
 /// Raw mails.
-type Mails = Vec<Vec<u8>>;
+pub(super) type Mails = Vec<Vec<u8>>;
 
 /// The corpus's normal messages (with a sender) and its bounces, as templates.
-fn corpus(dir: &Path) -> anyhow::Result<(Mails, Mails)> {
+pub(super) fn corpus(dir: &Path) -> anyhow::Result<(Mails, Mails)> {
     let (mut normal, mut bounces) = (Vec::new(), Vec::new());
     let none = classify::Envelope {
         from: None,

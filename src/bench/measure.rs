@@ -1,6 +1,7 @@
-//! The measurement the job benches share: publish jobs with confirms while the worker runs,
-//! wait until every one is applied, and read each job's latency from publish to the commit
-//! of its effects (`processed_jobs.processed_at`).
+//! The measurement the job benches share: publish jobs with confirms (as fast as they go,
+//! or at a fixed rate) while the worker runs, wait until every one is applied, and read
+//! each job's latency from publish to the commit of its effects
+//! (`processed_jobs.processed_at`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,14 +32,119 @@ pub fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Fig
 }
 
 /// One job to publish: its message id (which must start with the run's prefix), its kind
-/// (one kind per run) and its body.
+/// and its body.
 pub struct BenchJob {
     pub id: String,
     pub kind: &'static str,
     pub body: Vec<u8>,
 }
 
-/// Publishes `jobs` in confirmed batches of 500 while the worker consumes them, and waits
+/// When each job was confirmed by the broker, by message id.
+pub type Sent = HashMap<String, (&'static str, DateTime<Utc>)>;
+
+/// Publishes `jobs` with confirms: in batches of 500 as fast as they go, or `rate` jobs a
+/// second in ticks of 100 ms.
+pub async fn publish(
+    conn: &Connection,
+    names: &Names,
+    jobs: Vec<BenchJob>,
+    rate: Option<f64>,
+    confirm: Duration,
+) -> anyhow::Result<Sent> {
+    let publisher = Publisher::open(conn, confirm).await?;
+    let exchange = names.jobs_exchange();
+    let chunk = match rate {
+        Some(r) => ((r / 10.0).round() as usize).max(1),
+        None => 500,
+    };
+    let mut sent = Sent::with_capacity(jobs.len());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for part in jobs.chunks(chunk) {
+        if rate.is_some() {
+            tick.tick().await;
+        }
+        let msgs: Vec<Outgoing> = part
+            .iter()
+            .map(|j| {
+                Outgoing::json(
+                    exchange.clone(),
+                    j.kind.into(),
+                    j.id.clone(),
+                    j.body.clone(),
+                )
+            })
+            .collect();
+        let at = Utc::now();
+        for (j, r) in part.iter().zip(publisher.publish_all(&msgs).await) {
+            r?;
+            sent.insert(j.id.clone(), (j.kind, at));
+        }
+    }
+    publisher.close().await;
+    Ok(sent)
+}
+
+/// Waits until `n` jobs matching the SQL condition `filter` (on `processed_jobs`) are
+/// applied, for at most `limit`.
+pub async fn wait_applied(
+    db: &DatabaseConnection,
+    filter: &str,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let count = Statement::from_string(
+        db.get_database_backend(),
+        format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE {filter}"),
+    );
+    let start = Instant::now();
+    loop {
+        let done: i64 = db
+            .query_one_raw(count.clone())
+            .await?
+            .map(|r| r.try_get("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if done as usize >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "only {done} of {n} jobs applied after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When each job matching `filter` committed, by message id.
+pub async fn applied_at(
+    db: &DatabaseConnection,
+    filter: &str,
+) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT message_id, processed_at FROM processed_jobs WHERE {filter}"),
+        ))
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        out.insert(r.try_get("", "message_id")?, r.try_get("", "processed_at")?);
+    }
+    Ok(out)
+}
+
+/// Publish → commit latencies of the `sent` jobs that committed.
+pub fn latencies(sent: &Sent, applied: &HashMap<String, DateTime<Utc>>) -> Vec<Duration> {
+    sent.iter()
+        .filter_map(|(id, (_, at))| {
+            applied
+                .get(id)
+                .map(|done| (*done - *at).to_std().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Publishes `jobs` (one kind) as fast as they go while the worker consumes them, and waits
 /// until all are applied: the rate is jobs / (last commit − first publish).
 pub async fn publish_and_wait(
     conn: &Connection,
@@ -51,72 +157,12 @@ pub async fn publish_and_wait(
     let n = jobs.len();
     // Follow-up jobs (an acknowledgement's id extends its mail's) are not this run's.
     let kind = jobs.first().map_or("", |j| j.kind);
-    let publisher = Publisher::open(conn, confirm).await?;
-    let exchange = names.jobs_exchange();
-    let start = Instant::now();
-    let started_at = Utc::now();
-    let publishing = tokio::spawn(async move {
-        let mut sent = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(500) {
-            let msgs: Vec<Outgoing> = chunk
-                .iter()
-                .map(|j| {
-                    Outgoing::json(
-                        exchange.clone(),
-                        j.kind.into(),
-                        j.id.clone(),
-                        j.body.clone(),
-                    )
-                })
-                .collect();
-            let at = start.elapsed();
-            for (m, r) in msgs.iter().zip(publisher.publish_all(&msgs).await) {
-                r?;
-                sent.push((m.message_id.clone(), at));
-            }
-        }
-        publisher.close().await;
-        anyhow::Ok(sent)
-    });
-    let backend = db.get_database_backend();
-    // Only this run's jobs: a reused bench database holds earlier runs' rows.
     let mine = format!("message_id LIKE '{id_prefix}%' AND kind = '{kind}'");
-    let count = Statement::from_string(
-        backend,
-        format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE {mine}"),
-    );
-    loop {
-        let done: i64 = db
-            .query_one_raw(count.clone())
-            .await?
-            .map(|r| r.try_get("", "n"))
-            .transpose()?
-            .unwrap_or(0);
-        if done as usize >= n {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(1800),
-            "only {done} of {n} jobs done after 30 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = start.elapsed();
-    let sent_at: HashMap<String, Duration> = publishing.await??.into_iter().collect();
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            backend,
-            format!("SELECT message_id, processed_at FROM processed_jobs WHERE {mine}"),
-        ))
-        .await?;
-    let mut latencies = Vec::with_capacity(n);
-    for r in rows {
-        let id: String = r.try_get("", "message_id")?;
-        let at: DateTime<Utc> = r.try_get("", "processed_at")?;
-        if let Some(sent) = sent_at.get(&id) {
-            let done = (at - started_at).to_std().unwrap_or_default();
-            latencies.push(done.saturating_sub(*sent));
-        }
-    }
-    Ok(figures(n, elapsed, latencies))
+    let start = Instant::now();
+    let (sent, elapsed) = tokio::try_join!(publish(conn, names, jobs, None, confirm), async {
+        wait_applied(db, &mine, n, Duration::from_secs(1800)).await?;
+        Ok(start.elapsed())
+    })?;
+    let applied = applied_at(db, &mine).await?;
+    Ok(figures(n, elapsed, latencies(&sent, &applied)))
 }

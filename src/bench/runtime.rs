@@ -99,7 +99,7 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
 
 /// Raw lapin: a plain durable queue, persistent messages with confirms, one consumer acking
 /// each message, prefetch as configured.
-async fn baseline(
+pub(super) async fn baseline(
     conn: &Connection,
     names: &Names,
     n: usize,

@@ -224,7 +224,7 @@ async fn claim_all(
 
 /// Inserts `n` timers due in 30 days and later, in the database itself (a million rows
 /// through the ORM would take longer than the measurement).
-async fn store_future_timers(
+pub(super) async fn store_future_timers(
     store: &Store,
     thread: &gochat_entities::threads::Model,
     n: u64,

@@ -75,6 +75,8 @@ pub enum BenchCommand {
     Outbound(crate::bench::outbound::OutboundArgs),
     /// Inbound mails end to end (published → committed thread), and parsing alone.
     Inbound(crate::bench::inbound::InboundArgs),
+    /// The whole worker under a realistic mix, at a fixed rate and at the maximum rate.
+    E2e(crate::bench::e2e::E2eArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +152,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Workflows(WorkflowsCommand::Simulate(args)) => simulate::run(&config, args),
         Command::Bench(BenchCommand::Outbound(args)) => {
             crate::bench::outbound::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::E2e(args)) => {
+            crate::bench::e2e::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Inbound(args)) => {

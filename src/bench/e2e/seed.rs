@@ -1,0 +1,142 @@
+//! What the e2e run starts from: a pool of open threads the load works on (each with a
+//! customer contact and one stored inbound mail to reply to), threads on the reminder
+//! ladder whose timers fall due during the run, and a million future timers.
+
+use chrono::{DateTime, Utc};
+use gochat_entities::messages::{Channel, Classification, MessageDirection};
+use gochat_entities::threads::ThreadStatus;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel, TransactionTrait};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::store::threads::{self, NewMessage, NewThread};
+use crate::store::{ContactInput, CustomerUpsert, Store, customers, timers};
+
+/// A pool thread: its id, its customer contact's address, the Message-ID of its mail.
+#[derive(Debug, Clone)]
+pub struct PoolThread {
+    pub id: Uuid,
+    pub address: String,
+    pub message_id: String,
+}
+
+/// Creates `n` open threads, one customer each; `tag` keeps runs apart.
+pub async fn pool(store: &Store, n: usize, tag: &str) -> anyhow::Result<Vec<PoolThread>> {
+    let now = Utc::now();
+    let tx = store.conn().begin().await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let address = format!("c{i}-{tag}@e2e.example");
+        let (customer, _) = customers::upsert_customer(
+            &tx,
+            &CustomerUpsert {
+                external_id: format!("e2e-{tag}-{i}"),
+                name: format!("Customer {i}"),
+                contacts: vec![ContactInput {
+                    kind: gochat_entities::contacts::ContactKind::Email,
+                    address: address.clone(),
+                    name: Some(format!("Customer {i}")),
+                    language: None,
+                }],
+                replace_contacts: false,
+            },
+            now,
+        )
+        .await?;
+        let thread = threads::create(
+            &tx,
+            new_thread(customer, ThreadStatus::Open),
+            &json!({"kind": "system"}),
+            now,
+        )
+        .await?;
+        let message_id = format!("pool-{i}-{tag}@e2e.example");
+        let mut m = NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            address.clone(),
+            format!("Question {i}"),
+        );
+        m.message_id_header = Some(message_id.clone());
+        m.classification = Some(Classification::New);
+        m.text_body = Some("Hello, my printer is on fire.".into());
+        m.contact_id = Some(contact_of(&tx, &address).await?);
+        threads::add_message(&tx, &thread, m, now).await?;
+        out.push(PoolThread {
+            id: thread.id,
+            address,
+            message_id,
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Creates `n` threads on the first reminder step with a timer each, due at the given
+/// times; returns the timers' ids with their due times.
+pub async fn reminders(
+    store: &Store,
+    due: &[DateTime<Utc>],
+    tag: &str,
+) -> anyhow::Result<Vec<(Uuid, DateTime<Utc>)>> {
+    let now = Utc::now();
+    let tx = store.conn().begin().await?;
+    let mut out = Vec::with_capacity(due.len());
+    for (i, at) in due.iter().enumerate() {
+        let address = format!("r{i}-{tag}@e2e.example");
+        let (customer, _) = customers::upsert_customer(
+            &tx,
+            &CustomerUpsert {
+                external_id: format!("e2e-r-{tag}-{i}"),
+                name: format!("Reminded {i}"),
+                contacts: vec![ContactInput {
+                    kind: gochat_entities::contacts::ContactKind::Email,
+                    address: address.clone(),
+                    name: None,
+                    language: None,
+                }],
+                replace_contacts: false,
+            },
+            now,
+        )
+        .await?;
+        let thread = threads::create(
+            &tx,
+            new_thread(customer, ThreadStatus::Reminder),
+            &json!({"kind": "system"}),
+            now,
+        )
+        .await?;
+        let mut am = thread.clone().into_active_model();
+        am.lifecycle_step = Set(Some(1));
+        am.contact_id = Set(Some(contact_of(&tx, &address).await?));
+        let thread = am.update(&tx).await?;
+        let t = timers::schedule(&tx, &thread, 1, *at, now).await?;
+        out.push((t.id, *at));
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+fn new_thread(customer: Uuid, status: ThreadStatus) -> NewThread {
+    NewThread {
+        subject: "Printer on fire".into(),
+        status,
+        lifecycle: "default".into(),
+        mailbox: None,
+        customers: vec![customer],
+        linked_thread_id: None,
+        flags: vec![],
+        detail: None,
+    }
+}
+
+async fn contact_of(db: &impl sea_orm::ConnectionTrait, address: &str) -> anyhow::Result<Uuid> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    gochat_entities::contacts::Entity::find()
+        .filter(gochat_entities::contacts::Column::Address.eq(address))
+        .one(db)
+        .await?
+        .map(|c| c.id)
+        .ok_or_else(|| anyhow::anyhow!("contact {address} vanished"))
+}
