@@ -14,7 +14,7 @@ use gochat_entities::contacts::ContactKind;
 use gochat_entities::messages::{Channel, Classification, MessageDirection, OutboundState};
 use gochat_entities::outbox::OutboxKind;
 use gochat_entities::threads::ThreadStatus;
-use sea_orm::TransactionTrait;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
 fn t0() -> chrono::DateTime<Utc> {
@@ -27,6 +27,7 @@ fn email(address: &str, name: &str) -> ContactInput {
         address: address.into(),
         name: Some(name.into()),
         language: None,
+        time_zone: None,
     }
 }
 
@@ -48,6 +49,26 @@ both_backends!(
         assert_eq!(outcome, UpsertOutcome::Created);
         let (again, outcome) = customers::upsert_customer(conn, &acme, t0()).await.unwrap();
         assert_eq!((again, outcome), (acme_id, UpsertOutcome::Updated));
+
+        // A contact's time zone must be an IANA one; a typo is refused, not stored.
+        let mut zoned = acme.clone();
+        zoned.contacts[0].time_zone = Some("Europe/Berlin".into());
+        customers::upsert_customer(conn, &zoned, t0())
+            .await
+            .unwrap();
+        let alice = gochat_entities::contacts::Entity::find()
+            .filter(gochat_entities::contacts::Column::Address.eq("alice@example.com"))
+            .one(conn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alice.time_zone.as_deref(), Some("Europe/Berlin"));
+        zoned.contacts[0].time_zone = Some("Europe/Berlinn".into());
+        let err = customers::upsert_customer(conn, &zoned, t0())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an IANA time zone"), "{err}");
 
         // Alice also works for Globex: one contact, two customers.
         let globex = CustomerUpsert {

@@ -14,6 +14,8 @@ pub struct Model {
     pub display_name: Option<String>,
     /// BCP 47 tag; picks the template language.
     pub language: Option<String>,
+    /// IANA time zone (`Europe/Berlin`): dates in their mail are their local time.
+    pub time_zone: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -9,6 +9,7 @@ mod m20261124_000001_customers;
 mod m20261124_000002_threads;
 mod m20261124_000003_jobs;
 mod m20261125_000004_inbound;
+mod m20261125_000005_contact_time_zone;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_threads::Migration),
             Box::new(m20261124_000003_jobs::Migration),
             Box::new(m20261125_000004_inbound::Migration),
+            Box::new(m20261125_000005_contact_time_zone::Migration),
         ]
     }
 }

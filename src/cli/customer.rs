@@ -31,6 +31,9 @@ pub struct UpsertArgs {
     /// Language (BCP 47, e.g. `fr`) of the contacts given here.
     #[arg(long)]
     pub language: Option<String>,
+    /// Time zone (IANA, e.g. `Europe/Paris`) of the contacts given here.
+    #[arg(long)]
+    pub time_zone: Option<String>,
     /// Detach the customer's contacts not listed here.
     #[arg(long)]
     pub replace_contacts: bool,
@@ -48,6 +51,7 @@ pub async fn run(config: &Config, cmd: CustomerCommand) -> anyhow::Result<ExitCo
                 address,
                 name,
                 language: args.language.clone(),
+                time_zone: args.time_zone.clone(),
             }
         })
         .collect();
@@ -56,6 +60,7 @@ pub async fn run(config: &Config, cmd: CustomerCommand) -> anyhow::Result<ExitCo
         address: c.clone(),
         name: None,
         language: args.language.clone(),
+        time_zone: args.time_zone.clone(),
     }));
     let input = CustomerUpsert {
         external_id: args.external_id,

@@ -3,6 +3,7 @@
 //! mail.
 
 pub mod classify;
+pub mod dates;
 pub mod html;
 pub mod inbound;
 pub mod mime;

@@ -53,13 +53,16 @@ pub struct Templates {
 const PARTS: [&str; 3] = ["subject", "text", "html"];
 
 /// Variables every render gets (see `compose_message`), for checking templates at load.
-const KNOWN_ROOTS: &[&str] = &["thread", "contact", "mail", "author", "quote"];
+const KNOWN_ROOTS: &[&str] = &["thread", "contact", "mail", "author", "quote", "template"];
 const KNOWN_VARIABLES: &[&str] = &[
     "thread.id",
     "thread.subject",
     "thread.reply_token",
     "contact.name",
     "contact.address",
+    "contact.language (or null)",
+    "contact.time_zone (or null)",
+    "template.language (the variant rendered)",
     "mail.from_name",
     "mail.from_address",
     "author.kind",
@@ -74,15 +77,18 @@ handlebars::handlebars_helper!(quote_lines: |text: str| {
 
 impl Default for Templates {
     /// No templates (strict, escaping as described), with the helpers registered:
-    /// `quote_lines` prefixes every line with `> ` (for quoted history).
+    /// `quote_lines` prefixes every line with `> ` (for quoted history); `date` writes a
+    /// time in the contact's time zone and the template's language (`mail::dates`).
     fn default() -> Self {
         let mut plain = Handlebars::new();
         plain.set_strict_mode(true);
         plain.register_escape_fn(handlebars::no_escape);
         plain.register_helper("quote_lines", Box::new(quote_lines));
+        plain.register_helper("date", Box::new(super::dates::DateHelper));
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
         html.register_helper("quote_lines", Box::new(quote_lines));
+        html.register_helper("date", Box::new(super::dates::DateHelper));
         Templates {
             plain,
             html,
@@ -243,10 +249,10 @@ impl Templates {
     fn check_variables(&self, dir: &Path) -> Vec<Problem> {
         let sample = serde_json::json!({
             "thread": {"id": "0", "subject": "s", "reply_token": "t"},
-            "contact": {"name": "n", "address": "a@b.c"},
+            "contact": {"name": "n", "address": "a@b.c", "language": null, "time_zone": null},
             "mail": {"from_name": "n", "from_address": "a@b.c"},
             "author": {"kind": "agent", "id": "1", "name": "n"},
-            "quote": {"from": "n", "at": "2026-01-01 00:00 UTC", "text": "t"},
+            "quote": {"from": "n", "at": "2026-01-01T00:00:00Z", "text": "t"},
         });
         let mut problems = Vec::new();
         for (name, langs) in &self.languages {
@@ -261,6 +267,8 @@ impl Templates {
                     if !registry.has_template(&key) {
                         continue;
                     }
+                    let mut sample = sample.clone();
+                    sample["template"] = serde_json::json!({"language": lang});
                     let Err(e) = registry.render(&key, &sample) else {
                         continue;
                     };
@@ -308,10 +316,15 @@ impl Templates {
         let lang = self
             .language_for(name, chain)
             .ok_or_else(|| RenderError::Unknown(name.to_owned()))?;
+        // The variant's language, for helpers such as `date`.
+        let mut data = data.clone();
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("template".into(), serde_json::json!({"language": lang}));
+        }
         let run = |registry: &Handlebars<'static>, part: &str| {
             let key = format!("{name}/{lang}.{part}");
             registry
-                .render(&key, data)
+                .render(&key, &data)
                 .map_err(|e| RenderError::Failed {
                     template: name.to_owned(),
                     file: format!("{key}.hbs"),
@@ -380,7 +393,7 @@ mod tests {
         let mut d = data();
         d["body"] = json!("The toner is on its way.");
         d["author"] = json!({"kind": "agent", "id": "a1", "name": "Alice"});
-        d["quote"] = json!({"from": "Ada", "at": "2026-11-23 10:00 UTC", "text": "Printer on fire.\nPlease help!"});
+        d["quote"] = json!({"from": "Ada", "at": "2026-11-23T10:00:00Z", "text": "Printer on fire.\nPlease help!"});
         let r = t.render("agent-reply", &["en"], &d).unwrap();
         assert!(
             r.text
@@ -389,8 +402,18 @@ mod tests {
             r.text
         );
         assert!(
+            r.text.contains(
+                "Ada, Monday, 23 November 2026, 10:00 UTC:\n> Printer on fire.\n> Please help!"
+            ),
+            "{}",
             r.text
-                .contains("Ada, 2026-11-23 10:00 UTC:\n> Printer on fire.\n> Please help!"),
+        );
+        // The quote's time in the contact's zone, in the variant's language.
+        d["contact"]["time_zone"] = json!("Europe/Berlin");
+        let r = t.render("agent-reply", &["de"], &d).unwrap();
+        assert!(
+            r.text
+                .contains("Ada, Montag, 23. November 2026, 11:00 CET:"),
             "{}",
             r.text
         );

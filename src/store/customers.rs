@@ -30,6 +30,9 @@ pub struct ContactInput {
     pub name: Option<String>,
     #[serde(default)]
     pub language: Option<String>,
+    /// IANA time zone name; checked here, so a typo is refused with the job, not at send.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +141,21 @@ pub async fn upsert_contact(
     if c.language.is_some() {
         update.push(contacts::Column::Language);
     }
+    if let Some(tz) = &c.time_zone {
+        tz.parse::<chrono_tz::Tz>().map_err(|_| {
+            StoreError::Invalid(format!(
+                "time zone {tz:?} of contact {address} is not an IANA time zone (like \"Europe/Berlin\")"
+            ))
+        })?;
+        update.push(contacts::Column::TimeZone);
+    }
     let insert = contacts::Entity::insert(contacts::ActiveModel {
         id: Set(Uuid::now_v7()),
         kind: Set(c.kind),
         address: Set(address),
         display_name: Set(c.name.clone()),
         language: Set(c.language.clone()),
+        time_zone: Set(c.time_zone.clone()),
         created_at: Set(now),
         updated_at: Set(now),
     })
@@ -198,6 +210,7 @@ pub async fn find_or_create_contact(
         address: Set(address),
         display_name: Set(c.name.clone()),
         language: Set(c.language.clone()),
+        time_zone: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     })

@@ -19,6 +19,7 @@ pub struct Recipient {
     pub address: String,
     pub name: Option<String>,
     pub language: Option<String>,
+    pub time_zone: Option<String>,
 }
 
 /// Resolves `spec` (a contact id or an e-mail address) to a contact of one of `customers`;
@@ -69,6 +70,7 @@ pub async fn resolve_recipient(
         address: contact.address,
         name: contact.display_name,
         language: contact.language,
+        time_zone: contact.time_zone,
     }))
 }
 

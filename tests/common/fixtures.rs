@@ -27,6 +27,7 @@ pub async fn thread_with_contact(
                 address: address.into(),
                 name: Some("Ada".into()),
                 language: None,
+                time_zone: None,
             }],
             replace_contacts: false,
         },

@@ -55,7 +55,7 @@ impl Mix<'_> {
             14..=16 => (
                 "status-transition",
                 json!({"schema": "status-transition/v1", "thread_id": t.id,
-                       "to": if (i / 20) % 2 == 0 { "waiting" } else { "open" },
+                       "to": if (i / 20).is_multiple_of(2) { "waiting" } else { "open" },
                        "actor": {"kind": "agent", "id": "agent-1", "name": "Agent"}}),
             ),
             _ => (

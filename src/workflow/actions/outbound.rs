@@ -231,7 +231,7 @@ impl Action for ComposeMessage {
                     let text = m.text_body?;
                     Some(json!({
                         "from": m.from_name.unwrap_or(m.from_address),
-                        "at": m.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                        "at": m.created_at.to_rfc3339(),
                         "text": text.trim_end(),
                     }))
                 })
@@ -239,7 +239,8 @@ impl Action for ComposeMessage {
             let mut data = json!({
                 "quote": quote,
                 "thread": {"id": thread.id, "subject": thread.subject, "reply_token": thread.reply_token},
-                "contact": {"name": first.name.clone().unwrap_or_else(|| first.address.clone()), "address": first.address},
+                "contact": {"name": first.name.clone().unwrap_or_else(|| first.address.clone()), "address": first.address,
+                            "language": first.language, "time_zone": first.time_zone},
                 "mail": {"from_name": mail.from_name, "from_address": from_address},
                 "author": job.get("author").cloned().unwrap_or(Value::Null),
             });

@@ -118,6 +118,7 @@ impl Action for UpsertSender {
             address: address.clone(),
             name: name.clone().filter(|n| !n.trim().is_empty()),
             language,
+            time_zone: None,
         };
         let (contact_id, contact_created) =
             customers::find_or_create_contact(db, &input, now).await?;
