@@ -136,7 +136,9 @@ async fn publish_validates_everything_first_then_confirms_and_prints_each_id() {
     assert!(stderr(&out).contains("broker"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 
-    broker.cleanup(&[]).await;
+    broker
+        .cleanup(&gochat::config::AmqpConfig::default().retry_delays)
+        .await;
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -235,7 +237,9 @@ async fn sighup_reloads_a_valid_workflow_set_and_keeps_the_old_one_when_the_new_
         "no job failed across the reloads"
     );
     drop(worker);
-    broker.cleanup(&[]).await;
+    broker
+        .cleanup(&gochat::config::AmqpConfig::default().retry_delays)
+        .await;
 }
 
 fn hangup(worker: &common::process::Worker) {

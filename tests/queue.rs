@@ -592,3 +592,79 @@ both_backends!(
         broker.cleanup(&[Duration::from_millis(200)]).await;
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_run_jobs_and_a_job_the_broker_gives_up_on_is_dead_lettered_not_dropped() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let broker = TestBroker::new().await;
+    let store = db.store().await;
+    let mut cfg = config(&db, &broker, &[200]);
+    cfg.amqp.queue_type = gochat::config::QueueType::Quorum;
+    cfg.amqp.consume = vec!["customer-upsert".into()];
+    cfg.database.busy_timeout = Duration::from_millis(50);
+    let worker = start(cfg.clone()).await;
+    // A job through a quorum queue, retried once through a quorum retry queue (the SQLite
+    // write lock is held meanwhile) and applied.
+    let lock = lock_sqlite(&db.url).await;
+    broker
+        .publish_json("customer-upsert", "q1", &upsert("acme", "ACME"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(lock);
+    eventually(WAIT, "the job applied", || async {
+        (count(store.conn(), "SELECT COUNT(*) AS n FROM processed_jobs").await == 1).then_some(())
+    })
+    .await;
+    let retried = "gochat_jobs_total{kind=\"customer-upsert\",outcome=\"retried\"} 1";
+    assert!(
+        worker.services.metrics.render().contains(retried),
+        "went through the retry queue"
+    );
+
+    // A job whose consumer keeps dying before settling it (requeued each time): past the
+    // delivery limit the broker moves it to the dead letters.
+    broker
+        .publish_json(
+            "thread-update",
+            "crash-loop",
+            &json!({"schema": "thread-update/v1"}),
+        )
+        .await;
+    let conn = lapin::Connection::connect(
+        &common::broker::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let queue = broker.names.queue("thread-update");
+    let mut deliveries = 0;
+    while let Some(m) = ch
+        .basic_get(queue.as_str().into(), Default::default())
+        .await
+        .expect("get")
+    {
+        deliveries += 1;
+        m.delivery
+            .acker
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .expect("nack");
+        assert!(deliveries <= 100, "never dead-lettered");
+    }
+    let dead = broker
+        .get(&broker.names.dead_letters(), WAIT)
+        .await
+        .expect("dead-lettered by the broker");
+    assert_eq!(dead.message_id.as_deref(), Some("crash-loop"));
+    assert!(
+        deliveries > gochat::queue::topology::QUORUM_DELIVERY_LIMIT as usize,
+        "{deliveries} deliveries"
+    );
+    let _ = conn.close(200, "ok".into()).await;
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(200)]).await;
+}

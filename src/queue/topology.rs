@@ -36,7 +36,7 @@ pub async fn declare(
 
     for kind in JOB_KINDS {
         let q = names.queue(kind);
-        queue(&ch, &q, queue_args(config.queue_type)).await?;
+        queue(&ch, &q, job_queue_args(names, config.queue_type)).await?;
         ch.queue_bind(
             q.as_str().into(),
             names.jobs_exchange().into(),
@@ -111,6 +111,35 @@ pub fn retry_header_value(delay: Duration) -> AMQPValue {
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// A job queue's arguments: its type, and the dead letters as where the broker itself puts a
+/// message it gives up on. The worker never rejects a job (it publishes it to the retry
+/// ladder or the dead letters, confirmed, then acks), so this only catches what the broker
+/// decides: a quorum queue's delivery limit, reached by a job whose worker keeps dying
+/// before it can settle it. Without a target, RabbitMQ would drop such a job.
+fn job_queue_args(names: &Names, kind: QueueType) -> FieldTable {
+    let mut args = queue_args(kind);
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(names.dead_letters().into()),
+    );
+    if kind == QueueType::Quorum {
+        // Explicit, so RabbitMQ 3.x (unlimited by default) and 4.x (20) behave alike.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(QUORUM_DELIVERY_LIMIT),
+        );
+    }
+    args
+}
+
+/// Deliveries of one job (each ended by a lost connection or a crashed worker, never by a
+/// job's own failure) before a quorum queue moves it to the dead letters.
+pub const QUORUM_DELIVERY_LIMIT: i64 = 50;
 
 fn queue_args(kind: QueueType) -> FieldTable {
     let mut args = FieldTable::default();

@@ -48,6 +48,9 @@ pub struct TestBroker {
     conn: Connection,
     channel: Channel,
     taps: Vec<String>,
+    /// Set by `cleanup`; otherwise (a test that panicked) the prefix is swept on drop, so
+    /// failed runs do not leave queues behind on the machine's broker.
+    cleaned: std::sync::atomic::AtomicBool,
 }
 
 impl TestBroker {
@@ -67,6 +70,7 @@ impl TestBroker {
             conn,
             channel,
             taps: Vec::new(),
+            cleaned: Default::default(),
         }
     }
 
@@ -184,6 +188,8 @@ impl TestBroker {
 
     /// Deletes every queue and exchange of the prefix.
     pub async fn cleanup(&self, retry_delays: &[Duration]) {
+        self.cleaned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let amqp = gochat::config::AmqpConfig {
             retry_delays: retry_delays.to_vec(),
             ..Default::default()
@@ -197,6 +203,65 @@ impl TestBroker {
         }
         let _ = ch.close(200, "ok".into()).await;
     }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if self.cleaned.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let prefix = self.prefix.clone();
+        // A thread of its own: drop may run inside the test's runtime, which cannot block.
+        let _ = std::thread::spawn(move || sweep(&prefix)).join();
+    }
+}
+
+/// Deletes every queue whose name starts with `prefix` (found with `rabbitmqctl`) and the
+/// prefix's exchanges.
+pub fn sweep(prefix: &str) {
+    let Ok(out) = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name"])
+        .output()
+    else {
+        return;
+    };
+    let queues: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|q| q.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            return;
+        };
+        for q in queues {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let names = Names::new(prefix);
+        for x in [
+            names.jobs_exchange(),
+            names.events_exchange(),
+            names.retry_exchange(),
+        ] {
+            let _ = ch
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await;
+        }
+        let _ = conn.close(200, "swept".into()).await;
+    });
 }
 
 /// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
