@@ -279,6 +279,35 @@ async fn a_transient_failure_is_retried_with_backoff_then_succeeds_or_is_dead_le
         reason.starts_with("gave up after 3 attempts") && reason.contains("locked"),
         "{reason}"
     );
+
+    // Ops replay the dead letter as it is (its headers say 3 attempts) while the database
+    // is still locked: it starts the ladder afresh, is retried, and applied once unlocked.
+    let retried = |n: usize| format!("outcome=\"retried\"}} {n}");
+    let before = worker.services.metrics.render();
+    assert!(before.contains(&retried(3)), "{before}");
+    sea_orm::sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .expect("lock again");
+    broker.republish("customer-upsert", &dead).await;
+    eventually(WAIT, "the replay retried", || async {
+        worker
+            .services
+            .metrics
+            .render()
+            .contains(&retried(4))
+            .then_some(())
+    })
+    .await;
+    sea_orm::sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlock");
+    eventually(WAIT, "the replayed job applied", || async {
+        (count(conn, "SELECT COUNT(*) AS n FROM customers").await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(broker.depth(&broker.names.dead_letters()).await, 0);
     worker.stop().await;
     broker.cleanup(&[Duration::from_millis(300)]).await;
 }

@@ -355,9 +355,17 @@ impl Settle {
         }
     }
 
-    /// The delivery as a new message keeping body, id and headers, with updated counters.
+    /// The delivery as a new message keeping body, id and headers, with updated counters;
+    /// an earlier dead letter's reason is dropped (a dead letter sets its own).
     fn copy(&self, d: &Delivery, exchange: String, attempt: u32, first: DateTime<Utc>) -> Outgoing {
-        let mut headers = d.properties.headers().clone().unwrap_or_default();
+        let mut inner = d
+            .properties
+            .headers()
+            .as_ref()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default();
+        inner.remove(REASON_HEADER);
+        let mut headers = FieldTable::from(inner);
         headers.insert(KIND_HEADER.into(), text(&self.spec.kind));
         headers.insert(
             ATTEMPTS_HEADER.into(),
@@ -433,17 +441,22 @@ pub fn decode(kind: &str, d: &Delivery) -> Result<Job, String> {
             "job has no AMQP message_id; every job needs one as its idempotency key".to_string()
         })?;
     let headers = d.properties.headers().clone().unwrap_or_default();
+    // A dead letter published again (ops replaying it after a fix) carries its reason: it
+    // starts the retry ladder afresh instead of resuming an exhausted count.
+    let replayed = headers.inner().contains_key(REASON_HEADER);
     let previous = headers
         .inner()
         .get(ATTEMPTS_HEADER)
         .and_then(as_i64)
+        .filter(|_| !replayed)
         .unwrap_or(0);
     let first_failure = headers
         .inner()
         .get(FIRST_FAILURE_HEADER)
         .and_then(as_string)
         .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-        .map(|t| t.with_timezone(&Utc));
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|_| !replayed);
     let payload: serde_json::Value =
         serde_json::from_slice(&d.data).map_err(|e| format!("payload is not valid JSON: {e}"))?;
     crate::jobs::check_payload(kind, &payload).map_err(|e| e.to_string())?;

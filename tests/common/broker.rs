@@ -108,6 +108,32 @@ impl TestBroker {
         assert!(confirm.is_ack(), "broker refused the test publish");
     }
 
+    /// Publishes a received message again as job `kind`, headers and all, as ops replaying a
+    /// dead letter with a shovel would.
+    pub async fn republish(&self, kind: &str, got: &Got) {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_headers(got.headers.clone());
+        if let Some(id) = &got.message_id {
+            props = props.with_message_id(id.as_str().into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.names.jobs_exchange().as_str().into(),
+                kind.into(),
+                BasicPublishOptions::default(),
+                &got.body,
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "broker refused the replay");
+    }
+
     pub async fn publish_json(&self, kind: &str, message_id: &str, payload: &serde_json::Value) {
         self.publish(kind, Some(message_id), payload.to_string().as_bytes())
             .await;
