@@ -9,7 +9,6 @@
 //! delivered here; `bench e2e` delivers them along with everything else.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,13 +19,10 @@ use serde_json::json;
 
 use super::measure::{BenchJob, publish_and_wait};
 use super::round2;
-use crate::clock::SystemClock;
-use crate::config::{Config, SecretUrl};
+use crate::config::Config;
 use crate::mail::classify::{self, MailClass};
 use crate::mail::parse;
-use crate::metrics::Metrics;
-use crate::queue::{Names, topology};
-use crate::worker::Worker;
+use crate::queue::Names;
 
 #[derive(Debug, Args)]
 pub struct InboundArgs {
@@ -55,18 +51,10 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     );
 
     let scratch = tempfile::tempdir().context("temp dir")?;
-    let url = super::scratch_database_url(args.database_url, scratch.path());
-    config.database.url = SecretUrl::new(url);
-    config.database.auto_migrate = true;
-    config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
+    let backend = super::isolate(&mut config, args.database_url, scratch.path());
     config.mail.loop_limit = u32::MAX;
     config.amqp.consume = vec!["inbound-mail".into()];
     let names = Names::new(&config.amqp.prefix);
-    let backend = if config.database.url.expose().starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
     println!(
         "bench inbound: {n} mails, database {backend} ({}), broker {}",
         config.database.url, config.amqp.url
@@ -74,12 +62,7 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     let conn = Connection::connect(config.amqp.url.expose(), ConnectionProperties::default())
         .await
         .with_context(|| format!("connecting to {}", config.amqp.url))?;
-    let worker = Worker::start(config.clone(), Arc::new(SystemClock), Metrics::new()?).await?;
-    worker
-        .broker
-        .connected(Duration::from_secs(10))
-        .await
-        .context("worker did not connect")?;
+    let worker = super::start_worker(&config).await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let jobs = mails(n, &run, &normal, &bounces);
     let db = worker.services.store.conn().clone();
@@ -96,12 +79,7 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     let store = worker.services.store.clone();
     worker.stop().await;
     store.close().await;
-    if let Err(e) = topology::delete(&conn, &names, &config.amqp).await {
-        eprintln!(
-            "gochat: could not delete the bench queues of prefix {}: {e}",
-            names.prefix()
-        );
-    }
+    super::teardown(&conn, &names, &config).await;
     let f = figures?;
     println!(
         "end to end (published → committed thread): {:.0} mails/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {acks} acknowledgements queued",

@@ -19,6 +19,54 @@ pub fn scratch_database_url(url: Option<String>, scratch: &std::path::Path) -> S
     url.unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", scratch.display()))
 }
 
+/// Points `config` at the bench's own world: the scratch database (migrated on start) and
+/// a broker prefix of its own. Returns the database's kind, for the report.
+pub fn isolate(
+    config: &mut crate::config::Config,
+    url: Option<String>,
+    scratch: &std::path::Path,
+) -> &'static str {
+    config.database.url = crate::config::SecretUrl::new(scratch_database_url(url, scratch));
+    config.database.auto_migrate = true;
+    config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
+    if config.database.url.expose().starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// Starts an in-process worker on the system clock and waits until it is connected.
+pub async fn start_worker(config: &crate::config::Config) -> anyhow::Result<crate::worker::Worker> {
+    use anyhow::Context;
+    let worker = crate::worker::Worker::start(
+        config.clone(),
+        std::sync::Arc::new(crate::clock::SystemClock),
+        crate::metrics::Metrics::new()?,
+    )
+    .await?;
+    worker
+        .broker
+        .connected(std::time::Duration::from_secs(10))
+        .await
+        .context("worker did not connect")?;
+    Ok(worker)
+}
+
+/// Deletes the bench's queues and exchanges (its own prefix), saying so if it cannot.
+pub async fn teardown(
+    conn: &lapin::Connection,
+    names: &crate::queue::Names,
+    config: &crate::config::Config,
+) {
+    if let Err(e) = crate::queue::topology::delete(conn, names, &config.amqp).await {
+        eprintln!(
+            "gochat: could not delete the bench queues of prefix {}: {e}",
+            names.prefix()
+        );
+    }
+}
+
 /// The `q`-quantile (0..=1) of sorted `samples`, in milliseconds.
 pub fn quantile_ms(sorted: &[std::time::Duration], q: f64) -> f64 {
     if sorted.is_empty() {

@@ -3,7 +3,6 @@
 //! rate of the same broker. Uses its own queue prefix and cleans it up; writes customers
 //! into the database it is given, so point it at a scratch one (default: a temp SQLite file).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,10 +17,8 @@ use serde_json::json;
 
 use super::measure::{BenchJob, Figures, figures, publish_and_wait};
 use super::round2;
-use crate::clock::SystemClock;
-use crate::config::{Config, SecretUrl};
-use crate::metrics::Metrics;
-use crate::queue::{Names, Outgoing, Publisher, topology};
+use crate::config::Config;
+use crate::queue::{Names, Outgoing, Publisher};
 use crate::worker::Worker;
 
 #[derive(Debug, Args)]
@@ -37,16 +34,8 @@ pub struct RuntimeArgs {
 pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     let n = args.jobs.max(1);
     let scratch = tempfile::tempdir().context("temp dir")?;
-    let url = super::scratch_database_url(args.database_url, scratch.path());
-    config.database.url = SecretUrl::new(url);
-    config.database.auto_migrate = true;
-    config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
+    let backend = super::isolate(&mut config, args.database_url, scratch.path());
     let names = Names::new(&config.amqp.prefix);
-    let backend = if config.database.url.expose().starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
     println!(
         "bench runtime: {n} jobs, database {backend} ({}), broker {}",
         config.database.url, config.amqp.url
@@ -62,23 +51,13 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
         baseline.per_sec, baseline.p50, baseline.p99
     );
 
-    let worker = Worker::start(config.clone(), Arc::new(SystemClock), Metrics::new()?).await?;
-    worker
-        .broker
-        .connected(Duration::from_secs(10))
-        .await
-        .context("worker did not connect")?;
+    let worker = super::start_worker(&config).await?;
     let full = full_path(&conn, &names, &worker, n, config.amqp.confirm_timeout).await;
     let store = worker.services.store.clone();
     worker.stop().await;
     let full = full?;
     store.close().await;
-    if let Err(e) = topology::delete(&conn, &names, &config.amqp).await {
-        eprintln!(
-            "gochat: could not delete the bench queues of prefix {}: {e}",
-            names.prefix()
-        );
-    }
+    super::teardown(&conn, &names, &config).await;
 
     let ratio = full.per_sec / baseline.per_sec.max(f64::MIN_POSITIVE);
     println!(

@@ -29,7 +29,6 @@ use crate::scheduler::Scheduler;
 use crate::services::Services;
 use crate::store::threads::{self, NewThread};
 use crate::store::{Store, timers};
-use crate::worker::Worker;
 
 #[derive(Debug, Args)]
 pub struct TimersArgs {
@@ -116,12 +115,7 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
     );
 
     // 2. Live firing delay under the real scheduler and relay.
-    let worker = Worker::start(config.clone(), Arc::new(SystemClock), Metrics::new()?).await?;
-    worker
-        .broker
-        .connected(Duration::from_secs(10))
-        .await
-        .context("worker did not connect")?;
+    let worker = super::start_worker(&config).await?;
     let spread = chrono::Duration::seconds(5);
     let start = Utc::now() + chrono::Duration::seconds(1);
     let mut due_at = HashMap::new();

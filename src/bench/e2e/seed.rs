@@ -27,23 +27,7 @@ pub async fn pool(store: &Store, n: usize, tag: &str) -> anyhow::Result<Vec<Pool
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let address = format!("c{i}-{tag}@e2e.example");
-        let (customer, _) = customers::upsert_customer(
-            &tx,
-            &CustomerUpsert {
-                external_id: format!("e2e-{tag}-{i}"),
-                name: format!("Customer {i}"),
-                contacts: vec![ContactInput {
-                    kind: gochat_entities::contacts::ContactKind::Email,
-                    address: address.clone(),
-                    name: Some(format!("Customer {i}")),
-                    language: None,
-                    time_zone: None,
-                }],
-                replace_contacts: false,
-            },
-            now,
-        )
-        .await?;
+        let customer = customer(&tx, &format!("e2e-{tag}-{i}"), &address, now).await?;
         let thread = threads::create(
             &tx,
             new_thread(customer, ThreadStatus::Open),
@@ -85,23 +69,7 @@ pub async fn reminders(
     let mut out = Vec::with_capacity(due.len());
     for (i, at) in due.iter().enumerate() {
         let address = format!("r{i}-{tag}@e2e.example");
-        let (customer, _) = customers::upsert_customer(
-            &tx,
-            &CustomerUpsert {
-                external_id: format!("e2e-r-{tag}-{i}"),
-                name: format!("Reminded {i}"),
-                contacts: vec![ContactInput {
-                    kind: gochat_entities::contacts::ContactKind::Email,
-                    address: address.clone(),
-                    name: None,
-                    language: None,
-                    time_zone: None,
-                }],
-                replace_contacts: false,
-            },
-            now,
-        )
-        .await?;
+        let customer = customer(&tx, &format!("e2e-r-{tag}-{i}"), &address, now).await?;
         let thread = threads::create(
             &tx,
             new_thread(customer, ThreadStatus::Reminder),
@@ -118,6 +86,33 @@ pub async fn reminders(
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// A customer `external_id` with one email contact `address`.
+async fn customer(
+    db: &impl sea_orm::ConnectionTrait,
+    external_id: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Uuid> {
+    let (id, _) = customers::upsert_customer(
+        db,
+        &CustomerUpsert {
+            external_id: external_id.to_owned(),
+            name: external_id.to_owned(),
+            contacts: vec![ContactInput {
+                kind: gochat_entities::contacts::ContactKind::Email,
+                address: address.to_owned(),
+                name: None,
+                language: None,
+                time_zone: None,
+            }],
+            replace_contacts: false,
+        },
+        now,
+    )
+    .await?;
+    Ok(id)
 }
 
 fn new_thread(customer: Uuid, status: ThreadStatus) -> NewThread {

@@ -353,15 +353,7 @@ impl Action for SendMail {
             return Ok(Flow::Continue);
         }
         let mail = &ctx.services.config.mail;
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let strings = crate::store::json_strings;
         let from = Party {
             name: row.from_name.clone(),
             address: row.from_address.clone(),
