@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod fixtures;
 pub mod mail;
+pub mod postgres;
 pub mod process;
 pub mod rabbit;
 pub mod smtp;
