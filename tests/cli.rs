@@ -391,3 +391,58 @@ both_backends!(
         assert!(stderr(&out).contains("no thread"), "{}", stderr(&out));
     }
 );
+
+/// With the database unable to give a connection (here: the pool's only connection held
+/// by an open transaction, as during an outage), `/readyz` answers 503 within its own
+/// database check timeout instead of waiting out the pool's 10-second acquire timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_answers_503_quickly_when_the_database_gives_no_connection() {
+    use sea_orm::TransactionTrait;
+    let db = TestDb::new(Backend::Postgres).await;
+    let config = gochat::config::DatabaseConfig {
+        max_connections: 1,
+        ..db.config()
+    };
+    let store = gochat::store::Store::connect(&config)
+        .await
+        .expect("connect");
+    let state = gochat::http::HttpState {
+        store: store.clone(),
+        broker: gochat::queue::BrokerStatus::disconnected(),
+        metrics: gochat::metrics::Metrics::new().expect("metrics"),
+    };
+    let (_shutdown_tx, shutdown) = gochat::shutdown::channel();
+    let (addr, _task) = gochat::http::serve("127.0.0.1:0".parse().expect("addr"), state, shutdown)
+        .await
+        .expect("serve");
+    let url = format!("http://{addr}/readyz");
+    let (code, body) = get(&url).await.expect("answers");
+    assert_eq!(
+        (code, body.trim()),
+        (503, r#"{"database":"up","broker":"down"}"#)
+    );
+
+    let held = store
+        .conn()
+        .begin()
+        .await
+        .expect("hold the only connection");
+    let started = std::time::Instant::now();
+    let (code, body) = get(&url).await.expect("answers");
+    let took = started.elapsed();
+    assert_eq!(
+        (code, body.trim()),
+        (503, r#"{"database":"down","broker":"down"}"#)
+    );
+    assert!(
+        took >= gochat::http::DATABASE_CHECK_TIMEOUT
+            && took < gochat::http::DATABASE_CHECK_TIMEOUT + std::time::Duration::from_secs(3),
+        "readiness took {took:?}"
+    );
+    held.rollback().await.expect("release");
+    let (code, body) = get(&url).await.expect("answers");
+    assert_eq!(
+        (code, body.trim()),
+        (503, r#"{"database":"up","broker":"down"}"#)
+    );
+}

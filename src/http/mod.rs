@@ -47,8 +47,16 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// How long `/readyz` waits for the database. A probe must answer quickly: with the
+/// database down, a ping would otherwise wait out the pool's acquire timeout (10 s by
+/// default), longer than a Kubernetes probe's own timeout, and the outage would show as a
+/// probe failure instead of a clear 503.
+pub const DATABASE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    let db = s.store.ping().await;
+    let db = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, s.store.ping())
+        .await
+        .unwrap_or(false);
     let broker = s.broker.is_connected();
     let body = format!(
         "{{\"database\":\"{}\",\"broker\":\"{}\"}}\n",
