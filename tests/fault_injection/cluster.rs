@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::postgres::OwnPostgres;
-use crate::common::process::{Worker, free_port, sigterm_and_wait, start_worker, wait_status};
+use crate::common::process::{Worker, free_port, get, sigterm_and_wait, start_worker};
 use crate::common::rabbit::OwnRabbit;
 use crate::common::smtp::SmtpSink;
 
@@ -143,8 +143,22 @@ impl Cluster {
         self.replicas[i].worker = Some(worker);
     }
 
+    /// Waits until replica `i` answers 200 on `/readyz`; fails with its log if it does not
+    /// within 30 s.
     pub async fn wait_ready(&self, i: usize) {
-        wait_status(&self.readyz(i), 200).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&self.readyz(i)).await.map(|(code, _)| code) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} never got ready; its log:\n{}",
+                self.replicas[i]
+                    .worker
+                    .as_ref()
+                    .map(|w| w.log())
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILL: the process dies with whatever it holds (unacked deliveries, open
@@ -199,7 +213,10 @@ fn write_workflows(dir: &Path) {
     let default = std::fs::read_to_string(dst.join("lifecycles/default.yaml")).expect("default");
     let fast = default
         .replace("name: default", &format!("name: {FAST_LIFECYCLE}"))
-        .replace("default: true", "default: false")
+        .replace(
+            "default: true",
+            &format!("default: false\nselector:\n  tags: [{FAST_LIFECYCLE}]"),
+        )
         .replace("after: 3d", "after: 2s");
     assert!(
         fast.contains("after: 2s"),

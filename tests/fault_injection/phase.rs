@@ -11,6 +11,8 @@ use crate::reconcile::{self, DeadLetter, INTERRUPTED, Tally, World};
 
 /// How long a backlog may take to drain after a fault before the phase reports losses.
 const DRAIN: Duration = Duration::from_secs(60);
+/// A drain slower than this prints what is still outstanding.
+const SLOW: Duration = Duration::from_secs(10);
 /// Jobs of the phase applied before the fault comes, so it lands mid-run.
 const BEFORE_FAULT: i64 = 15;
 /// How long the broker, the database and the mail server stay away.
@@ -255,6 +257,7 @@ impl Run {
         fault_end: Instant,
     ) -> (Tally, Option<Duration>) {
         let deadline = Instant::now() + DRAIN;
+        let mut told = false;
         loop {
             self.dead
                 .extend(reconcile::drain_dead_letters(&cluster.amqp_url(), names).await);
@@ -266,6 +269,14 @@ impl Run {
             }
             if Instant::now() > deadline {
                 return (tally, None);
+            }
+            if !told && fault_end.elapsed() > SLOW {
+                told = true;
+                eprintln!(
+                    "  (still outstanding {:.1?} after the fault: {:?})",
+                    fault_end.elapsed(),
+                    &tally.missing[..tally.missing.len().min(8)]
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
