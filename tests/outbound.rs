@@ -365,3 +365,75 @@ async fn forbidden_recipients_failures_and_outages() {
     worker.stop().await;
     broker.cleanup(&[Duration::from_millis(300); 4]).await;
 }
+
+both_backends!(
+    a_thread_changed_while_its_reply_is_on_the_wire_still_gets_the_ladder_once,
+    |db: TestDb| async move {
+        let sink = tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("sink");
+        let mut broker = TestBroker::new().await;
+        let store = db.store().await;
+        let clock = ManualClock::new(t0());
+        let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
+        let tap = broker.tap_events().await;
+        let (thread, _) =
+            common::fixtures::thread_with_contact(&store, "default", "slow-ada@acme.example", t0())
+                .await;
+
+        // The server takes 2 s to accept the reply; meanwhile an agent parks the thread
+        // (send_mail committed `sending`, so the thread is not locked during the send).
+        broker
+            .publish_json(
+                "outbound-message",
+                "reply-slow",
+                &reply(thread, "slow-ada@acme.example"),
+            )
+            .await;
+        wait_state(&store, "reply-slow", OutboundState::Sending).await;
+        broker
+            .publish_json(
+                "status-transition",
+                "park",
+                &json!({"schema": "status-transition/v1", "thread_id": thread,
+                        "actor": {"kind": "agent", "id": "a2"}, "to": "waiting"}),
+            )
+            .await;
+        eventually(WAIT, "the thread parked", || async {
+            let t = gochat::store::threads::get(store.conn(), thread)
+                .await
+                .ok()?;
+            (t.status == ThreadStatus::Waiting).then_some(())
+        })
+        .await;
+        wait_state(&store, "reply-slow", OutboundState::Sent).await;
+
+        // The reply, once accepted, starts the ladder on the thread as it is now.
+        eventually(WAIT, "the ladder started", || async {
+            let t = gochat::store::threads::get(store.conn(), thread)
+                .await
+                .ok()?;
+            ((t.status, t.lifecycle_step) == (ThreadStatus::Reminder, Some(1))).then_some(())
+        })
+        .await;
+        eventually(WAIT, "both jobs recorded", || async {
+            (common::count(store.conn(), "SELECT COUNT(*) AS n FROM processed_jobs").await == 2)
+                .then_some(())
+        })
+        .await;
+        let mut sent = 0;
+        while let Some(ev) = broker.get(&tap, Duration::from_secs(1)).await {
+            sent += usize::from(ev.routing_key == "message.sent");
+        }
+        assert_eq!(sent, 1, "one message.sent event");
+        assert_eq!(sink.received().len(), 1, "one mail");
+        let metrics = worker.services.metrics.render();
+        let retried: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.contains("outcome=\"retried\"") && !l.ends_with(" 0"))
+            .collect();
+        assert!(retried.is_empty(), "nothing had to be retried: {retried:?}");
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300); 4]).await;
+    }
+);

@@ -697,3 +697,116 @@ async fn quorum_queues_run_jobs_and_a_job_the_broker_gives_up_on_is_dead_lettere
     worker.stop().await;
     broker.cleanup(&[Duration::from_millis(200)]).await;
 }
+
+/// A batch that meets a thread locked elsewhere (another replica's batch, say) does not
+/// hold its earlier jobs' effects — and their locks — hostage: the waiting job's lock wait
+/// is bounded, the batch commits what came before it, and the waiting job runs alone until
+/// the lock is free. Without the bound, two replicas' batches deadlock on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_meeting_a_locked_thread_commits_the_jobs_before_it_and_waits_alone() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use std::sync::RwLock;
+    let db = TestDb::new(Backend::Postgres).await;
+    let broker = TestBroker::new().await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let worker = start(config(&db, &broker, &[200])).await;
+    let new_thread = |subject: &str| NewThread {
+        subject: subject.into(),
+        status: ThreadStatus::Open,
+        lifecycle: "default".into(),
+        mailbox: None,
+        customers: vec![],
+        linked_thread_id: None,
+        flags: vec![],
+        detail: None,
+    };
+    let mut ids = Vec::new();
+    for subject in ["first", "locked", "third"] {
+        let t = threads::create(
+            conn,
+            new_thread(subject),
+            &json!({"kind": "system"}),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("thread");
+        ids.push(t.id);
+    }
+    let job = |n: usize| gochat::jobs::Job {
+        kind: "thread-update".into(),
+        message_id: format!("note-{n}"),
+        payload: json!({"schema": "thread-update/v1", "thread_id": ids[n],
+                        "actor": {"kind": "agent", "id": "a1"}, "comment": format!("note {n}")}),
+        attempt: 1,
+        first_failure: None,
+    };
+    let jobs = vec![job(0), job(1), job(2)];
+
+    // Another transaction holds the second job's thread.
+    let holder = conn.begin().await.expect("begin");
+    holder
+        .execute_unprepared(&format!(
+            "SELECT id FROM threads WHERE id = '{}' FOR UPDATE",
+            ids[1]
+        ))
+        .await
+        .expect("lock the thread");
+
+    let set = gochat::workflow::WorkflowSet::load(&worker.services.config.workflows.dir)
+        .expect("workflows");
+    let handler = Arc::new(gochat::jobs::handler::WorkflowHandler {
+        services: worker.services.clone(),
+        workflows: Arc::new(RwLock::new(Arc::new(set))),
+        relay: gochat::queue::relay::RelayWaker::default(),
+    });
+    let batch = tokio::spawn({
+        let handler = handler.clone();
+        async move {
+            use gochat::queue::Handler;
+            handler.handle_batch(&jobs).await
+        }
+    });
+    let comments = |body: &'static str| async move {
+        count(
+            conn,
+            &format!("SELECT COUNT(*) AS n FROM comments WHERE body = '{body}'"),
+        )
+        .await
+    };
+    eventually(
+        WAIT,
+        "the job before the locked thread committed",
+        || async { (comments("note 0").await == 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(comments("note 1").await, 0, "the locked thread's job waits");
+    assert!(
+        !batch.is_finished(),
+        "the locked thread's job waits for the lock"
+    );
+
+    holder.rollback().await.expect("release");
+    let results = tokio::time::timeout(WAIT, batch)
+        .await
+        .expect("the batch finishes once the lock is free")
+        .expect("no panic");
+    assert_eq!(
+        results,
+        vec![
+            Ok(gochat::queue::Handled::Applied),
+            Ok(gochat::queue::Handled::Applied),
+            Ok(gochat::queue::Handled::Applied)
+        ]
+    );
+    for body in ["note 0", "note 1", "note 2"] {
+        assert_eq!(comments(body).await, 1, "{body} applied once");
+    }
+    assert_eq!(
+        count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await,
+        3
+    );
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(200)]).await;
+}

@@ -11,6 +11,11 @@
 //! alone (so its result, applied or failed, is the one it has on its own), and batching goes
 //! on after it. If a batch fails as a whole (the commit, the idempotency insert racing
 //! another worker), its jobs run one by one. A bad job never takes its neighbours with it.
+//!
+//! From a batch's second job on, lock waits are bounded ([`BATCH_LOCK_WAIT`]): a batch that
+//! waits for a thread another replica holds while holding threads of its own is how two
+//! replicas deadlock. The job that would wait is treated as failing job *k* above, so it
+//! runs alone, holding nothing else, and may wait as long as it needs.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -24,6 +29,10 @@ use crate::services::Services;
 use crate::store::{Tx, processed};
 use crate::workflow::action::MetricUpdate;
 use crate::workflow::{Facts, StepContext, Workflow, WorkflowSet, engine};
+
+/// How long a batched job (after the first) may wait for a row lock before the batch is
+/// cut there. Short: a lock held by another replica's batch lasts a whole batch.
+pub const BATCH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct WorkflowHandler {
     pub services: Arc<Services>,
@@ -180,6 +189,7 @@ impl WorkflowHandler {
         let mut applied = Vec::with_capacity(jobs.len());
         let mut counted = Vec::new();
         let mut tx = Tx::new(db.clone());
+        let (mut ran_one, mut bounded) = (false, false);
         for (k, job) in jobs.iter().enumerate() {
             // A message id met before (committed, or earlier in this batch) is a duplicate.
             if done.contains(&job.message_id) || !seen.insert(job.message_id.as_str()) {
@@ -190,6 +200,14 @@ impl WorkflowHandler {
                 let _ = tx.rollback().await;
                 return Batch::JobFailed(k);
             };
+            if ran_one && !bounded {
+                // The jobs run so far hold their locks; bound the waits of the ones after.
+                if let Err(e) = tx.bound_lock_waits(BATCH_LOCK_WAIT).await {
+                    let _ = tx.rollback().await;
+                    return Batch::Failed(e.into());
+                }
+                bounded = true;
+            }
             let span = tracing::info_span!("job", kind = %job.kind, job_id = %job.message_id, attempt = job.attempt, thread_id = %thread_of(job));
             match self
                 .run_workflow(set, workflow, job, &mut tx)
@@ -197,6 +215,7 @@ impl WorkflowHandler {
                 .await
             {
                 Ok(mut ran) => {
+                    ran_one = true;
                     counted.append(&mut ran.counted);
                     if let Some(reason) = ran.refused {
                         results.push(Err(JobError::Permanent(reason)));

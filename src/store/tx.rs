@@ -56,6 +56,23 @@ impl Tx {
         }
     }
 
+    /// From now until the end of the open transaction, a lock wait longer than `limit` fails
+    /// (PostgreSQL `SET LOCAL lock_timeout`; SQLite has one writer and no row locks, so
+    /// nothing to bound). Why: a batch holds the locks of its earlier jobs while a later one
+    /// waits, so two replicas' batches that touch the same threads in different orders
+    /// deadlock, which PostgreSQL only detects after `deadlock_timeout` (1 s) — and every
+    /// other worker waiting on those threads waits too. A bounded wait fails the waiting
+    /// job instead; the batch commits what came before it and runs it alone.
+    pub async fn bound_lock_waits(&mut self, limit: std::time::Duration) -> Result<(), StoreError> {
+        use sea_orm::ConnectionTrait;
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        let sql = format!("SET LOCAL lock_timeout = '{}ms'", limit.as_millis().max(1));
+        self.get().await?.execute_unprepared(&sql).await?;
+        Ok(())
+    }
+
     /// Commits what was done so far (with the deferred outbox rows); the next `get` begins a
     /// new transaction.
     pub async fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -135,6 +135,19 @@ impl<'a> StepContext<'a> {
         })
     }
 
+    /// Reads the loaded thread again, locked, in the current transaction. For steps that
+    /// committed midway (`send_mail`): the lock taken by `load_thread` ended with that
+    /// commit, and another job may have changed the thread meanwhile, so later steps must
+    /// not act on the copy loaded before it.
+    pub async fn refresh_thread(&mut self) -> Result<(), JobError> {
+        let Some(id) = self.thread.as_ref().map(|t| t.id) else {
+            return Ok(());
+        };
+        let fresh = crate::store::threads::get_for_update(self.db().await?, id).await?;
+        self.set_thread(fresh);
+        Ok(())
+    }
+
     /// Replaces the current thread and refreshes the `thread.*` facts.
     pub fn set_thread(&mut self, t: threads::Model) {
         self.facts.set("thread.id", Value::String(t.id.to_string()));

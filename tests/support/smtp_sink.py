@@ -6,10 +6,12 @@ Every accepted message is stored as DIR/<n>.eml (the bytes as received) and then
 DIR/<n>.json (the envelope: mail_from, rcpt_tos, and the client's source port, which names
 its connection), written last so a reader that sees the
 JSON sees the whole message. Recipients are answered by their local part, so a test can ask
-for failures: `tempfail...@` gets 451 (temporary), `reject...@` gets 550 (permanent). A file
+for failures: `tempfail...@` gets 451 (temporary), `reject...@` gets 550 (permanent), and
+`slow...@` makes the server take 2 seconds to accept the message's data. A file
 DIR/tempfail holding a number N makes the next N recipients get 451, whoever they are.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -41,6 +43,8 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if any(r.split("@")[0].lower().startswith("slow") for r in envelope.rcpt_tos):
+            await asyncio.sleep(2)
         name = "%d" % time.time_ns()
         base = os.path.join(self.folder, name)
         with open(base + ".eml", "wb") as f:

@@ -162,15 +162,10 @@ impl Action for ComposeMessage {
                     existing.id,
                     existing.message_id_header.unwrap_or_default()
                 ))),
-                _ => Ok(Flow::Stop(format!(
-                    "message {} was already {}",
-                    existing.id,
-                    if state == Some(OutboundState::Sent) {
-                        "sent"
-                    } else {
-                        "failed"
-                    }
-                ))),
+                // Sent or failed by an earlier attempt of this job whose later steps did not
+                // commit (the job is not recorded as processed, or it would not be here):
+                // they run now, so the events and the ladder happen exactly once.
+                _ => Ok(Flow::Continue),
             };
         }
         if thread.status == ThreadStatus::Closed && !closed_allowed {
@@ -466,10 +461,13 @@ impl Action for SendMail {
             .outbound_messages
             .with_label_values(&[label])
             .inc();
-        set_mail_facts(ctx, &row);
-        match retry {
-            Some(why) => Err(JobError::transient(format!("message {id}: {why}"))),
-            None => Ok(Flow::Continue),
+        if let Some(why) = retry {
+            return Err(JobError::transient(format!("message {id}: {why}")));
         }
+        // The thread lock ended with the first checkpoint, and another job may have changed
+        // the thread since: later steps (the ladder) must act on the thread as it is now.
+        ctx.refresh_thread().await?;
+        set_mail_facts(ctx, &row);
+        Ok(Flow::Continue)
     }
 }
