@@ -92,6 +92,7 @@ impl Run {
 
         // The fault.
         let fault_start = Instant::now();
+        let fault_start_wall = chrono::Utc::now();
         let mut readiness_note = String::new();
         match fault {
             Fault::BrokerOutage => {
@@ -197,19 +198,56 @@ impl Run {
             Fault::GracefulShutdown => cluster.wait_ready(2).await,
             _ => {}
         }
-        if let Some(i) = ready
-            .first_ready_after(0, fault_end)
-            .map(|t| t.saturating_duration_since(fault_end))
-            .filter(|_| component.is_some())
-        {
-            readiness_note.push_str(&format!("; ready again {i:.1?} after"));
-        }
 
         let published = match tokio::time::timeout(DRAIN, publisher).await {
             Ok(p) => p.expect("publisher"),
             Err(_) => panic!("{name}: the publisher never finished\n{}", cluster.logs()),
         };
         let (tally, drained_after) = self.drain(cluster, &names, &jobs, fault_end).await;
+        if component.is_some() {
+            // The slowest replica's way back to 200.
+            let back: Vec<Option<Duration>> = (0..cluster.replicas.len())
+                .map(|i| {
+                    ready
+                        .first_ready_after(i, fault_end)
+                        .map(|t| t.saturating_duration_since(fault_end))
+                })
+                .collect();
+            match back.iter().copied().collect::<Option<Vec<Duration>>>() {
+                Some(all) => readiness_note.push_str(&format!(
+                    "; all ready again {} after",
+                    secs(all.into_iter().max())
+                )),
+                None => self.problems.push(format!(
+                    "{name}: a replica never reported ready again after the fault ({back:?})"
+                )),
+            }
+        }
+        // The fault must have been felt, or the phase tested nothing.
+        match fault {
+            Fault::BrokerOutage if published.failed_attempts == 0 => self.problems.push(format!(
+                "{name}: the publisher never noticed the broker outage"
+            )),
+            Fault::SmtpOutage => {
+                let retried = sql_count(
+                    cluster,
+                    &format!(
+                        "SELECT COUNT(*) AS n FROM messages WHERE direction = 'outbound' \
+                         AND attempts > 1 AND updated_at >= '{}'",
+                        fault_start_wall.format("%Y-%m-%d %H:%M:%S%.6f+00")
+                    ),
+                )
+                .await;
+                if retried == 0 {
+                    self.problems.push(format!(
+                        "{name}: no outbound message needed a second attempt: the mail server's \
+                         outage was not felt"
+                    ));
+                }
+                readiness_note = format!("{retried} outbound messages delivered after retries");
+            }
+            _ => {}
+        }
         let unexpected: Vec<&DeadLetter> = self
             .dead
             .iter()
