@@ -161,6 +161,33 @@ impl Cluster {
         }
     }
 
+    /// Deliveries replica `i` has taken from the broker and not yet settled (from its
+    /// `/metrics`: consumed minus finished), or `None` if it does not answer.
+    pub async fn in_flight(&self, i: usize) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.replicas[i].port);
+        let (_, text) = get(&url).await?;
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Some(sum("gochat_jobs_consumed_total") - sum("gochat_jobs_total"))
+    }
+
+    /// Waits (up to 5 s) until replica `i` holds at least one unsettled delivery, so a fault
+    /// aimed at it lands mid-batch; returns how many it held when last asked.
+    pub async fn wait_busy(&self, i: usize) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = self.in_flight(i).await.unwrap_or(0.0);
+            if n >= 1.0 || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// SIGKILL: the process dies with whatever it holds (unacked deliveries, open
     /// transactions, a message half sent).
     pub fn kill(&mut self, i: usize) {

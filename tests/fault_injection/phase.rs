@@ -106,7 +106,14 @@ impl Run {
                 tokio::task::block_in_place(|| cluster.pg.start_again());
             }
             Fault::ReplicaKilled => {
+                let held = cluster.wait_busy(1).await;
                 cluster.kill(1);
+                readiness_note = format!("replica 1 killed holding {held} unsettled deliveries");
+                if held < 1.0 {
+                    self.problems.push(format!(
+                        "{name}: replica 1 was idle when killed: not mid-batch"
+                    ));
+                }
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 cluster.start_replica(1);
             }
@@ -116,8 +123,11 @@ impl Run {
                 tokio::task::block_in_place(|| cluster.sink.restart());
             }
             Fault::GracefulShutdown => {
+                let held = cluster.wait_busy(2).await;
                 let (code, log) = tokio::task::block_in_place(|| cluster.terminate(2));
-                readiness_note = format!("replica 2 exited {code:?} after SIGTERM");
+                readiness_note = format!(
+                    "replica 2 exited {code:?} after SIGTERM, holding {held} unsettled deliveries"
+                );
                 if code != Some(0) {
                     self.problems.push(format!(
                         "{name}: SIGTERM ended replica 2 with {code:?}, not 0:\n{log}"
