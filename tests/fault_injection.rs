@@ -17,6 +17,8 @@ mod phase;
 mod readiness;
 #[path = "fault_injection/reconcile.rs"]
 mod reconcile;
+#[path = "fault_injection/sent_commit_lost.rs"]
+mod sent_commit_lost;
 
 use std::time::{Duration, Instant};
 
