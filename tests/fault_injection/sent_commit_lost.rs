@@ -14,8 +14,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use gochat_entities::messages::{self, OutboundState};
@@ -30,8 +30,9 @@ use crate::common::postgres::OwnPostgres;
 const OUTAGE: Duration = Duration::from_secs(4);
 
 /// A minimal SMTP server: accepts everything; on the first message, stops PostgreSQL
-/// before answering 250, then starts it again `OUTAGE` later. Returns its port.
-fn smtp_that_stops_the_database(pg: Arc<OwnPostgres>) -> u16 {
+/// before answering 250, then starts it again `OUTAGE` later. Returns its port. It holds
+/// the cluster weakly: the server threads outlive the test, the cluster must not.
+fn smtp_that_stops_the_database(pg: Weak<OwnPostgres>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let first = Arc::new(AtomicBool::new(true));
@@ -62,11 +63,12 @@ fn smtp_that_stops_the_database(pg: Arc<OwnPostgres>) -> u16 {
                                     break;
                                 }
                             }
-                            if first.swap(false, Ordering::SeqCst) {
+                            if first.swap(false, Ordering::SeqCst)
+                                && let Some(pg) = pg.upgrade()
+                            {
                                 eprintln!("smtp: stopping PostgreSQL before the 250");
                                 pg.stop();
                                 eprintln!("smtp: PostgreSQL stopped");
-                                let pg = pg.clone();
                                 std::thread::spawn(move || {
                                     std::thread::sleep(OUTAGE);
                                     pg.start_again();
@@ -132,7 +134,7 @@ async fn a_mail_accepted_while_the_database_blips_is_recorded_sent_not_dead_lett
     c.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
     c.smtp.url = gochat::config::SecretUrl::new(format!(
         "smtp://127.0.0.1:{}",
-        smtp_that_stops_the_database(pg.clone())
+        smtp_that_stops_the_database(Arc::downgrade(&pg))
     ));
     let clock = gochat::clock::ManualClock::new(crate::common::t0());
     let worker = start_worker(c, Arc::new(clock)).await;
