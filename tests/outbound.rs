@@ -59,20 +59,51 @@ async fn wait_state(
     .await
 }
 
+/// What an end-to-end outbound test runs on: a real SMTP sink, the broker with an event
+/// tap, a worker on a manual clock, and a thread whose customer has the contact `address`.
+struct Env {
+    sink: SmtpSink,
+    broker: TestBroker,
+    store: gochat::store::Store,
+    clock: ManualClock,
+    worker: gochat::worker::Worker,
+    tap: String,
+    thread: Uuid,
+}
+
+async fn env(db: &TestDb, address: &str) -> Env {
+    let sink = tokio::task::spawn_blocking(SmtpSink::start)
+        .await
+        .expect("sink");
+    let mut broker = TestBroker::new().await;
+    let store = db.store().await;
+    let clock = ManualClock::new(t0());
+    let worker = start_worker(config(db, &broker, &sink), Arc::new(clock.clone())).await;
+    let tap = broker.tap_events().await;
+    let (thread, _) = common::fixtures::thread_with_contact(&store, "default", address, t0()).await;
+    Env {
+        sink,
+        broker,
+        store,
+        clock,
+        worker,
+        tap,
+        thread,
+    }
+}
+
 both_backends!(
     a_reply_is_delivered_once_and_starts_the_reminder_ladder,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
-        let mut broker = TestBroker::new().await;
-        let store = db.store().await;
-        let clock = ManualClock::new(t0());
-        let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
-        let tap = broker.tap_events().await;
-        let (thread, _) =
-            common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0())
-                .await;
+        let Env {
+            sink,
+            broker,
+            store,
+            clock,
+            worker,
+            tap,
+            thread,
+        } = env(&db, "ada@acme.example").await;
 
         // The same job twice (a publisher retry): one mail.
         broker
@@ -369,17 +400,15 @@ async fn forbidden_recipients_failures_and_outages() {
 both_backends!(
     a_thread_changed_while_its_reply_is_on_the_wire_still_gets_the_ladder_once,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
-        let mut broker = TestBroker::new().await;
-        let store = db.store().await;
-        let clock = ManualClock::new(t0());
-        let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
-        let tap = broker.tap_events().await;
-        let (thread, _) =
-            common::fixtures::thread_with_contact(&store, "default", "slow-ada@acme.example", t0())
-                .await;
+        let Env {
+            sink,
+            broker,
+            store,
+            worker,
+            tap,
+            thread,
+            ..
+        } = env(&db, "slow-ada@acme.example").await;
 
         // The server takes 2 s to accept the reply; meanwhile an agent parks the thread
         // (send_mail committed `sending`, so the thread is not locked during the send).

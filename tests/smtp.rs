@@ -239,3 +239,142 @@ async fn the_pool_reuses_its_connections_and_replaces_broken_ones() {
     let last = got.last().map(|r| r.peer_port).unwrap_or_default();
     assert!(!ports.contains(&last), "a new connection");
 }
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed, made with the
+/// `openssl` command line in `dir`: `(ca.pem, server.pem, server.key)`.
+fn certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Go!Chat test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_login_against_a_server_that_requires_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = certificates(dir.path());
+    let sink = tokio::task::spawn_blocking(move || {
+        SmtpSink::start_secure(&cert, &key, Some(("worker", "s3cret pw")))
+    })
+    .await
+    .expect("sink");
+    let port = sink.port;
+    let mut m = mail("zoe@acme.example");
+    m.cc.clear();
+    let message = mime::build(&m).expect("build");
+    let transport = |url: String| Smtp::new(&SecretUrl::new(url), Duration::from_secs(5), 1);
+
+    // STARTTLS, the server's certificate checked against the private CA, then the login.
+    let ok = transport(format!(
+        "smtp://worker:s3cret%20pw@127.0.0.1:{port}?tls=required&ca={}",
+        ca.display()
+    ))
+    .expect("transport");
+    let accepted = ok.send(&message).await.expect("delivered over TLS");
+    assert_eq!(accepted.code, "250");
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls, "the session was upgraded");
+    assert_eq!(got[0].login.as_deref(), Some("worker"));
+
+    // A certificate nobody vouches for (the CA not given): refused before any credential is
+    // sent, as a connection problem that names TLS.
+    let untrusted = transport(format!(
+        "smtp://worker:s3cret%20pw@127.0.0.1:{port}?tls=required"
+    ))
+    .expect("transport");
+    match untrusted.send(&message).await {
+        Err(e @ SendError::Connection(_)) => {
+            assert!(e.to_string().to_lowercase().contains("certificate"), "{e}")
+        }
+        other => panic!("an untrusted certificate must fail the connection: {other:?}"),
+    }
+
+    // A wrong password: the server's 535 is permanent (retrying cannot help; fix the URL).
+    let wrong = transport(format!(
+        "smtp://worker:nope@127.0.0.1:{port}?tls=required&ca={}",
+        ca.display()
+    ))
+    .expect("transport");
+    match wrong.send(&message).await {
+        Err(e @ SendError::Permanent { .. }) => assert!(e.to_string().contains("535"), "{e}"),
+        other => panic!("a refused login must be permanent: {other:?}"),
+    }
+
+    // Plain text to a server that requires STARTTLS: refused, nothing delivered.
+    let plain = transport(format!("smtp://127.0.0.1:{port}")).expect("transport");
+    assert!(plain.send(&message).await.is_err());
+    assert_eq!(sink.received().len(), 1, "only the TLS session delivered");
+
+    // Misconfigurations are named at start-up.
+    let err = transport(format!("smtp://127.0.0.1:{port}?ca={}", ca.display()))
+        .err()
+        .expect("ca without TLS refused");
+    assert!(err.contains("ca= needs TLS"), "{err}");
+    let err = transport(format!(
+        "smtp://127.0.0.1:{port}?tls=required&ca=/nonexistent/ca.pem"
+    ))
+    .err()
+    .expect("missing CA file refused");
+    assert!(err.contains("cannot read the CA certificate"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! SMTP delivery: one pool of connections per process, built from `smtp.url`
 //! (`smtp://host:port` plain, `?tls=required` / `?tls=opportunistic` for STARTTLS, `smtps://`
-//! for TLS from the first byte, credentials in the URL). Failures are classed so the outbound
+//! for TLS from the first byte, credentials in the URL, `ca=/path/ca.pem` to trust a private
+//! certificate authority). Failures are classed so the outbound
 //! job knows what to do: a 4xx reply or a connection problem is temporary (retry with
 //! backoff), a 5xx reply is permanent (fail now).
 //!
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::sync::Semaphore;
 
@@ -99,7 +100,38 @@ impl Server {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
-        let params = || TlsParameters::new(host.clone()).map_err(|e| bad(e.to_string()));
+        let query = |key: &str| {
+            parsed
+                .query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        // A private CA (an internal relay's own certificate authority), trusted besides the
+        // public roots.
+        let ca = match query("ca") {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(&path)
+                    .map_err(|e| bad(format!("ca={path}: cannot read the CA certificate: {e}")))?;
+                Some(Certificate::from_pem(&pem).map_err(|e| {
+                    bad(format!(
+                        "ca={path}: not a PEM certificate ({e}); give the CA's PEM file"
+                    ))
+                })?)
+            }
+        };
+        if ca.is_some() && parsed.scheme() == "smtp" && tls_mode.is_none() {
+            return Err(bad(
+                "ca= needs TLS: add tls=required (STARTTLS) or use smtps://".into(),
+            ));
+        }
+        let params = || {
+            let mut builder = TlsParameters::builder(host.clone());
+            if let Some(ca) = ca.clone() {
+                builder = builder.add_root_certificate(ca);
+            }
+            builder.build().map_err(|e| bad(e.to_string()))
+        };
         let (security, default_port) = match (parsed.scheme(), tls_mode.as_deref()) {
             ("smtp", None) => (Security::Plain, 25),
             ("smtp", Some("required")) => (

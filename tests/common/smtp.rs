@@ -1,7 +1,7 @@
 //! A real SMTP server process for the tests (`tests/support/smtp_sink.py`, on Python's
 //! aiosmtpd), on a free port with its own folder of received messages.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ pub struct SmtpSink {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Environment of the script (STARTTLS certificate, required login), kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 /// One received message: its envelope and its bytes.
@@ -21,15 +23,37 @@ pub struct Received {
     pub raw: Vec<u8>,
     /// The client's source port: one per SMTP connection.
     pub peer_port: u16,
+    /// The session was upgraded with STARTTLS.
+    pub tls: bool,
+    /// Who logged in, if the sink required it.
+    pub login: Option<String>,
 }
 
 impl SmtpSink {
     /// Starts the server and waits until it accepts connections.
     pub fn start() -> SmtpSink {
+        Self::start_with(Vec::new())
+    }
+
+    /// A server that requires STARTTLS with this certificate and key (PEM files) and, if
+    /// given, a login `(user, password)` over it.
+    pub fn start_secure(cert: &Path, key: &Path, login: Option<(&str, &str)>) -> SmtpSink {
+        let mut env = vec![
+            ("SINK_TLS_CERT".to_owned(), cert.display().to_string()),
+            ("SINK_TLS_KEY".to_owned(), key.display().to_string()),
+        ];
+        if let Some((user, password)) = login {
+            env.push(("SINK_AUTH".to_owned(), format!("{user}:{password}")));
+        }
+        Self::start_with(env)
+    }
+
+    fn start_with(env: Vec<(String, String)>) -> SmtpSink {
         let mut sink = SmtpSink {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            env,
         };
         sink.restart();
         sink
@@ -55,6 +79,7 @@ impl SmtpSink {
             .arg(script)
             .arg(self.port.to_string())
             .arg(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -110,6 +135,8 @@ impl SmtpSink {
                         .unwrap_or_default(),
                     raw: std::fs::read(json.with_extension("eml")).expect("read message"),
                     peer_port: env["peer_port"].as_u64().unwrap_or_default() as u16,
+                    tls: env["tls"].as_bool().unwrap_or_default(),
+                    login: env["login"].as_str().map(str::to_owned),
                 }
             })
             .collect()
