@@ -22,6 +22,52 @@ use crate::store::threads::{self, NewAttachment, NewMessage};
 use crate::workflow::action::{Action, Flow, Params, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
+/// How long `send_mail` keeps trying to record the server's answer while the database is
+/// unreachable. The answer (a 250 above all) is known to this process only: given up, the
+/// message stays `sending` and the retried job must dead-letter it as "in doubt" for an
+/// operator, though nothing was in doubt. Database blips last seconds; this covers restarts
+/// and fail-overs, and stays well inside RabbitMQ's 30-minute consumer ack timeout.
+const RECORD_OUTCOME_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Writes the delivery outcome and commits it, retrying (backoff up to 5 s) while the
+/// failure is transient and [`RECORD_OUTCOME_FOR`] has not run out.
+async fn record_outcome(
+    ctx: &mut StepContext<'_>,
+    row: &messages::Model,
+    state: OutboundState,
+    delivery: Delivery,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<messages::Model, JobError> {
+    let deadline = std::time::Instant::now() + RECORD_OUTCOME_FOR;
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let saved =
+                outbound::set_state(ctx.tx.get().await?, row, state, delivery.clone(), now).await?;
+            ctx.tx.checkpoint().await?;
+            Ok::<_, crate::store::StoreError>(saved)
+        }
+        .await;
+        match attempt {
+            Ok(saved) => return Ok(saved),
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                // A transaction broken by a lost connection is of no further use.
+                let _ = ctx.tx.rollback().await;
+                tracing::warn!(
+                    message = %row.id,
+                    outcome = ?state,
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "cannot record the mail server's answer yet; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 const MAIL_FACTS: &[FactSpec] = &[
     FactSpec {
         name: "mail.id",
@@ -448,9 +494,8 @@ impl Action for SendMail {
                 )
             }
         };
-        let row = outbound::set_state(ctx.db().await?, &row, state, delivery, now).await?;
         // Recorded at once: whatever later steps do, this outcome stands.
-        ctx.tx.checkpoint().await?;
+        let row = record_outcome(ctx, &row, state, delivery, now).await?;
         let label = match state {
             OutboundState::Sent => "sent",
             OutboundState::Failed => "failed",
