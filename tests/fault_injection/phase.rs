@@ -217,7 +217,7 @@ impl Run {
             Err(_) => panic!("{name}: the publisher never finished\n{}", cluster.logs()),
         };
         let (tally, applied_after, drained_after) =
-            self.drain(cluster, &names, name, &jobs, fault_end).await;
+            self.drain(cluster, &names, &jobs, fault_end).await;
         if component.is_some() {
             // The slowest replica's way back to 200.
             let back: Vec<Option<Duration>> = (0..cluster.replicas.len())
@@ -306,15 +306,21 @@ impl Run {
         &mut self,
         cluster: &Cluster,
         names: &Names,
-        phase: &str,
         jobs: &[Job],
         fault_end: Instant,
     ) -> (Tally, Option<Duration>, Option<Duration>) {
         let deadline = Instant::now() + DRAIN;
         let mut told = false;
         let mut applied = None;
+        // Follow-up jobs (acknowledgements) carry ids derived from their job's, so compare
+        // ids, not counts.
+        let ids = jobs
+            .iter()
+            .map(|j| format!("'{}'", j.id))
+            .collect::<Vec<_>>()
+            .join(", ");
         let done_sql =
-            format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE message_id LIKE '{phase}-%'");
+            format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE message_id IN ({ids})");
         loop {
             if applied.is_none() && sql_count(cluster, &done_sql).await == jobs.len() as i64 {
                 applied = Some(fault_end.elapsed());
