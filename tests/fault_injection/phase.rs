@@ -131,6 +131,11 @@ impl Run {
                 readiness_note = format!(
                     "replica 2 exited {code:?} after SIGTERM, holding {held} unsettled deliveries"
                 );
+                if held < 1.0 {
+                    self.problems.push(format!(
+                        "{name}: replica 2 was idle when stopped: nothing in flight"
+                    ));
+                }
                 if code != Some(0) {
                     self.problems.push(format!(
                         "{name}: SIGTERM ended replica 2 with {code:?}, not 0:\n{log}"
