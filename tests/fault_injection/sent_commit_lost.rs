@@ -1,7 +1,8 @@
-//! Found by the fault-injection run (the PostgreSQL restart phase, one mail in one run):
-//! when the mail server accepts a message but the database is unreachable at that moment,
-//! `send_mail` cannot commit `sent`, returns the database error (transient), and forgets the
-//! server's 250. The retried job then finds the message `sending` and dead-letters it as
+//! Found by the fault-injection run (the PostgreSQL restart phase, one mail in one run), and
+//! fixed (`send_mail` now retries recording the server's answer while the database is
+//! unreachable). The bug: when the mail server accepted a message but the database was
+//! unreachable at that moment, `send_mail` could not commit `sent`, returned the database
+//! error (transient), and forgot the server's 250. The retried job then finds the message `sending` and dead-letters it as
 //! "interrupted after it was handed to the mail server; it may have been delivered" — though
 //! the worker, alive all along, knew it had been delivered. The message stays `sending`
 //! for good, `message.sent` never goes out and the reminder ladder never starts, and an
@@ -92,9 +93,6 @@ fn smtp_that_stops_the_database(pg: Weak<OwnPostgres>) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a mail the SMTP server accepted while the database was briefly unreachable \
-            is dead-lettered as interrupted (in doubt) and left `sending`, though the worker \
-            had the server's 250; see the module comment"]
 async fn a_mail_accepted_while_the_database_blips_is_recorded_sent_not_dead_lettered() {
     let pg = Arc::new(
         tokio::task::spawn_blocking(OwnPostgres::start)
