@@ -30,8 +30,10 @@ pub struct Scheduler {
 impl Scheduler {
     /// Runs until shutdown.
     pub async fn run(self, mut shutdown: Shutdown) {
+        // The gauges count every pending timer: with a million stored, the first count after
+        // start-up takes seconds. In a task of their own they never delay a firing.
+        let gauges = tokio::spawn(refresh_gauges(self.services.clone(), shutdown.clone()));
         let interval = self.services.config.scheduler.interval;
-        let mut counted = tokio::time::Instant::now() - GAUGE_EVERY;
         loop {
             match self.tick().await {
                 // A full batch: more may be due, claim again at once.
@@ -39,15 +41,12 @@ impl Scheduler {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "timer scheduler round failed; retrying"),
             }
-            if counted.elapsed() >= GAUGE_EVERY {
-                counted = tokio::time::Instant::now();
-                self.refresh_gauges().await;
-            }
             tokio::select! {
                 _ = shutdown.recv() => break,
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+        let _ = gauges.await;
     }
 
     /// Claims the due timers and queues their jobs; returns how many.
@@ -91,9 +90,11 @@ impl Scheduler {
         tracing::debug!(count = due.len(), "timers claimed");
         Ok(due.len())
     }
+}
 
-    async fn refresh_gauges(&self) {
-        let s = &self.services;
+/// Recounts the pending and due timers every [`GAUGE_EVERY`] until shutdown.
+async fn refresh_gauges(s: Arc<Services>, mut shutdown: Shutdown) {
+    loop {
         let db = s.store.conn();
         if let Ok(n) = timers::pending_count(db).await {
             s.metrics
@@ -106,6 +107,10 @@ impl Scheduler {
                 .timers
                 .with_label_values(&["due"])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = tokio::time::sleep(GAUGE_EVERY) => {}
         }
     }
 }
