@@ -122,7 +122,10 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
         .map(|i| start + span * i as i32 / args.reminders.max(1) as i32)
         .collect();
     let reminders = seed::reminders(&store, &due, &run).await?;
-    println!("{} reminders due during the fixed-rate phase", reminders.len());
+    println!(
+        "{} reminders due during the fixed-rate phase",
+        reminders.len()
+    );
 
     // Fixed rate, then as fast as it goes.
     let started = Utc::now();
