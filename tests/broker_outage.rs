@@ -91,16 +91,7 @@ async fn the_broker_stopped_and_started_mid_run_loses_no_job_and_applies_none_tw
     let conn = store.conn();
     let thread = threads::create(
         conn,
-        NewThread {
-            subject: "Through the outage".into(),
-            status: ThreadStatus::Open,
-            lifecycle: "default".into(),
-            mailbox: None,
-            customers: vec![],
-            linked_thread_id: None,
-            flags: vec![],
-            detail: None,
-        },
+        NewThread::new("Through the outage", ThreadStatus::Open, Vec::new()),
         &json!({"kind": "system"}),
         chrono::Utc::now(),
     )

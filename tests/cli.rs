@@ -275,16 +275,7 @@ both_backends!(
         let now = chrono::Utc::now();
         let t = threads::create(
             conn,
-            NewThread {
-                subject: "Invoice 42 is wrong".into(),
-                status: ThreadStatus::Open,
-                lifecycle: "default".into(),
-                mailbox: None,
-                customers: vec![acme.id],
-                linked_thread_id: None,
-                flags: vec![],
-                detail: None,
-            },
+            NewThread::new("Invoice 42 is wrong", ThreadStatus::Open, vec![acme.id]),
             &system,
             now,
         )

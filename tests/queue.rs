@@ -320,16 +320,7 @@ both_backends!(
         let conn = store.conn();
         let thread = threads::create(
             conn,
-            NewThread {
-                subject: "Busy thread".into(),
-                status: ThreadStatus::Open,
-                lifecycle: "default".into(),
-                mailbox: None,
-                customers: vec![],
-                linked_thread_id: None,
-                flags: vec![],
-                detail: None,
-            },
+            NewThread::new("Busy thread", ThreadStatus::Open, Vec::new()),
             &json!({"kind": "system"}),
             chrono::Utc::now(),
         )
@@ -711,16 +702,7 @@ async fn a_batch_meeting_a_locked_thread_commits_the_jobs_before_it_and_waits_al
     let store = db.store().await;
     let conn = store.conn();
     let worker = start(config(&db, &broker, &[200])).await;
-    let new_thread = |subject: &str| NewThread {
-        subject: subject.into(),
-        status: ThreadStatus::Open,
-        lifecycle: "default".into(),
-        mailbox: None,
-        customers: vec![],
-        linked_thread_id: None,
-        flags: vec![],
-        detail: None,
-    };
+    let new_thread = |subject: &str| NewThread::new(subject, ThreadStatus::Open, Vec::new());
     let mut ids = Vec::new();
     for subject in ["first", "locked", "third"] {
         let t = threads::create(

@@ -162,14 +162,8 @@ both_backends!(
         let thread = threads::create(
             &tx,
             NewThread {
-                subject: "Printer on fire".into(),
-                status: ThreadStatus::Open,
-                lifecycle: "default".into(),
                 mailbox: Some("support@example.com".into()),
-                customers: vec![acme_id],
-                linked_thread_id: None,
-                flags: vec![],
-                detail: None,
+                ..NewThread::new("Printer on fire", ThreadStatus::Open, vec![acme_id])
             },
             &system,
             t0(),
@@ -424,20 +418,15 @@ both_backends!(
         for i in 0..5 {
             let t = threads::create(
                 conn,
-                NewThread {
-                    subject: format!("thread {i}"),
-                    status: if i % 2 == 0 {
+                NewThread::new(
+                    format!("thread {i}"),
+                    if i % 2 == 0 {
                         ThreadStatus::Open
                     } else {
                         ThreadStatus::Closed
                     },
-                    lifecycle: "default".into(),
-                    mailbox: None,
-                    customers: vec![],
-                    linked_thread_id: None,
-                    flags: vec![],
-                    detail: None,
-                },
+                    Vec::new(),
+                ),
                 &system,
                 t0() + Duration::minutes(i),
             )
@@ -565,16 +554,7 @@ both_backends!(
         let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
         let thread = threads::create(
             conn,
-            NewThread {
-                subject: "Timers".into(),
-                status: ThreadStatus::Reminder,
-                lifecycle: "default".into(),
-                mailbox: None,
-                customers: vec![],
-                linked_thread_id: None,
-                flags: vec![],
-                detail: None,
-            },
+            NewThread::new("Timers", ThreadStatus::Reminder, Vec::new()),
             &json!({"kind": "system"}),
             t0,
         )

@@ -70,16 +70,7 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
     let now = Utc::now();
     let thread = threads::create(
         store.conn(),
-        NewThread {
-            subject: "bench".into(),
-            status: ThreadStatus::Reminder,
-            lifecycle: "default".into(),
-            mailbox: None,
-            customers: vec![],
-            linked_thread_id: None,
-            flags: vec![],
-            detail: None,
-        },
+        NewThread::new("bench", ThreadStatus::Reminder, Vec::new()),
         &json!({"kind": "system"}),
         now,
     )

@@ -40,6 +40,27 @@ pub struct NewThread {
     pub detail: Option<Value>,
 }
 
+impl NewThread {
+    /// A thread on the `default` lifecycle, without mailbox, link, flags or detail; callers
+    /// set the rest with struct update syntax.
+    pub fn new(
+        subject: impl Into<String>,
+        status: threads::ThreadStatus,
+        customers: Vec<Uuid>,
+    ) -> Self {
+        NewThread {
+            subject: subject.into(),
+            status,
+            lifecycle: "default".into(),
+            mailbox: None,
+            customers,
+            linked_thread_id: None,
+            flags: Vec::new(),
+            detail: None,
+        }
+    }
+}
+
 /// A message to add to a thread's feed.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

@@ -45,14 +45,8 @@ pub async fn thread_with_contact(
     let thread = threads::create(
         conn,
         NewThread {
-            subject: "Printer on fire".into(),
-            status: ThreadStatus::Open,
             lifecycle: lifecycle.into(),
-            mailbox: None,
-            customers: vec![customer],
-            linked_thread_id: None,
-            flags: vec![],
-            detail: None,
+            ..NewThread::new("Printer on fire", ThreadStatus::Open, vec![customer])
         },
         &json!({"kind": "system"}),
         now,

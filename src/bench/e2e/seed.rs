@@ -116,16 +116,7 @@ async fn customer(
 }
 
 fn new_thread(customer: Uuid, status: ThreadStatus) -> NewThread {
-    NewThread {
-        subject: "Printer on fire".into(),
-        status,
-        lifecycle: "default".into(),
-        mailbox: None,
-        customers: vec![customer],
-        linked_thread_id: None,
-        flags: vec![],
-        detail: None,
-    }
+    NewThread::new("Printer on fire", status, vec![customer])
 }
 
 async fn contact_of(db: &impl sea_orm::ConnectionTrait, address: &str) -> anyhow::Result<Uuid> {
