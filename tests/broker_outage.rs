@@ -8,78 +8,19 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::broker::eventually;
+use common::broker::{Outgoing, eventually, publish_until_confirmed};
 use common::process::{free_port, start_worker, wait_status};
 use common::rabbit::OwnRabbit;
 use common::{Backend, TestDb, count};
 use gochat::queue::Names;
 use gochat::store::threads::{self, NewThread};
 use gochat_entities::threads::ThreadStatus;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 
 const N: usize = 800;
-
-/// Publishes job `i` until the broker confirms it, reconnecting as needed — what any
-/// at-least-once publisher does. Returns how many attempts failed.
-async fn publish_until_confirmed(url: &str, names: &Names, jobs: Vec<(String, Vec<u8>)>) -> usize {
-    let mut failures = 0;
-    let mut channel: Option<(Connection, lapin::Channel)> = None;
-    for (id, body) in jobs {
-        loop {
-            if channel.is_none() {
-                match Connection::connect(url, ConnectionProperties::default()).await {
-                    Ok(conn) => {
-                        let ch = conn.create_channel().await.expect("channel");
-                        ch.confirm_select(ConfirmSelectOptions::default())
-                            .await
-                            .expect("confirms");
-                        channel = Some((conn, ch));
-                    }
-                    Err(_) => {
-                        failures += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                }
-            }
-            let Some((_, ch)) = &channel else { continue };
-            let confirmed = async {
-                ch.basic_publish(
-                    names.jobs_exchange().as_str().into(),
-                    "thread-update".into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &body,
-                    BasicProperties::default()
-                        .with_message_id(id.as_str().into())
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
-                )
-                .await?
-                .await
-            };
-            match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
-                Ok(Ok(c)) if c.is_ack() => break,
-                _ => {
-                    failures += 1;
-                    channel = None;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        // Paced, so publishing is still going on when the broker stops.
-        tokio::time::sleep(Duration::from_millis(8)).await;
-    }
-    failures
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_stopped_and_started_mid_run_loses_no_job_and_applies_none_twice() {
@@ -151,7 +92,18 @@ async fn the_broker_stopped_and_started_mid_run_loses_no_job_and_applies_none_tw
     let publisher = tokio::spawn({
         let url = url.clone();
         let names = names.clone();
-        async move { publish_until_confirmed(&url, &names, jobs).await }
+        // Paced, so publishing is still going on when the broker stops.
+        async move {
+            let jobs: Vec<Outgoing> = jobs
+                .iter()
+                .map(|(id, body)| Outgoing {
+                    kind: "thread-update",
+                    id,
+                    body,
+                })
+                .collect();
+            publish_until_confirmed(&url, &names, jobs, Duration::from_millis(8)).await
+        }
     });
 
     eventually(Duration::from_secs(60), "the first comments", || async {

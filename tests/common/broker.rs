@@ -352,3 +352,77 @@ impl TestBroker {
         dead.header("x-gochat-reason").unwrap_or_default()
     }
 }
+
+/// A job for [`publish_until_confirmed`]: its kind (the routing key), message id and body.
+pub struct Outgoing<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Publishes each job until the broker confirms it (acked, not returned unroutable),
+/// reconnecting as needed and sleeping `pace` after each — what any at-least-once publisher
+/// does through a broker outage. Returns how many attempts failed and were retried.
+pub async fn publish_until_confirmed<'a>(
+    url: &str,
+    names: &Names,
+    jobs: impl IntoIterator<Item = Outgoing<'a>>,
+    pace: Duration,
+) -> usize {
+    let mut failed = 0;
+    let mut channel: Option<(Connection, Channel)> = None;
+    for job in jobs {
+        loop {
+            if channel.is_none() {
+                let connected = async {
+                    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+                    let ch = conn.create_channel().await?;
+                    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+                        .await?;
+                    Ok::<_, lapin::Error>((conn, ch))
+                };
+                match tokio::time::timeout(Duration::from_secs(5), connected).await {
+                    Ok(Ok(c)) => channel = Some(c),
+                    _ => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some((_, ch)) = &channel else { continue };
+            let confirmed = async {
+                ch.basic_publish(
+                    names.jobs_exchange().as_str().into(),
+                    job.kind.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    job.body,
+                    BasicProperties::default()
+                        .with_message_id(job.id.into())
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?
+                .await
+            };
+            let ok = match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
+                Ok(Ok(c)) => c.is_ack() && c.take_message().is_none(),
+                _ => false,
+            };
+            if ok {
+                break;
+            }
+            failed += 1;
+            channel = None;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(pace).await;
+    }
+    if let Some((conn, _)) = channel {
+        let _ = conn.close(200, "done".into()).await;
+    }
+    failed
+}

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use gochat::queue::Names;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::cluster::FAST_LIFECYCLE;
+use crate::common::broker::{Outgoing, publish_until_confirmed};
 use crate::common::mail::TestMail;
 
 /// Jobs of each kind per phase.
@@ -181,61 +180,21 @@ pub struct Published {
 
 /// Publishes every job until the broker confirms it, reconnecting as needed, paced.
 pub async fn publish(url: String, names: Names, jobs: Vec<Job>) -> Published {
-    let mut out = Published::default();
-    let mut channel: Option<(Connection, lapin::Channel)> = None;
-    for job in jobs {
-        loop {
-            if channel.is_none() {
-                let connected = async {
-                    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
-                    let ch = conn.create_channel().await?;
-                    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-                    Ok::<_, lapin::Error>((conn, ch))
-                };
-                match tokio::time::timeout(Duration::from_secs(5), connected).await {
-                    Ok(Ok(c)) => channel = Some(c),
-                    _ => {
-                        out.failed_attempts += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                }
-            }
-            let Some((_, ch)) = &channel else { continue };
-            let confirmed = async {
-                ch.basic_publish(
-                    names.jobs_exchange().as_str().into(),
-                    job.kind.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &job.body,
-                    BasicProperties::default()
-                        .with_message_id(job.id.as_str().into())
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
-                )
-                .await?
-                .await
-            };
-            let ok = match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
-                // Acked and not returned as unroutable.
-                Ok(Ok(c)) => c.is_ack() && c.take_message().is_none(),
-                _ => false,
-            };
-            if ok {
-                break;
-            }
-            out.failed_attempts += 1;
-            channel = None;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        out.jobs += 1;
-        tokio::time::sleep(PACE).await;
+    let failed_attempts = publish_until_confirmed(
+        &url,
+        &names,
+        jobs.iter()
+            .map(|j| Outgoing {
+                kind: j.kind,
+                id: &j.id,
+                body: &j.body,
+            })
+            .collect::<Vec<_>>(),
+        PACE,
+    )
+    .await;
+    Published {
+        jobs: jobs.len(),
+        failed_attempts,
     }
-    if let Some((conn, _)) = channel {
-        let _ = conn.close(200, "done".into()).await;
-    }
-    out
 }
