@@ -36,10 +36,12 @@ impl OwnPostgres {
     /// Creates the cluster (trust authentication, superuser `postgres`, listening on
     /// 127.0.0.1 only, fsync off) and starts it.
     pub fn start() -> OwnPostgres {
+        super::process::sweep_stale("gochat-pg-");
         let dir = tempfile::Builder::new()
             .prefix("gochat-pg-")
             .tempdir()
             .expect("tempdir");
+        super::process::claim_dir(dir.path());
         let chown = Command::new("chown")
             .args(["-R", "nobody:nogroup"])
             .arg(dir.path())

@@ -93,3 +93,56 @@ pub fn sigterm_and_wait(worker: &mut Worker) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Marks `dir` (a service's temporary folder) as owned by this test process.
+pub fn claim_dir(dir: &Path) {
+    std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).expect("write owner.pid");
+}
+
+/// Stops and removes what a killed test process left behind: every folder named
+/// `<prefix>*` in the temp folder whose `owner.pid` names a process that no longer exists.
+/// Drop guards clean up after a failing test, but not after a test process that was itself
+/// killed (a CI timeout, Ctrl-C), and a leftover broker node or database cluster keeps
+/// running. A folder's processes are found by its path in their command line (servers) or
+/// as their working directory (workers), and killed.
+pub fn sweep_stale(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let dir = entry.path();
+        let Some(owner) = std::fs::read_to_string(dir.join("owner.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            continue; // being set up, or not ours
+        };
+        if Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        kill_processes_mentioning(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn kill_processes_mentioning(dir: &Path) {
+    let needle = dir.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        // Workers run in the folder (`gochat` sets it as their working directory).
+        let cwd = std::fs::read_link(p.path().join("cwd")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) || cwd.starts_with(dir) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}

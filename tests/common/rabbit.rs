@@ -20,10 +20,12 @@ pub struct OwnRabbit {
 impl OwnRabbit {
     /// Starts the node and waits until it accepts AMQP connections.
     pub fn start() -> OwnRabbit {
+        super::process::sweep_stale("gochat-rabbit-");
         let dir = tempfile::Builder::new()
             .prefix("gochat-rabbit-")
             .tempdir()
             .expect("tempdir");
+        super::process::claim_dir(dir.path());
         let port = free_port();
         let node = format!("gochat-test-{}-{port}@localhost", std::process::id());
         std::fs::write(

@@ -71,10 +71,12 @@ impl Cluster {
             .expect("connect");
         store.migrate().await.expect("migrate");
 
+        crate::common::process::sweep_stale("gochat-fault-");
         let dir = tempfile::Builder::new()
             .prefix("gochat-fault-")
             .tempdir()
             .expect("tempdir");
+        crate::common::process::claim_dir(dir.path());
         write_workflows(dir.path());
         std::fs::write(
             dir.path().join("gochat.toml"),
