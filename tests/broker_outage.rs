@@ -189,18 +189,10 @@ async fn the_broker_stopped_and_started_mid_run_loses_no_job_and_applies_none_tw
         ids.insert(ev["id"].as_str().expect("id").to_owned());
     }
     assert_eq!(ids.len(), N, "one thread.updated event per job");
-    let dead = ch
-        .queue_declare(
-            names.dead_letters().as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let dead = gochat::queue::topology::depth(&ch, &names.dead_letters())
         .await
         .expect("dead letter queue");
-    assert_eq!(dead.message_count(), 0, "nothing dead-lettered");
+    assert_eq!(dead, 0, "nothing dead-lettered");
     eprintln!(
         "outage test: {N} jobs, {failures} failed publish attempts retried, {deliveries} event \
          deliveries for {} events, recovered {recovered_in:?} after restart",

@@ -111,9 +111,7 @@ async fn transition(broker: &TestBroker, store: &Store, id: &str, thread: Uuid, 
 both_backends!(
     a_conversation_threads_by_headers_and_tokens_and_strangers_never_join,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
+        let sink = SmtpSink::start_async().await;
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let worker = start_worker(config(&db, &broker, &sink), Arc::new(SystemClock)).await;
@@ -379,9 +377,7 @@ Subject: Re: Printer on fire\r\n\
 both_backends!(
     a_bounce_marks_the_message_it_is_about_failed_and_shows_on_its_thread,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
+        let sink = SmtpSink::start_async().await;
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let worker = start_worker(config(&db, &broker, &sink), Arc::new(SystemClock)).await;
@@ -482,9 +478,7 @@ both_backends!(
 both_backends!(
     a_mail_loop_is_stored_but_opens_and_answers_nothing,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
+        let sink = SmtpSink::start_async().await;
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let mut cfg = config(&db, &broker, &sink);
@@ -534,9 +528,7 @@ both_backends!(
 both_backends!(
     mail_that_cannot_be_processed_is_kept_and_dead_lettered_with_the_reason,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
+        let sink = SmtpSink::start_async().await;
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let mut cfg = config(&db, &broker, &sink);

@@ -90,12 +90,6 @@ async fn wait_reminders(
     .await
 }
 
-async fn sink() -> SmtpSink {
-    tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("SMTP sink")
-}
-
 async fn timer_states(store: &gochat::store::Store, thread: Uuid) -> Vec<(i32, TimerState)> {
     use sea_orm::QueryOrder;
     gochat_entities::timers::Entity::find()
@@ -116,7 +110,7 @@ both_backends!(
         let mut broker = TestBroker::new().await;
         let store = db.store().await;
         let clock = ManualClock::new(t0());
-        let sink = sink().await;
+        let sink = SmtpSink::start_async().await;
         let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
         let tap = broker.tap_events().await;
         let (thread, contact) = thread_with_contact(&store, "default").await;
@@ -211,7 +205,7 @@ both_backends!(
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let clock = ManualClock::new(t0());
-        let sink = sink().await;
+        let sink = SmtpSink::start_async().await;
         let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
         let (thread, _) = thread_with_contact(&store, "default").await;
 
@@ -284,7 +278,7 @@ async fn illegal_and_stale_transitions_are_dead_lettered_unapplied() {
     let broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());
-    let sink = sink().await;
+    let sink = SmtpSink::start_async().await;
     let worker = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
     let (thread, _) = thread_with_contact(&store, "default").await;
     let to = |status: &str, version: Option<i64>| {
@@ -331,7 +325,7 @@ async fn two_workers_and_a_redelivered_job_still_send_each_reminder_once() {
     let broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());
-    let sink = sink().await;
+    let sink = SmtpSink::start_async().await;
     let first = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
     let second = start_worker(config(&db, &broker, &sink), Arc::new(clock.clone())).await;
 

@@ -54,9 +54,7 @@ fn gate_env(broker: &TestBroker) -> Vec<(&'static str, String)> {
 both_backends!(
     every_corpus_message_goes_through_mailgate_and_is_stored_or_dead_lettered_with_a_reason,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
+        let sink = SmtpSink::start_async().await;
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let mut cfg = common::broker::worker_config(&db, &broker);
@@ -283,9 +281,7 @@ fn write_config(text: &str) -> String {
 both_backends!(
     reprocess_runs_a_stored_mail_again_without_storing_it_twice,
     |db: TestDb| async move {
-        let sink = tokio::task::spawn_blocking(SmtpSink::start)
-            .await
-            .expect("sink");
+        let sink = SmtpSink::start_async().await;
         let broker = TestBroker::new().await;
         let store = db.store().await;
         let mut cfg = common::broker::worker_config(&db, &broker);

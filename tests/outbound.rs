@@ -72,9 +72,7 @@ struct Env {
 }
 
 async fn env(db: &TestDb, address: &str) -> Env {
-    let sink = tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("sink");
+    let sink = SmtpSink::start_async().await;
     let mut broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());
@@ -208,9 +206,7 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_recipients_failures_and_outages() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut sink = tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("sink");
+    let mut sink = SmtpSink::start_async().await;
     let mut broker = TestBroker::new().await;
     let store = db.store().await;
     let clock = ManualClock::new(t0());

@@ -55,9 +55,7 @@ fn smtp(sink: &SmtpSink) -> Smtp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_arrives_with_its_headers_bodies_encodings_and_attachment() {
-    let sink = tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("sink");
+    let sink = SmtpSink::start_async().await;
     let m = mail("zoe@acme.example");
     let msg = mime::build(&m).expect("build");
     let accepted = smtp(&sink).send(&msg).await.expect("sent");
@@ -127,9 +125,7 @@ async fn a_message_arrives_with_its_headers_bodies_encodings_and_attachment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_injection_is_refused_before_anything_is_sent() {
-    let sink = tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("sink");
+    let sink = SmtpSink::start_async().await;
     let mut m = mail("zoe@acme.example");
     m.subject = "Hello\r\nBcc: victim@example.com".into();
     assert_eq!(
@@ -158,9 +154,7 @@ async fn header_injection_is_refused_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_and_outages_are_classed_temporary_or_permanent() {
-    let mut sink = tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("sink");
+    let mut sink = SmtpSink::start_async().await;
     let smtp = smtp(&sink);
     let only = |to: &str| {
         let mut m = mail(to);
@@ -197,9 +191,7 @@ async fn replies_and_outages_are_classed_temporary_or_permanent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_reuses_its_connections_and_replaces_broken_ones() {
-    let sink = tokio::task::spawn_blocking(SmtpSink::start)
-        .await
-        .expect("sink");
+    let sink = SmtpSink::start_async().await;
     let smtp = smtp(&sink); // at most 2 connections
     let sends = (0..12).map(|i| {
         let smtp = smtp.clone();

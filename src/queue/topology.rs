@@ -19,6 +19,22 @@ use crate::contract::JOB_KINDS;
 /// one would match every message and a retry would land in every retry queue.
 pub const RETRY_DELAY_HEADER: &str = "gochat-retry-delay-ms";
 
+/// Messages ready in `queue`, asked with a passive declare (which fails, and closes the
+/// channel, if the queue does not exist).
+pub async fn depth(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
+}
+
 /// Declares everything on a fresh channel of `conn` (a failed declaration closes its channel).
 pub async fn declare(
     conn: &Connection,

@@ -197,17 +197,9 @@ impl TestBroker {
     /// Messages ready in `queue` (0 if it does not exist).
     pub async fn depth(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.expect("channel");
-        let r = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        let n = r.map(|q| q.message_count()).unwrap_or(0);
+        let n = gochat::queue::topology::depth(&ch, queue)
+            .await
+            .unwrap_or(0);
         let _ = ch.close(200, "ok".into()).await;
         n
     }

@@ -35,6 +35,13 @@ impl SmtpSink {
         Self::start_with(Vec::new())
     }
 
+    /// [`SmtpSink::start`] from async code (it blocks until the server listens).
+    pub async fn start_async() -> SmtpSink {
+        tokio::task::spawn_blocking(SmtpSink::start)
+            .await
+            .expect("SMTP sink")
+    }
+
     /// A server that requires STARTTLS with this certificate and key (PEM files) and, if
     /// given, a login `(user, password)` over it.
     pub fn start_secure(cert: &Path, key: &Path, login: Option<(&str, &str)>) -> SmtpSink {

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{Value, json};
 
@@ -296,17 +294,7 @@ async fn wait_settled(
     let deadline = Instant::now() + Duration::from_secs(1800);
     let ch = conn.create_channel().await?;
     loop {
-        let dead = ch
-            .queue_declare(
-                names.dead_letters().as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?
-            .message_count() as usize;
+        let dead = topology::depth(&ch, &names.dead_letters()).await? as usize;
         if measure::wait_applied(store.conn(), filter, n.saturating_sub(dead), Duration::ZERO)
             .await
             .is_ok()
