@@ -33,6 +33,10 @@ pub const INBOUND_CLASSES: &[&str] = &[
 ];
 pub const OUTBOUND_STATES: &[&str] = &["queued", "sending", "sent", "failed"];
 pub const SMTP_ERROR_CLASSES: &[&str] = &["temporary", "permanent", "connection"];
+/// How a batch of jobs sharing one transaction ended: committed whole, cut at a failing
+/// job (the jobs before it committed, it ran alone), or failed as a whole (its jobs ran
+/// one by one). Cuts and failures that grow with load mean contention between replicas.
+pub const BATCH_OUTCOMES: &[&str] = &["committed", "cut", "failed"];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -42,6 +46,8 @@ pub struct Metrics {
     /// Deliveries taken from the broker, by kind.
     pub jobs_consumed: IntCounterVec,
     pub job_duration: HistogramVec,
+    /// Batches by kind and outcome ([`BATCH_OUTCOMES`]).
+    pub job_batches: IntCounterVec,
     /// Time per workflow step, by action.
     pub step_duration: HistogramVec,
     /// 1 while connected to RabbitMQ.
@@ -91,6 +97,12 @@ impl Metrics {
                 "gochat_job_duration_seconds",
                 "Time from delivery to ack, by kind.",
                 &["kind"],
+            )?,
+            job_batches: counter(
+                &registry,
+                "gochat_job_batches_total",
+                "Batches of jobs run in one transaction, by kind and outcome (committed, cut, failed).",
+                &["kind", "outcome"],
             )?,
             step_duration: histogram(
                 &registry,
@@ -173,6 +185,9 @@ impl Metrics {
             self.job_duration.with_label_values(&[kind]);
             for outcome in JOB_OUTCOMES {
                 self.jobs.with_label_values(&[kind, outcome]);
+            }
+            for outcome in BATCH_OUTCOMES {
+                self.job_batches.with_label_values(&[kind, outcome]);
             }
         }
         for action in crate::workflow::Registry::builtin().names() {

@@ -792,3 +792,219 @@ async fn a_batch_meeting_a_locked_thread_commits_the_jobs_before_it_and_waits_al
     worker.stop().await;
     broker.cleanup(&[Duration::from_millis(200)]).await;
 }
+
+both_backends!(
+    a_batch_of_customer_upserts_is_written_set_based_and_cut_at_a_conflicting_or_invalid_job,
+    |db: TestDb| async move {
+        use gochat::jobs::{Job, JobError};
+        use gochat::queue::{Handled, Handler};
+        use std::sync::RwLock;
+        let store = db.store().await;
+        let conn = store.conn();
+        let mut config = Config {
+            database: db.config(),
+            ..Default::default()
+        };
+        config.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        // Globex exists, with a contact the sync below no longer lists.
+        gochat::store::customers::upsert_customer(
+            conn,
+            &serde_json::from_value(json!({"external_id": "globex", "name": "Globex",
+                "contacts": [{"kind": "email", "address": "old@globex.example"}]}))
+            .unwrap(),
+            common::t0(),
+        )
+        .await
+        .unwrap();
+        let services = Arc::new(gochat::services::Services {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            metrics: Metrics::new().unwrap(),
+            instance: "test".into(),
+            smtp: gochat::mail::smtp::Smtp::new(&config.smtp.url, config.smtp.timeout, 1).unwrap(),
+            config,
+        });
+        let set = gochat::workflow::WorkflowSet::load(&services.config.workflows.dir).unwrap();
+        assert!(set.get("customer-upsert").unwrap().set_based());
+        let handler = gochat::jobs::handler::WorkflowHandler {
+            services: services.clone(),
+            workflows: Arc::new(RwLock::new(Arc::new(set))),
+            relay: gochat::queue::relay::RelayWaker::default(),
+        };
+        let job = |id: &str, body: serde_json::Value| {
+            let mut payload = json!({"schema": "customer-upsert/v1"});
+            payload
+                .as_object_mut()
+                .unwrap()
+                .extend(body.as_object().unwrap().clone());
+            Job {
+                kind: "customer-upsert".into(),
+                message_id: id.into(),
+                payload,
+                attempt: 1,
+                first_failure: None,
+            }
+        };
+        let jobs = vec![
+            job(
+                "j0",
+                json!({"external_id": "acme", "name": "ACME",
+                "contacts": [{"kind": "email", "address": "Ann@Acme.example", "time_zone": "Europe/Berlin"}]}),
+            ),
+            job(
+                "j1",
+                json!({"external_id": "globex", "name": "Globex Corp", "replace_contacts": true,
+                "contacts": [{"kind": "email", "address": "gina@globex.example", "name": "Gina"}]}),
+            ),
+            // The same message again: a duplicate, not a second effect.
+            job(
+                "j0",
+                json!({"external_id": "acme", "name": "ACME",
+                "contacts": [{"kind": "email", "address": "ann@acme.example"}]}),
+            ),
+            // The same customer as j0: applied after it, alone.
+            job("j3", json!({"external_id": "acme", "name": "ACME Inc"})),
+            job(
+                "j4",
+                json!({"external_id": "initech", "name": "Initech",
+                "contacts": [{"kind": "email", "address": "bill@initech.example", "time_zone": "Mars/Base"}]}),
+            ),
+            // Shares j0's contact: alone too; the contact's time zone stays.
+            job(
+                "j5",
+                json!({"external_id": "umbrella", "name": "Umbrella",
+                "contacts": [{"kind": "email", "address": "ann@acme.example", "name": "Ann"}]}),
+            ),
+            // One contact listed twice: merged, the later name wins.
+            job(
+                "j6",
+                json!({"external_id": "hooli", "name": "Hooli",
+                "contacts": [{"kind": "email", "address": "h@hooli.example", "name": "H1"},
+                             {"kind": "chat", "address": "widget:7"},
+                             {"kind": "email", "address": "H@hooli.example", "name": "H2"}]}),
+            ),
+        ];
+        let results = handler.handle_batch(&jobs).await;
+        assert_eq!(results.len(), jobs.len());
+        assert_eq!(results[0], Ok(Handled::Applied));
+        assert_eq!(results[1], Ok(Handled::Applied));
+        assert_eq!(results[2], Ok(Handled::Duplicate));
+        assert_eq!(results[3], Ok(Handled::Applied));
+        assert!(
+            matches!(&results[4], Err(JobError::Permanent(r)) if r.contains("Mars/Base")),
+            "{:?}",
+            results[4]
+        );
+        assert_eq!(results[5..], [Ok(Handled::Applied), Ok(Handled::Applied)]);
+
+        // Cut at j3 (the same customer as j0) and at j4 (invalid); j5 and j6 then commit
+        // together. No batch failed as a whole: the conflicts were seen before writing.
+        let batches = |outcome: &str| {
+            services
+                .metrics
+                .job_batches
+                .with_label_values(&["customer-upsert", outcome])
+                .get()
+        };
+        assert_eq!(
+            (batches("committed"), batches("cut"), batches("failed")),
+            (1, 2, 0)
+        );
+        let exists = |sql: &'static str| async move {
+            count(conn, &format!("SELECT COUNT(*) AS n FROM {sql}")).await == 1
+        };
+        assert!(exists("customers WHERE external_id = 'acme' AND name = 'ACME Inc'").await);
+        assert!(exists("customers WHERE external_id = 'globex' AND name = 'Globex Corp'").await);
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM customers WHERE external_id = 'initech'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(count(conn, "SELECT COUNT(*) AS n FROM customers").await, 4);
+        let contacts_of = |customer: &str| {
+            format!(
+                "SELECT COUNT(*) AS n FROM customer_contacts cc JOIN customers c ON c.id = cc.customer_id WHERE c.external_id = '{customer}'"
+            )
+        };
+        assert_eq!(
+            count(conn, &contacts_of("globex")).await,
+            1,
+            "replace_contacts detached old@"
+        );
+        assert_eq!(count(conn, &contacts_of("acme")).await, 1);
+        assert_eq!(count(conn, &contacts_of("umbrella")).await, 1);
+        assert_eq!(count(conn, &contacts_of("hooli")).await, 2);
+        assert!(
+            exists("contacts WHERE address = 'ann@acme.example' AND time_zone = 'Europe/Berlin' AND display_name = 'Ann'").await
+        );
+        assert!(exists("contacts WHERE address = 'h@hooli.example' AND display_name = 'H2'").await);
+        assert_eq!(
+            count(conn, "SELECT COUNT(*) AS n FROM processed_jobs").await,
+            5
+        );
+        // One `customer.created` event per customer created: acme, umbrella, hooli.
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'customer.created'"
+            )
+            .await,
+            3
+        );
+    }
+);
+
+/// A publish the broker refuses at channel level (an outbox row whose exchange is gone, say
+/// after a prefix change) closes that channel only: the worker keeps its connection and its
+/// consumers, records the reason on the row and keeps publishing the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_to_a_missing_exchange_fails_its_row_but_keeps_the_connection() {
+    use gochat_entities::outbox::OutboxKind;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut broker = TestBroker::new().await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let worker = start(config(&db, &broker, &[200])).await;
+    let tap = broker.tap_events().await;
+    let before = worker.broker.connected(WAIT).await.expect("connected");
+
+    let missing = format!("{}gone", broker.prefix);
+    let row = gochat::store::outbox::new_row(
+        OutboxKind::Event,
+        &missing,
+        "customer.created",
+        "orphan-1",
+        &json!({"orphan": true}),
+        chrono::Utc::now(),
+    );
+    gochat::store::outbox::insert_all(conn, vec![row])
+        .await
+        .expect("outbox row");
+    eventually(WAIT, "the row's failure recorded", || async {
+        (count(
+            conn,
+            "SELECT COUNT(*) AS n FROM outbox WHERE message_id = 'orphan-1' AND last_error LIKE '%NOT_FOUND%' AND published_at IS NULL",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    // The jobs still run, and their events still go out, on the same connection.
+    broker
+        .publish_json("customer-upsert", "after-1", &upsert("acme", "ACME"))
+        .await;
+    let event = broker.get(&tap, WAIT).await.expect("the job's event");
+    assert_eq!(event.routing_key, "customer.created");
+    let after = worker.broker.connected(WAIT).await.expect("connected");
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "the connection was dropped and made again"
+    );
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(200)]).await;
+}

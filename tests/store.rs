@@ -151,10 +151,14 @@ both_backends!(
         )
         .await
         .unwrap();
-        let alice =
-            customers::upsert_contact(conn, &email("alice@example.com", "Alice Liddell"), t0())
-                .await
-                .unwrap();
+        let (alice, created) = customers::find_or_create_contact(
+            conn,
+            &email("alice@example.com", "Alice Liddell"),
+            t0(),
+        )
+        .await
+        .unwrap();
+        assert!(!created, "alice came with acme");
 
         let system = json!({"kind": "system", "id": "test", "name": "test"});
         let agent = json!({"kind": "agent", "id": "a1", "name": "Ann Agent"});

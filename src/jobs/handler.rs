@@ -85,8 +85,21 @@ impl Handler for WorkflowHandler {
         }
         let mut out = Vec::with_capacity(jobs.len());
         let mut rest = jobs;
+        let counter = |outcome: &str| {
+            self.services
+                .metrics
+                .job_batches
+                .with_label_values(&[jobs[0].kind.as_str(), outcome])
+                .inc()
+        };
         while !rest.is_empty() {
-            match self.apply_batch(&set, rest).await {
+            let attempt = self.apply_batch(&set, rest).await;
+            counter(match &attempt {
+                Batch::Committed(_) => "committed",
+                Batch::JobFailed(_) => "cut",
+                Batch::Failed(_) => "failed",
+            });
+            match attempt {
                 Batch::Committed(mut results) => {
                     out.append(&mut results);
                     break;
@@ -126,6 +139,14 @@ struct Ran {
     counted: Vec<MetricUpdate>,
     /// The job was refused: keep its effects, dead-letter it with this reason.
     refused: Option<String>,
+}
+
+/// The reason a refused run gives the dead letters.
+fn refusal(outcome: engine::Outcome) -> Option<String> {
+    match outcome {
+        engine::Outcome::Refused { step, reason } => Some(format!("step `{step}`: {reason}")),
+        _ => None,
+    }
 }
 
 /// How an attempt to commit jobs together ended.
@@ -184,51 +205,46 @@ impl WorkflowHandler {
             Ok(done) => done,
             Err(e) => return Batch::Failed(e.into()),
         };
+        // A message id met before (committed, or earlier in this batch) is a duplicate.
         let mut seen = HashSet::new();
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut applied = Vec::with_capacity(jobs.len());
-        let mut counted = Vec::new();
-        let mut tx = Tx::new(db.clone());
-        let (mut ran_one, mut bounded) = (false, false);
+        let mut results: Vec<Option<Result<Handled, JobError>>> = Vec::with_capacity(jobs.len());
+        let mut fresh = Vec::with_capacity(jobs.len());
         for (k, job) in jobs.iter().enumerate() {
-            // A message id met before (committed, or earlier in this batch) is a duplicate.
             if done.contains(&job.message_id) || !seen.insert(job.message_id.as_str()) {
-                results.push(Ok(Handled::Duplicate));
-                continue;
+                results.push(Some(Ok(Handled::Duplicate)));
+            } else {
+                results.push(None);
+                fresh.push(k);
             }
-            let Ok(workflow) = workflow_for(set, &job.kind) else {
+        }
+        let mut tx = Tx::new(db.clone());
+        let set_based = set
+            .get(&jobs[0].kind)
+            .filter(|w| w.set_based() && jobs.iter().all(|j| j.kind == jobs[0].kind));
+        let ran = match set_based {
+            Some(workflow) if fresh.len() > 1 => {
+                self.run_set(set, workflow, jobs, &fresh, &mut tx).await
+            }
+            _ => self.run_each(set, jobs, &fresh, &mut tx).await,
+        };
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(batch) => {
                 let _ = tx.rollback().await;
-                return Batch::JobFailed(k);
-            };
-            if ran_one && !bounded {
-                // The jobs run so far hold their locks; bound the waits of the ones after.
-                if let Err(e) = tx.bound_lock_waits(BATCH_LOCK_WAIT).await {
-                    let _ = tx.rollback().await;
-                    return Batch::Failed(e.into());
-                }
-                bounded = true;
+                return batch;
             }
-            let span = tracing::info_span!("job", kind = %job.kind, job_id = %job.message_id, attempt = job.attempt, thread_id = %thread_of(job));
-            match self
-                .run_workflow(set, workflow, job, &mut tx)
-                .instrument(span)
-                .await
-            {
-                Ok(mut ran) => {
-                    ran_one = true;
-                    counted.append(&mut ran.counted);
-                    if let Some(reason) = ran.refused {
-                        results.push(Err(JobError::Permanent(reason)));
-                        continue;
-                    }
+        };
+        let mut applied = Vec::with_capacity(ran.len());
+        let mut counted = Vec::new();
+        for (k, mut ran) in ran {
+            counted.append(&mut ran.counted);
+            results[k] = Some(match ran.refused {
+                Some(reason) => Err(JobError::Permanent(reason)),
+                None => {
+                    applied.push((jobs[k].message_id.as_str(), jobs[k].kind.as_str()));
+                    Ok(Handled::Applied)
                 }
-                Err(_) => {
-                    let _ = tx.rollback().await;
-                    return Batch::JobFailed(k);
-                }
-            }
-            applied.push((job.message_id.as_str(), job.kind.as_str()));
-            results.push(Ok(Handled::Applied));
+            });
         }
         let now = self.services.clock.now();
         let recorded = async {
@@ -241,7 +257,84 @@ impl WorkflowHandler {
             return Batch::Failed(e.into());
         }
         self.committed(counted);
-        Batch::Committed(results)
+        Batch::Committed(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(JobError::transient("job was not run"))))
+                .collect(),
+        )
+    }
+
+    /// The `fresh` jobs of a batch one after the other, each its whole workflow, in `tx`.
+    async fn run_each(
+        &self,
+        set: &WorkflowSet,
+        jobs: &[Job],
+        fresh: &[usize],
+        tx: &mut Tx,
+    ) -> Result<Vec<(usize, Ran)>, Batch> {
+        let mut out = Vec::with_capacity(fresh.len());
+        for &k in fresh {
+            let job = &jobs[k];
+            let workflow = workflow_for(set, &job.kind).map_err(|_| Batch::JobFailed(k))?;
+            if out.len() == 1 {
+                // The first job holds its locks now; bound the waits of the ones after it.
+                tx.bound_lock_waits(BATCH_LOCK_WAIT)
+                    .await
+                    .map_err(|e| Batch::Failed(e.into()))?;
+            }
+            let span = tracing::info_span!("job", kind = %job.kind, job_id = %job.message_id, attempt = job.attempt, thread_id = %thread_of(job));
+            let ran = self
+                .run_workflow(set, workflow, job, tx)
+                .instrument(span)
+                .await
+                .map_err(|_| Batch::JobFailed(k))?;
+            out.push((k, ran));
+        }
+        Ok(out)
+    }
+
+    /// The `fresh` jobs of a batch step by step across them (see
+    /// [`Workflow::set_based`]). Lock waits are bounded from the start: one statement locks
+    /// rows of every job in the batch.
+    async fn run_set(
+        &self,
+        set: &WorkflowSet,
+        workflow: &Workflow,
+        jobs: &[Job],
+        fresh: &[usize],
+        tx: &mut Tx,
+    ) -> Result<Vec<(usize, Ran)>, Batch> {
+        tx.bound_lock_waits(BATCH_LOCK_WAIT)
+            .await
+            .map_err(|e| Batch::Failed(e.into()))?;
+        let members: Vec<&Job> = fresh.iter().map(|&k| &jobs[k]).collect();
+        let span = tracing::info_span!("jobs", kind = %workflow.kind, jobs = members.len());
+        let runs = engine::run_set(
+            workflow,
+            &self.services,
+            set.lifecycles.clone(),
+            set.templates.clone(),
+            tx,
+            &members,
+        )
+        .instrument(span)
+        .await
+        .map_err(|f| match f {
+            engine::SetFailure::Job(i, _) => Batch::JobFailed(fresh[i]),
+            engine::SetFailure::Step(f) => Batch::Failed(f.into_job_error()),
+        })?;
+        Ok(fresh
+            .iter()
+            .zip(runs)
+            .map(|(&k, run)| {
+                let ran = Ran {
+                    counted: run.counted,
+                    refused: refusal(run.outcome),
+                };
+                (k, ran)
+            })
+            .collect())
     }
 
     /// Runs one job's workflow inside `tx`.
@@ -263,10 +356,7 @@ impl WorkflowHandler {
         );
         let outcome = engine::run(workflow, &mut ctx).await;
         let counted = std::mem::take(&mut ctx.on_commit);
-        let refused = match outcome.map_err(|f| f.into_job_error())? {
-            engine::Outcome::Refused { step, reason } => Some(format!("step `{step}`: {reason}")),
-            _ => None,
-        };
+        let refused = refusal(outcome.map_err(|f| f.into_job_error())?);
         Ok(Ran { counted, refused })
     }
 

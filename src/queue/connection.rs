@@ -84,6 +84,12 @@ impl Broker {
                             tokio::select! {
                                 _ = shutdown.recv() => break false,
                                 ev = events.next() => match ev {
+                                    // lapin reports a channel closed by the broker (a
+                                    // publish to a missing exchange, say) here too; that
+                                    // is its user's to handle, and the connection stays.
+                                    Some(lapin::Event::Error(e)) if conn.status().connected() => {
+                                        tracing::warn!(error = %e, "a broker channel was closed by an error; the connection stays");
+                                    }
                                     Some(lapin::Event::Error(e)) => {
                                         tracing::warn!(error = %e, "broker connection lost");
                                         break true;

@@ -2,8 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use gochat_entities::{contacts, customer_contacts, customers};
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryTrait,
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -83,88 +87,265 @@ pub async fn upsert_customer(
     input: &CustomerUpsert,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, UpsertOutcome), StoreError> {
+    upsert_customers(db, std::slice::from_ref(input), now)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Invalid("the upsert returned no customer".into()))
+}
+
+/// What an upsert writes, once checked: the customer's external id and its contacts by
+/// (kind, normalised address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpsertKey {
+    Customer(String),
+    Contact(contacts::ContactKind, String),
+}
+
+/// The rows `input` writes, checked (empty external id, bad address or time zone:
+/// refused). Two upserts with a key in common cannot share one [`upsert_customers`] call.
+pub fn upsert_keys(input: &CustomerUpsert) -> Result<Vec<UpsertKey>, StoreError> {
+    let prepared = prepare(input)?;
+    let mut keys = vec![UpsertKey::Customer(prepared.external_id.to_owned())];
+    keys.extend(
+        prepared
+            .contacts
+            .iter()
+            .map(|c| UpsertKey::Contact(c.kind, c.address.clone())),
+    );
+    Ok(keys)
+}
+
+/// An upsert's checked input.
+struct Prepared<'a> {
+    input: &'a CustomerUpsert,
+    external_id: &'a str,
+    /// One per (kind, address); a contact listed twice is merged, the later value winning.
+    contacts: Vec<ContactRow>,
+}
+
+struct ContactRow {
+    kind: contacts::ContactKind,
+    address: String,
+    name: Option<String>,
+    language: Option<String>,
+    time_zone: Option<String>,
+}
+
+fn prepare(input: &CustomerUpsert) -> Result<Prepared<'_>, StoreError> {
     let external_id = input.external_id.trim();
     if external_id.is_empty() {
         return Err(StoreError::Invalid("customer external_id is empty".into()));
     }
-    // Whether this call created the row is read from the row itself (does it carry the id we
-    // proposed?), not from a prior SELECT, which two concurrent upserts would both pass.
-    let proposed = Uuid::now_v7();
-    let insert = customers::Entity::insert(customers::ActiveModel {
-        id: Set(proposed),
-        external_id: Set(external_id.to_owned()),
-        name: Set(input.name.clone()),
-        attributes: Set(serde_json::json!({})),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(customers::Column::ExternalId)
-            .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
-            .to_owned(),
-    );
-    let id = super::upsert_returning_id(db, insert, customers::Column::Id).await?;
-    let outcome = if id == proposed {
-        UpsertOutcome::Created
-    } else {
-        UpsertOutcome::Updated
-    };
-
-    let mut keep = Vec::with_capacity(input.contacts.len());
+    let mut rows: Vec<ContactRow> = Vec::with_capacity(input.contacts.len());
     for c in &input.contacts {
-        let contact = upsert_contact(db, c, now).await?;
-        link(db, id, contact, now).await?;
-        keep.push(contact);
+        let address = normalise_address(c.kind, &c.address)?;
+        if let Some(tz) = &c.time_zone {
+            tz.parse::<chrono_tz::Tz>().map_err(|_| {
+                StoreError::Invalid(format!(
+                    "time zone {tz:?} of contact {address} is not an IANA time zone (like \"Europe/Berlin\")"
+                ))
+            })?;
+        }
+        match rows
+            .iter_mut()
+            .find(|r| r.kind == c.kind && r.address == address)
+        {
+            Some(r) => {
+                r.name = c.name.clone().or(r.name.take());
+                r.language = c.language.clone().or(r.language.take());
+                r.time_zone = c.time_zone.clone().or(r.time_zone.take());
+            }
+            None => rows.push(ContactRow {
+                kind: c.kind,
+                address,
+                name: c.name.clone(),
+                language: c.language.clone(),
+                time_zone: c.time_zone.clone(),
+            }),
+        }
     }
-    if input.replace_contacts {
+    Ok(Prepared {
+        input,
+        external_id,
+        contacts: rows,
+    })
+}
+
+/// Most rows per multi-row statement: well under SQLite's 32,766 bind variables and
+/// PostgreSQL's 65,535 at eight columns a row.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Several upserts (a batch of `customer-upsert` jobs) in one statement per table instead
+/// of three per customer: round trips, not rows, are what a small job costs. Results are in
+/// the order of `inputs`. The inputs must not share a customer or contact (see
+/// [`upsert_keys`]): one statement cannot insert and then update the same row.
+///
+/// A contact's name, language and time zone replace the stored ones when given and keep
+/// them when not (the CRM's word wins, silence changes nothing).
+pub async fn upsert_customers(
+    db: &impl ConnectionTrait,
+    inputs: &[CustomerUpsert],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, UpsertOutcome)>, StoreError> {
+    let prepared = inputs.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+    if prepared.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen = HashSet::new();
+    for p in &prepared {
+        let contacts = p
+            .contacts
+            .iter()
+            .map(|c| UpsertKey::Contact(c.kind, c.address.clone()));
+        for key in std::iter::once(UpsertKey::Customer(p.external_id.to_owned())).chain(contacts) {
+            if !seen.insert(key.clone()) {
+                return Err(StoreError::Invalid(format!(
+                    "{key:?} appears in two upserts of one statement"
+                )));
+            }
+        }
+    }
+
+    // Customers. Whether a row was created is read from the row itself (does it carry the
+    // id we proposed?), not from a prior SELECT, which two concurrent upserts would both pass.
+    let proposed: Vec<Uuid> = prepared.iter().map(|_| Uuid::now_v7()).collect();
+    let mut customer_ids = HashMap::with_capacity(prepared.len());
+    for chunk in prepared
+        .iter()
+        .zip(&proposed)
+        .collect::<Vec<_>>()
+        .chunks(ROWS_PER_STATEMENT)
+    {
+        let mut insert =
+            customers::Entity::insert_many(chunk.iter().map(|(p, id)| customers::ActiveModel {
+                id: Set(**id),
+                external_id: Set(p.external_id.to_owned()),
+                name: Set(p.input.name.clone()),
+                attributes: Set(serde_json::json!({})),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }))
+            .on_conflict(
+                OnConflict::column(customers::Column::ExternalId)
+                    .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
+                    .to_owned(),
+            );
+        insert.query().returning(
+            Query::returning().columns([customers::Column::Id, customers::Column::ExternalId]),
+        );
+        for row in db
+            .query_all_raw(insert.build(db.get_database_backend()))
+            .await?
+        {
+            let id: Uuid = row.try_get_by_index(0)?;
+            let external_id: String = row.try_get_by_index(1)?;
+            customer_ids.insert(external_id, id);
+        }
+    }
+
+    // Contacts.
+    let contact_rows: Vec<&ContactRow> = prepared.iter().flat_map(|p| &p.contacts).collect();
+    let mut contact_ids = HashMap::with_capacity(contact_rows.len());
+    for chunk in contact_rows.chunks(ROWS_PER_STATEMENT) {
+        let keep = |col: &str| Expr::cust(format!("COALESCE(excluded.{col}, contacts.{col})"));
+        let mut insert =
+            contacts::Entity::insert_many(chunk.iter().map(|c| contacts::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                kind: Set(c.kind),
+                address: Set(c.address.clone()),
+                display_name: Set(c.name.clone()),
+                language: Set(c.language.clone()),
+                time_zone: Set(c.time_zone.clone()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }))
+            .on_conflict(
+                OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
+                    .value(contacts::Column::DisplayName, keep("display_name"))
+                    .value(contacts::Column::Language, keep("language"))
+                    .value(contacts::Column::TimeZone, keep("time_zone"))
+                    .value(
+                        contacts::Column::UpdatedAt,
+                        Expr::cust("excluded.updated_at"),
+                    )
+                    .to_owned(),
+            );
+        insert.query().returning(Query::returning().columns([
+            contacts::Column::Id,
+            contacts::Column::Kind,
+            contacts::Column::Address,
+        ]));
+        for row in db
+            .query_all_raw(insert.build(db.get_database_backend()))
+            .await?
+        {
+            let id: Uuid = row.try_get_by_index(0)?;
+            let kind: String = row.try_get_by_index(1)?;
+            let address: String = row.try_get_by_index(2)?;
+            contact_ids.insert((kind, address), id);
+        }
+    }
+
+    // Links, and the results in input order.
+    let mut links = Vec::with_capacity(contact_rows.len());
+    let mut results = Vec::with_capacity(prepared.len());
+    let mut detach = Vec::new();
+    for (p, proposed) in prepared.iter().zip(&proposed) {
+        let id = *customer_ids.get(p.external_id).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "the upsert returned no row for customer {:?}",
+                p.external_id
+            ))
+        })?;
+        let mut keep = Vec::with_capacity(p.contacts.len());
+        for c in &p.contacts {
+            let kind = kind_name(c.kind).to_owned();
+            let contact = *contact_ids.get(&(kind, c.address.clone())).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the upsert returned no row for contact {}",
+                    c.address
+                ))
+            })?;
+            links.push(customer_contacts::ActiveModel {
+                customer_id: Set(id),
+                contact_id: Set(contact),
+                created_at: Set(now),
+            });
+            keep.push(contact);
+        }
+        if p.input.replace_contacts {
+            detach.push((id, keep));
+        }
+        let outcome = if id == *proposed {
+            UpsertOutcome::Created
+        } else {
+            UpsertOutcome::Updated
+        };
+        results.push((id, outcome));
+    }
+    let mut links = links.into_iter().peekable();
+    while links.peek().is_some() {
+        let chunk: Vec<_> = links.by_ref().take(ROWS_PER_STATEMENT).collect();
+        customer_contacts::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::columns([
+                    customer_contacts::Column::CustomerId,
+                    customer_contacts::Column::ContactId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    for (customer, keep) in detach {
         customer_contacts::Entity::delete_many()
-            .filter(customer_contacts::Column::CustomerId.eq(id))
+            .filter(customer_contacts::Column::CustomerId.eq(customer))
             .filter(customer_contacts::Column::ContactId.is_not_in(keep))
             .exec(db)
             .await?;
     }
-    Ok((id, outcome))
-}
-
-/// Finds or creates a contact by (kind, normalised address); a given name or language
-/// updates the stored one. Returns its id.
-pub async fn upsert_contact(
-    db: &impl ConnectionTrait,
-    c: &ContactInput,
-    now: DateTime<Utc>,
-) -> Result<Uuid, StoreError> {
-    let address = normalise_address(c.kind, &c.address)?;
-    let mut update = vec![contacts::Column::UpdatedAt];
-    if c.name.is_some() {
-        update.push(contacts::Column::DisplayName);
-    }
-    if c.language.is_some() {
-        update.push(contacts::Column::Language);
-    }
-    if let Some(tz) = &c.time_zone {
-        tz.parse::<chrono_tz::Tz>().map_err(|_| {
-            StoreError::Invalid(format!(
-                "time zone {tz:?} of contact {address} is not an IANA time zone (like \"Europe/Berlin\")"
-            ))
-        })?;
-        update.push(contacts::Column::TimeZone);
-    }
-    let insert = contacts::Entity::insert(contacts::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        kind: Set(c.kind),
-        address: Set(address),
-        display_name: Set(c.name.clone()),
-        language: Set(c.language.clone()),
-        time_zone: Set(c.time_zone.clone()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
-            .update_columns(update)
-            .to_owned(),
-    );
-    super::upsert_returning_id(db, insert, contacts::Column::Id).await
+    Ok(results)
 }
 
 /// The customer with `external_id`, created (named `name`) if there is none; an existing

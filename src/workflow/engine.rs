@@ -2,13 +2,18 @@
 //! those whose condition is false, stopping at the first failure (classed transient or
 //! permanent by the action) or at a step that ends the workflow.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::Instrument;
 
-use super::Workflow;
-use super::action::{Flow, StepContext};
-use crate::jobs::JobError;
+use super::action::{Flow, MetricUpdate, SetItem, StepContext};
+use super::{Facts, Workflow};
+use crate::jobs::{Job, JobError};
+use crate::lifecycle::Lifecycles;
+use crate::mail::Templates;
+use crate::services::Services;
+use crate::store::Tx;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,4 +93,136 @@ pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outco
         }
     }
     Ok(Outcome::Completed)
+}
+
+/// One job of a set run (see [`run_set`]) once it ended: how, and the metric updates its
+/// steps deferred to the commit.
+pub struct SetRun {
+    pub outcome: Outcome,
+    pub counted: Vec<MetricUpdate>,
+}
+
+/// How a set run failed; either way nothing of it may be committed.
+#[derive(Debug)]
+pub enum SetFailure {
+    /// The job at this index (of the slice given) failed; the others may be fine.
+    Job(usize, StepFailure),
+    /// A step failed for all of them (say, its statement).
+    Step(StepFailure),
+}
+
+/// Runs `workflow` (one that [`Workflow::set_based`] allows) for several jobs in `tx`,
+/// step by step across them: a set-based step once for all the jobs whose condition
+/// holds, any other step job by job. All are stamped with one clock reading, as they
+/// commit together. Returns one result per job, in order.
+pub async fn run_set(
+    workflow: &Workflow,
+    services: &Services,
+    lifecycles: Arc<Lifecycles>,
+    templates: Arc<Templates>,
+    tx: &mut Tx,
+    jobs: &[&Job],
+) -> Result<Vec<SetRun>, SetFailure> {
+    let now = services.clock.now();
+    let mut facts: Vec<Facts> = jobs.iter().map(|j| Facts::for_job(j)).collect();
+    let mut ended: Vec<Option<Outcome>> = vec![None; jobs.len()];
+    let mut counted: Vec<Vec<MetricUpdate>> = jobs.iter().map(|_| Vec::new()).collect();
+    for step in &workflow.steps {
+        let spec = step.action.spec();
+        let fail = |error| StepFailure {
+            step: step.name.clone(),
+            action: spec.name,
+            error,
+        };
+        let members: Vec<usize> = (0..jobs.len())
+            .filter(|&i| ended[i].is_none())
+            .filter(|&i| step.when.as_ref().is_none_or(|c| c.eval(&facts[i])))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let span = tracing::info_span!("step", step = %step.name, action = spec.name, jobs = members.len());
+        let started = Instant::now();
+        let flows: Vec<Result<Flow, JobError>> = if step.action.set_based() {
+            let mut items: Vec<SetItem<'_>> = facts
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| members.contains(i))
+                .map(|(i, facts)| SetItem {
+                    job: jobs[i],
+                    facts,
+                })
+                .collect();
+            let flows = step
+                .action
+                .run_set(services, tx, &mut items, &step.params, now)
+                .instrument(span)
+                .await
+                .map_err(|e| SetFailure::Step(fail(e)))?;
+            let cut_short = flows.len() < members.len() && flows.last().is_some_and(Result::is_err);
+            if flows.len() != members.len() && !cut_short {
+                return Err(SetFailure::Step(fail(JobError::permanent(format!(
+                    "action `{}` returned {} results for {} jobs",
+                    spec.name,
+                    flows.len(),
+                    members.len()
+                )))));
+            }
+            flows
+        } else {
+            let mut flows = Vec::with_capacity(members.len());
+            for &i in &members {
+                let mut ctx = StepContext::new(
+                    services,
+                    lifecycles.clone(),
+                    templates.clone(),
+                    jobs[i],
+                    &mut facts[i],
+                    tx,
+                );
+                ctx.now = now;
+                let flow = step
+                    .action
+                    .run(&mut ctx, &step.params)
+                    .instrument(span.clone())
+                    .await;
+                counted[i].append(&mut ctx.on_commit);
+                flows.push(flow);
+            }
+            flows
+        };
+        // Timed per job, amortised, so the histogram counts job steps either way.
+        let each = started.elapsed().as_secs_f64() / members.len() as f64;
+        let histogram = services
+            .metrics
+            .step_duration
+            .with_label_values(&[spec.name]);
+        for (&i, flow) in members.iter().zip(flows) {
+            histogram.observe(each);
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop(reason)) => {
+                    ended[i] = Some(Outcome::Stopped {
+                        step: step.name.clone(),
+                        reason,
+                    })
+                }
+                Ok(Flow::Refuse(reason)) => {
+                    ended[i] = Some(Outcome::Refused {
+                        step: step.name.clone(),
+                        reason,
+                    })
+                }
+                Err(error) => return Err(SetFailure::Job(i, fail(error))),
+            }
+        }
+    }
+    Ok(ended
+        .into_iter()
+        .zip(counted)
+        .map(|(outcome, counted)| SetRun {
+            outcome: outcome.unwrap_or(Outcome::Completed),
+            counted,
+        })
+        .collect())
 }

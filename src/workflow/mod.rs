@@ -43,6 +43,14 @@ impl Workflow {
     pub fn batchable(&self) -> bool {
         !self.steps.iter().any(|s| s.action.commits_midway())
     }
+
+    /// Whether a batch of this workflow runs step by step across its jobs (see
+    /// [`Action::set_based`]): only when some step gains by it and every step allows it.
+    pub fn set_based(&self) -> bool {
+        self.batchable()
+            && self.steps.iter().any(|s| s.action.set_based())
+            && self.steps.iter().all(|s| s.action.interleaves())
+    }
 }
 
 pub struct Step {

@@ -1,10 +1,16 @@
 //! Customers and their contacts.
 
-use serde_json::Value;
+use std::collections::HashSet;
 
-use crate::jobs::JobError;
-use crate::store::{CustomerUpsert, UpsertOutcome, customers};
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::jobs::{Job, JobError};
+use crate::services::Services;
+use crate::store::{CustomerUpsert, Tx, UpsertOutcome, customers};
+use crate::workflow::Facts;
+use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// `upsert_customer`: the `customer-upsert` job's payload applied to the store.
@@ -42,19 +48,80 @@ impl Action for UpsertCustomer {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let input: CustomerUpsert = serde_json::from_value(ctx.job.payload.clone())
-            .map_err(|e| JobError::permanent(format!("invalid customer-upsert payload: {e}")))?;
+        let input = payload(ctx.job)?;
         let now = ctx.now;
         let (id, outcome) = customers::upsert_customer(ctx.db().await?, &input, now).await?;
-        ctx.facts.set("customer.id", Value::String(id.to_string()));
-        ctx.facts.set(
-            "customer.external_id",
-            Value::String(input.external_id.trim().to_owned()),
-        );
-        ctx.facts.set(
-            "customer.created",
-            Value::Bool(outcome == UpsertOutcome::Created),
-        );
+        record(ctx.facts, &input, id, outcome);
         Ok(Flow::Continue)
     }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    /// All the batch's customers, contacts and links in three statements. A job that
+    /// shares a customer or contact with an earlier one of the batch is cut off to run on
+    /// its own: one statement cannot write the same row twice, and in order is how a
+    /// sequence of syncs of one customer must apply.
+    async fn run_set(
+        &self,
+        _services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut taken = HashSet::new();
+        for item in items.iter() {
+            let input = match payload(item.job) {
+                Ok(input) => input,
+                Err(e) => return Ok(cut_at(inputs.len(), e)),
+            };
+            let keys = match customers::upsert_keys(&input) {
+                Ok(keys) => keys,
+                Err(e) => return Ok(cut_at(inputs.len(), e.into())),
+            };
+            if keys.iter().any(|k| taken.contains(k)) {
+                return Ok(cut_at(
+                    inputs.len(),
+                    JobError::transient(
+                        "shares a customer or contact with an earlier job of its batch",
+                    ),
+                ));
+            }
+            taken.extend(keys);
+            inputs.push(input);
+        }
+        let written = customers::upsert_customers(tx.get().await?, &inputs, now).await?;
+        for ((item, input), (id, outcome)) in items.iter_mut().zip(&inputs).zip(written) {
+            record(item.facts, input, id, outcome);
+        }
+        Ok(items.iter().map(|_| Ok(Flow::Continue)).collect())
+    }
+}
+
+fn payload(job: &Job) -> Result<CustomerUpsert, JobError> {
+    serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(format!("invalid customer-upsert payload: {e}")))
+}
+
+/// Results for a batch cut at job `k`: the jobs before it fine so far, `k` failed (nothing
+/// after it runs).
+fn cut_at(k: usize, error: JobError) -> Vec<Result<Flow, JobError>> {
+    let mut out: Vec<_> = (0..k).map(|_| Ok(Flow::Continue)).collect();
+    out.push(Err(error));
+    out
+}
+
+fn record(facts: &mut Facts, input: &CustomerUpsert, id: Uuid, outcome: UpsertOutcome) {
+    facts.set("customer.id", Value::String(id.to_string()));
+    facts.set(
+        "customer.external_id",
+        Value::String(input.external_id.trim().to_owned()),
+    );
+    facts.set(
+        "customer.created",
+        Value::Bool(outcome == UpsertOutcome::Created),
+    );
 }

@@ -44,6 +44,11 @@ impl Action for EmitEvent {
         &EMIT_EVENT
     }
 
+    /// Only its own job's facts and a deferred outbox row.
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let name = params.str("name")?;
         let subject_fact = params.str("subject")?;

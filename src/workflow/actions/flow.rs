@@ -26,6 +26,10 @@ impl Action for Stop {
         &STOP
     }
 
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     async fn run(&self, _ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         Ok(Flow::Stop(params.str("reason")?.to_owned()))
     }
