@@ -98,6 +98,7 @@ impl Worker {
             metrics: metrics.clone(),
             confirm_timeout: services.config.amqp.confirm_timeout,
             interval: Duration::from_secs(1),
+            retention: services.config.database.outbox_retention,
             backlog_counted_at: Default::default(),
         };
         let relay = tokio::spawn(relay.run(waker.clone(), rest_stop.subscribe()));

@@ -957,11 +957,11 @@ both_backends!(
     }
 );
 
-/// A publish the broker refuses at channel level (an outbox row whose exchange is gone, say
-/// after a prefix change) closes that channel only: the worker keeps its connection and its
-/// consumers, records the reason on the row and keeps publishing the rest.
+/// An outbox row whose exchange is gone (say, after a prefix change) waits with the reason
+/// on it and delays nothing else: published, it would close the relay's channel and fail
+/// every row in flight with it. And the worker keeps its connection and consumers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_to_a_missing_exchange_fails_its_row_but_keeps_the_connection() {
+async fn an_outbox_row_for_a_missing_exchange_waits_and_delays_nothing_else() {
     use gochat_entities::outbox::OutboxKind;
     let db = TestDb::new(Backend::Sqlite).await;
     let mut broker = TestBroker::new().await;
@@ -971,22 +971,37 @@ async fn a_publish_to_a_missing_exchange_fails_its_row_but_keeps_the_connection(
     let tap = broker.tap_events().await;
     let before = worker.broker.connected(WAIT).await.expect("connected");
 
+    // An orphan row (its exchange is gone) claimed together with a good one.
     let missing = format!("{}gone", broker.prefix);
-    let row = gochat::store::outbox::new_row(
-        OutboxKind::Event,
-        &missing,
-        "customer.created",
-        "orphan-1",
-        &json!({"orphan": true}),
-        chrono::Utc::now(),
-    );
-    gochat::store::outbox::insert_all(conn, vec![row])
+    let row = |exchange: &str, id: &str| {
+        gochat::store::outbox::new_row(
+            OutboxKind::Event,
+            exchange,
+            "thread.updated",
+            id,
+            &json!({"id": id}),
+            chrono::Utc::now(),
+        )
+    };
+    gochat::store::outbox::insert_all(
+        conn,
+        vec![
+            row(&missing, "orphan-1"),
+            row(&broker.names.events_exchange(), "good-1"),
+        ],
+    )
+    .await
+    .expect("outbox rows");
+    // The good one goes out at once, not after the orphan's failure and a retry.
+    let good = broker
+        .get(&tap, Duration::from_secs(3))
         .await
-        .expect("outbox row");
-    eventually(WAIT, "the row's failure recorded", || async {
+        .expect("the good row published at once");
+    assert_eq!(good.message_id.as_deref(), Some("good-1"));
+    eventually(WAIT, "the orphan's reason recorded", || async {
         (count(
             conn,
-            "SELECT COUNT(*) AS n FROM outbox WHERE message_id = 'orphan-1' AND last_error LIKE '%NOT_FOUND%' AND published_at IS NULL",
+            "SELECT COUNT(*) AS n FROM outbox WHERE message_id = 'orphan-1' AND last_error LIKE '%does not exist%' AND published_at IS NULL",
         )
         .await
             == 1)

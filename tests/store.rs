@@ -543,9 +543,24 @@ both_backends!(
                 .collect::<Vec<_>>(),
             [second[0].message_id.as_str()]
         );
+        // Pruning goes by creation (the UUIDv7 id), takes published rows only, and stops
+        // at `max`.
+        let made = Utc::now();
         assert_eq!(
-            outbox::prune(conn, t0() + Duration::days(1)).await.unwrap(),
-            2
+            outbox::prune(conn, made - Duration::hours(1), 100)
+                .await
+                .unwrap(),
+            0,
+            "the rows are newer"
+        );
+        let later = made + Duration::seconds(1);
+        assert_eq!(outbox::prune(conn, later, 1).await.unwrap(), 1);
+        assert_eq!(outbox::prune(conn, later, 100).await.unwrap(), 1);
+        assert_eq!(outbox::prune(conn, later, 100).await.unwrap(), 0);
+        assert_eq!(
+            outbox::backlog(conn).await.unwrap(),
+            1,
+            "the unpublished row stays"
         );
     }
 );

@@ -10,6 +10,7 @@ mod m20261124_000002_threads;
 mod m20261124_000003_jobs;
 mod m20261125_000004_inbound;
 mod m20261125_000005_contact_time_zone;
+mod m20261125_000006_outbox_unpublished;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_jobs::Migration),
             Box::new(m20261125_000004_inbound::Migration),
             Box::new(m20261125_000005_contact_time_zone::Migration),
+            Box::new(m20261125_000006_outbox_unpublished::Migration),
         ]
     }
 }

@@ -51,6 +51,10 @@ pub struct DatabaseConfig {
     pub busy_timeout: Duration,
     /// Apply pending migrations at `gochat run` instead of refusing to start.
     pub auto_migrate: bool,
+    /// How long published outbox rows are kept (to see what went out, and when) before
+    /// the relay deletes them; unpublished rows are never deleted.
+    #[serde(with = "humantime_serde")]
+    pub outbox_retention: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -61,6 +65,7 @@ impl Default for DatabaseConfig {
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
             auto_migrate: false,
+            outbox_retention: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! a broker outage). Rows are claimed with a lease so several workers share the work; a
 //! row whose publish failed becomes available again after a backoff.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct Relay {
     pub metrics: Metrics,
     pub confirm_timeout: Duration,
     pub interval: Duration,
+    /// Published rows older than this are deleted.
+    pub retention: Duration,
     /// Second (Unix time) the backlog gauge was last refreshed.
     pub backlog_counted_at: AtomicI64,
 }
@@ -46,15 +49,21 @@ pub struct Relay {
 impl Relay {
     /// Runs until shutdown; publishes what is claimable before returning.
     pub async fn run(self, waker: RelayWaker, mut shutdown: Shutdown) {
-        let mut publisher: Option<Publisher> = None;
+        let pruning = tokio::spawn(prune_loop(
+            self.store.clone(),
+            self.clock.clone(),
+            self.retention,
+            shutdown.clone(),
+        ));
+        let mut session: Option<Session> = None;
         loop {
             let stopping = shutdown.is_shutdown();
-            match self.round(&mut publisher).await {
+            match self.round(&mut session).await {
                 Ok(n) if n as u32 == BATCH && !stopping => continue,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay round failed");
-                    publisher = None;
+                    session = None;
                 }
             }
             if stopping {
@@ -66,25 +75,29 @@ impl Relay {
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
-        if let Some(p) = publisher {
-            p.close().await;
+        if let Some(s) = session {
+            s.publisher.close().await;
         }
+        let _ = pruning.await;
     }
 
     /// Claims and publishes one batch; returns how many rows were claimed.
-    pub async fn round(&self, publisher: &mut Option<Publisher>) -> Result<usize, String> {
+    async fn round(&self, session: &mut Option<Session>) -> Result<usize, String> {
         self.refresh_backlog_gauge().await;
-        if publisher.as_ref().is_none_or(|p| !p.is_open()) {
+        if session.as_ref().is_none_or(|s| !s.publisher.is_open()) {
             let Some(conn) = self.broker.connected(Duration::from_millis(100)).await else {
                 return Ok(0);
             };
-            *publisher = Some(
-                Publisher::open(&conn, self.confirm_timeout)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            let publisher = Publisher::open(&conn, self.confirm_timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            *session = Some(Session {
+                conn,
+                publisher,
+                exchanges: HashSet::new(),
+            });
         }
-        let Some(p) = publisher.as_ref() else {
+        let Some(s) = session.as_mut() else {
             return Ok(0);
         };
         let now = self.clock.now();
@@ -99,11 +112,32 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let msgs: Vec<Outgoing> = rows.iter().map(to_outgoing).collect();
-        let results = p.publish_all(&msgs).await;
-        let mut done = Vec::with_capacity(rows.len());
+        // A row for an exchange that does not exist waits, with the reason on it, until
+        // someone declares the exchange or deletes the row; published with the others, it
+        // would close the channel and fail them all.
+        let mut ready = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if s.exchange_exists(&row.exchange).await? {
+                ready.push(row);
+            } else {
+                let why = format!(
+                    "exchange `{}` does not exist on the broker: declare it, or delete this outbox row",
+                    row.exchange
+                );
+                let _ = outbox::mark_failed(
+                    self.store.conn(),
+                    row.id,
+                    &why,
+                    now + MISSING_EXCHANGE_WAIT,
+                )
+                .await;
+            }
+        }
+        let msgs: Vec<Outgoing> = ready.iter().map(|r| to_outgoing(r)).collect();
+        let results = s.publisher.publish_all(&msgs).await;
+        let mut done = Vec::with_capacity(ready.len());
         let mut broken = false;
-        for (row, result) in rows.iter().zip(results) {
+        for (row, result) in ready.iter().zip(results) {
             match result {
                 Ok(()) => {
                     done.push(row.id);
@@ -125,9 +159,35 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?;
         if broken {
-            *publisher = None;
+            *session = None;
         }
         Ok(rows.len())
+    }
+}
+
+/// How long a row for a missing exchange waits before it is tried again.
+const MISSING_EXCHANGE_WAIT: chrono::Duration = chrono::Duration::minutes(1);
+
+/// The relay's link to the broker: a confirm channel, and the exchanges seen to exist on
+/// this connection (asked once each, not per row).
+struct Session {
+    conn: Arc<lapin::Connection>,
+    publisher: Publisher,
+    exchanges: HashSet<String>,
+}
+
+impl Session {
+    async fn exchange_exists(&mut self, name: &str) -> Result<bool, String> {
+        if self.exchanges.contains(name) {
+            return Ok(true);
+        }
+        let exists = super::topology::exchange_exists(&self.conn, name)
+            .await
+            .map_err(|e| format!("cannot ask the broker about exchange `{name}`: {e}"))?;
+        if exists {
+            self.exchanges.insert(name.to_owned());
+        }
+        Ok(exists)
     }
 }
 
@@ -143,6 +203,30 @@ impl Relay {
             self.metrics
                 .outbox_backlog
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// How often old published rows are deleted, and the most per prune: bounded work that
+/// keeps up with any sustained rate one worker reaches.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_MAX: u64 = 500_000;
+
+/// Deletes published rows past `retention` once a minute until shutdown. Its own task, so
+/// a long prune never delays a publish.
+async fn prune_loop(store: Store, clock: SharedClock, retention: Duration, mut shutdown: Shutdown) {
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return;
+    };
+    loop {
+        match outbox::prune(store.conn(), clock.now() - retention, PRUNE_MAX).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned published outbox rows"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
         }
     }
 }

@@ -35,6 +35,42 @@ pub async fn depth(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> 
     Ok(q.message_count())
 }
 
+/// Whether exchange `name` exists, asked with a passive declare on a channel of its own:
+/// a publish to a missing exchange closes its channel, and with it every other publish in
+/// flight there. The default exchange (`""`) always exists.
+pub async fn exchange_exists(conn: &Connection, name: &str) -> Result<bool, lapin::Error> {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    if name.is_empty() {
+        return Ok(true);
+    }
+    let ch = conn.create_channel().await?;
+    let probe = ch
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match probe {
+        Ok(()) => {
+            let _ = ch.close(200, "probed".into()).await;
+            Ok(true)
+        }
+        Err(e) => match e.kind() {
+            lapin::ErrorKind::ProtocolError(p)
+                if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)) =>
+            {
+                Ok(false)
+            }
+            _ => Err(e),
+        },
+    }
+}
+
 /// Declares everything on a fresh channel of `conn` (a failed declaration closes its channel).
 pub async fn declare(
     conn: &Connection,
