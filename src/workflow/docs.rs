@@ -14,11 +14,20 @@ pub fn markdown(registry: &Registry) -> String {
          Each step of a workflow calls one of these actions. `reads` are facts that must be \
          available before the step (from the job or an earlier step); `writes` are facts the \
          step makes available to later steps and conditions. A parameter without a default is \
-         required; `~` means optional and unset.\n",
+         required; `~` means optional and unset.\n\n\
+         Under load, jobs of one kind commit together in batches. A workflow whose every step \
+         is *set-based* or *batch-safe* runs step by step across its batch: a set-based step \
+         runs once for all the batch's jobs, with multi-row statements. Any other workflow \
+         runs job by job inside the batch's transaction.\n",
     );
     for action in registry.all() {
         let s = action.spec();
         let _ = write!(out, "\n## `{}`\n\n{}\n", s.name, s.summary);
+        if action.set_based() {
+            out.push_str("\n*Set-based*: one run for a whole batch.\n");
+        } else if action.interleaves() {
+            out.push_str("\n*Batch-safe*: touches only its own job's facts and outbox rows.\n");
+        }
         if !s.params.is_empty() {
             out.push_str("\n| parameter | type | default | meaning |\n| --- | --- | --- | --- |\n");
             for p in s.params {
