@@ -1009,6 +1009,23 @@ async fn an_outbox_row_for_a_missing_exchange_waits_and_delays_nothing_else() {
     })
     .await;
 
+    // Set aside for a minute (doubling on each claim), not retried on every round.
+    {
+        use gochat_entities::outbox;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let orphan = outbox::Entity::find()
+            .filter(outbox::Column::MessageId.eq("orphan-1"))
+            .one(conn)
+            .await
+            .expect("query")
+            .expect("the orphan row stays");
+        let wait = orphan.available_at - chrono::Utc::now();
+        assert!(
+            wait > chrono::Duration::seconds(50) && wait <= chrono::Duration::seconds(60),
+            "{wait}"
+        );
+    }
+
     // The jobs still run, and their events still go out, on the same connection.
     broker
         .publish_json("customer-upsert", "after-1", &upsert("acme", "ACME"))

@@ -562,6 +562,26 @@ both_backends!(
             1,
             "the unpublished row stays"
         );
+
+        // A bench forgets its own unpublished rows, by exact prefix, and no one else's.
+        let to = |exchange: &str, id: &str| {
+            outbox::new_row(OutboxKind::Event, exchange, "x", id, &json!({}), t0())
+        };
+        outbox::insert_all(
+            conn,
+            vec![
+                to("bench_1.gochat.events", "b1"),
+                to("benchx1.gochat.events", "b2"),
+                to("bench_1.gochat.jobs", "b3"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outbox::forget_unpublished(conn, "bench_1.").await.unwrap(),
+            2
+        );
+        assert_eq!(outbox::backlog(conn).await.unwrap(), 2);
     }
 );
 

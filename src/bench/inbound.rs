@@ -78,8 +78,8 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     let acks = ack_count(worker.services.store.conn(), &run).await;
     let store = worker.services.store.clone();
     worker.stop().await;
+    super::teardown(&conn, &names, &config, &store).await;
     store.close().await;
-    super::teardown(&conn, &names, &config).await;
     let f = figures?;
     println!(
         "end to end (published → committed thread): {:.0} mails/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {acks} acknowledgements queued",

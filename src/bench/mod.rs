@@ -89,12 +89,18 @@ pub async fn teardown(
     conn: &lapin::Connection,
     names: &crate::queue::Names,
     config: &crate::config::Config,
+    store: &crate::store::Store,
 ) {
     if let Err(e) = crate::queue::topology::delete(conn, names, &config.amqp).await {
         eprintln!(
             "gochat: could not delete the bench queues of prefix {}: {e}",
             names.prefix()
         );
+    }
+    // Rows still unpublished would address exchanges that are now gone; left behind, every
+    // later run's relay would have to set them aside again.
+    if let Err(e) = crate::store::outbox::forget_unpublished(store.conn(), names.prefix()).await {
+        eprintln!("gochat: could not delete the bench's unpublished outbox rows: {e}");
     }
 }
 

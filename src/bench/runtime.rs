@@ -59,8 +59,8 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     let drained = events_drained(&store).await;
     worker.stop().await;
     let full = full?;
+    super::teardown(&conn, &names, &config, &store).await;
     store.close().await;
-    super::teardown(&conn, &names, &config).await;
 
     let ratio = full.per_sec / baseline.per_sec.max(f64::MIN_POSITIVE);
     println!(

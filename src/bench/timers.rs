@@ -141,8 +141,7 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
         lapin::ConnectionProperties::default(),
     )
     .await?;
-    let _ =
-        crate::queue::topology::delete(&conn, &Names::new(&config.amqp.prefix), &config.amqp).await;
+    super::teardown(&conn, &Names::new(&config.amqp.prefix), &config, &store).await;
     let _ = conn.close(200, "done".into()).await;
 
     let (p50, p99) = (quantile_ms(&delays, 0.5), quantile_ms(&delays, 0.99));

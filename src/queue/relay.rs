@@ -4,12 +4,13 @@
 //! a broker outage). Rows are claimed with a lease so several workers share the work; a
 //! row whose publish failed becomes available again after a backoff.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::Broker;
 use super::publisher::{Outgoing, Publisher};
@@ -116,21 +117,29 @@ impl Relay {
         // someone declares the exchange or deletes the row; published with the others, it
         // would close the channel and fail them all.
         let mut ready = Vec::with_capacity(rows.len());
+        let mut missing: HashMap<&str, Vec<&outbox::OutboxMessage>> = HashMap::new();
         for row in &rows {
-            if s.exchange_exists(&row.exchange).await? {
+            if !missing.contains_key(row.exchange.as_str())
+                && s.exchange_exists(&row.exchange).await?
+            {
                 ready.push(row);
             } else {
-                let why = format!(
-                    "exchange `{}` does not exist on the broker: declare it, or delete this outbox row",
-                    row.exchange
-                );
-                let _ = outbox::mark_failed(
-                    self.store.conn(),
-                    row.id,
-                    &why,
-                    now + MISSING_EXCHANGE_WAIT,
-                )
-                .await;
+                missing.entry(row.exchange.as_str()).or_default().push(row);
+            }
+        }
+        for (exchange, rows) in missing {
+            let why = format!(
+                "exchange `{exchange}` does not exist on the broker: declare it, or delete this outbox row"
+            );
+            let mut by_wait: HashMap<chrono::Duration, Vec<Uuid>> = HashMap::new();
+            for r in rows {
+                by_wait
+                    .entry(missing_exchange_wait(r.attempts))
+                    .or_default()
+                    .push(r.id);
+            }
+            for (wait, ids) in by_wait {
+                let _ = outbox::mark_failed(self.store.conn(), &ids, &why, now + wait).await;
             }
         }
         let msgs: Vec<Outgoing> = ready.iter().map(|r| to_outgoing(r)).collect();
@@ -150,7 +159,7 @@ impl Relay {
                     broken = true;
                     let retry_at = self.clock.now() + chrono::Duration::seconds(5);
                     let _ =
-                        outbox::mark_failed(self.store.conn(), row.id, &e.to_string(), retry_at)
+                        outbox::mark_failed(self.store.conn(), &[row.id], &e.to_string(), retry_at)
                             .await;
                 }
             }
@@ -165,8 +174,14 @@ impl Relay {
     }
 }
 
-/// How long a row for a missing exchange waits before it is tried again.
-const MISSING_EXCHANGE_WAIT: chrono::Duration = chrono::Duration::minutes(1);
+/// How long a row for a missing exchange waits after its `attempts`-th claim: 1 minute,
+/// doubling up to an hour, so a stale prefix's rows do not cost every relay round.
+fn missing_exchange_wait(attempts: i32) -> chrono::Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(6);
+    chrono::Duration::minutes((1i64 << doublings).min(60))
+}
 
 /// The relay's link to the broker: a confirm channel, and the exchanges seen to exist on
 /// this connection (asked once each, not per row).
@@ -250,4 +265,18 @@ fn to_outgoing(row: &outbox::OutboxMessage) -> Outgoing {
         m.mandatory = false;
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_exchange_wait;
+
+    #[test]
+    fn rows_for_a_missing_exchange_wait_longer_each_time_up_to_an_hour() {
+        let minutes: Vec<i64> = [0, 1, 2, 3, 6, 7, 8, 1000]
+            .into_iter()
+            .map(|a| missing_exchange_wait(a).num_minutes())
+            .collect();
+        assert_eq!(minutes, [1, 1, 2, 4, 32, 60, 60, 60]);
+    }
 }

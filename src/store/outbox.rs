@@ -22,6 +22,8 @@ pub struct OutboxMessage {
     pub message_id: String,
     pub payload: String,
     pub headers: Option<serde_json::Value>,
+    /// Claims so far, this one included.
+    pub attempts: i32,
 }
 
 /// A new outbox row, to be written with the job's other effects (see [`Tx::defer_outbox`]).
@@ -91,7 +93,7 @@ pub async fn claim(
         "UPDATE outbox SET available_at = {p1}, attempts = attempts + 1 \
          WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND available_at <= {p2} \
          ORDER BY id LIMIT {p3}{lock}) \
-         RETURNING id, kind, exchange, routing_key, message_id, payload, headers"
+         RETURNING id, kind, exchange, routing_key, message_id, payload, headers, attempts"
     );
     let stmt = Statement::from_sql_and_values(
         backend,
@@ -114,6 +116,7 @@ pub async fn claim(
             message_id: r.try_get("", "message_id")?,
             payload: r.try_get("", "payload")?,
             headers: r.try_get("", "headers")?,
+            attempts: r.try_get("", "attempts")?,
         });
     }
     out.sort_by_key(|m| m.id);
@@ -140,13 +143,16 @@ pub async fn mark_published(
     Ok(())
 }
 
-/// Records why a publish failed; the row becomes available again after `retry_in`.
+/// Records why publishing `ids` failed; they become available again at `available_at`.
 pub async fn mark_failed(
     db: &impl ConnectionTrait,
-    id: Uuid,
+    ids: &[Uuid],
     error: &str,
     available_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::LastError,
@@ -156,10 +162,33 @@ pub async fn mark_failed(
             outbox::Column::AvailableAt,
             sea_orm::sea_query::Expr::value(available_at),
         )
-        .filter(outbox::Column::Id.eq(id))
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Deletes the unpublished rows addressed to exchanges named `prefix*`: for a bench or a
+/// test that deleted its own exchanges, so no relay keeps trying them. Returns how many.
+pub async fn forget_unpublished(
+    db: &impl ConnectionTrait,
+    prefix: &str,
+) -> Result<u64, StoreError> {
+    // `_` and `%` are LIKE wildcards: escaped, so "a_b." does not also match "axb.".
+    let escaped: String = prefix
+        .chars()
+        .flat_map(|c| match c {
+            '\\' | '%' | '_' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let pattern = sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\');
+    let r = outbox::Entity::delete_many()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .filter(outbox::Column::Exchange.like(pattern))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
 }
 
 /// Rows not yet published (the `gochat_outbox_backlog` gauge).

@@ -198,13 +198,8 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    super::teardown(&conn, &names, &config, &store).await;
     store.close().await;
-    if let Err(e) = topology::delete(&conn, &names, &config.amqp).await {
-        eprintln!(
-            "gochat: could not delete the bench queues of prefix {}: {e}",
-            names.prefix()
-        );
-    }
     report.insert("bench".into(), json!("e2e"));
     report.insert("database".into(), json!(backend));
     report.insert("rate".into(), json!(args.rate));
