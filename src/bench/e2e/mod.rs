@@ -93,6 +93,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
         let placeholder = crate::store::threads::get(store.conn(), first.id).await?;
         super::timers::store_future_timers(&store, &placeholder, args.timers).await?;
     }
+    super::refresh_statistics(&store).await;
     println!(
         "seeded {} threads and {} future timers in {:.1} s",
         pool.len(),
@@ -111,15 +112,18 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     let env = worker_env(&config, smtp_port)?;
     let worker = WorkerProcess::start(&env, &scratch.path().join("worker.log")).await?;
 
-    // The reminders fall due over the fixed-rate phase, counted from now: seeded before the
-    // worker started, the first ones would be due before anyone could fire them, and the
-    // figure would measure the bench's own start-up.
+    // The reminders fall due over the fixed-rate phase, counted from when they exist and the
+    // worker runs: due times fixed earlier would be past before anyone could fire them, and
+    // the figure would measure the bench's own start-up and seeding.
+    let timers = seed::reminders(&store, args.reminders, &run).await?;
     let start = Utc::now() + chrono::Duration::seconds(2);
     let span = chrono::Duration::seconds(args.seconds.max(4) as i64 - 3);
-    let due: Vec<_> = (0..args.reminders)
-        .map(|i| start + span * i as i32 / args.reminders.max(1) as i32)
+    let reminders: Vec<_> = timers
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, start + span * i as i32 / args.reminders.max(1) as i32))
         .collect();
-    let reminders = seed::reminders(&store, &due, &run).await?;
+    seed::set_due(&store, &reminders).await?;
     println!(
         "{} reminders due during the fixed-rate phase",
         reminders.len()
