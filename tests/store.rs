@@ -577,10 +577,12 @@ both_backends!(
         )
         .await
         .unwrap();
+        assert_eq!(outbox::backlog_for(conn, "bench_1.").await.unwrap(), 2);
         assert_eq!(
             outbox::forget_unpublished(conn, "bench_1.").await.unwrap(),
             2
         );
+        assert_eq!(outbox::backlog_for(conn, "bench_1.").await.unwrap(), 0);
         assert_eq!(outbox::backlog(conn).await.unwrap(), 2);
     }
 );

@@ -56,7 +56,7 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     let store = worker.services.store.clone();
     // Each job emits an event through the outbox: a rate the relay cannot keep up with is
     // not a rate the worker can sustain, so say how long after the last commit they were out.
-    let drained = events_drained(&store).await;
+    let drained = events_drained(&store, names.prefix()).await;
     worker.stop().await;
     let full = full?;
     super::teardown(&conn, &names, &config, &store).await;
@@ -157,11 +157,16 @@ pub(super) async fn baseline(
 /// How long [`events_drained`] waits.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Time until the outbox holds nothing unpublished (`None`: not within [`DRAIN_LIMIT`]).
-async fn events_drained(store: &crate::store::Store) -> Option<Duration> {
+/// Time until the outbox holds nothing unpublished for this run's exchanges (`None`: not
+/// within [`DRAIN_LIMIT`]).
+async fn events_drained(store: &crate::store::Store, prefix: &str) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < DRAIN_LIMIT {
-        if crate::store::outbox::backlog(store.conn()).await.ok() == Some(0) {
+        if crate::store::outbox::backlog_for(store.conn(), prefix)
+            .await
+            .ok()
+            == Some(0)
+        {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -174,7 +174,26 @@ pub async fn forget_unpublished(
     db: &impl ConnectionTrait,
     prefix: &str,
 ) -> Result<u64, StoreError> {
-    // `_` and `%` are LIKE wildcards: escaped, so "a_b." does not also match "axb.".
+    let r = outbox::Entity::delete_many()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .filter(outbox::Column::Exchange.like(starting_with(prefix)))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
+}
+
+/// Unpublished rows addressed to exchanges named `prefix*` (one deployment's, or a bench's).
+pub async fn backlog_for(db: &impl ConnectionTrait, prefix: &str) -> Result<u64, StoreError> {
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .filter(outbox::Column::Exchange.like(starting_with(prefix)))
+        .count(db)
+        .await?)
+}
+
+/// `LIKE 'prefix%'` with the prefix taken literally: `_` and `%` are wildcards, escaped so
+/// that "a_b." does not also match "axb.".
+fn starting_with(prefix: &str) -> sea_orm::sea_query::LikeExpr {
     let escaped: String = prefix
         .chars()
         .flat_map(|c| match c {
@@ -182,13 +201,7 @@ pub async fn forget_unpublished(
             c => vec![c],
         })
         .collect();
-    let pattern = sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\');
-    let r = outbox::Entity::delete_many()
-        .filter(outbox::Column::PublishedAt.is_null())
-        .filter(outbox::Column::Exchange.like(pattern))
-        .exec(db)
-        .await?;
-    Ok(r.rows_affected)
+    sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\')
 }
 
 /// Rows not yet published (the `gochat_outbox_backlog` gauge).
