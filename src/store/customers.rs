@@ -323,21 +323,7 @@ pub async fn upsert_customers(
         };
         results.push((id, outcome));
     }
-    let mut links = links.into_iter().peekable();
-    while links.peek().is_some() {
-        let chunk: Vec<_> = links.by_ref().take(ROWS_PER_STATEMENT).collect();
-        customer_contacts::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([
-                    customer_contacts::Column::CustomerId,
-                    customer_contacts::Column::ContactId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-    }
+    insert_links(db, links).await?;
     for (customer, keep) in detach {
         customer_contacts::Entity::delete_many()
             .filter(customer_contacts::Column::CustomerId.eq(customer))
@@ -418,30 +404,34 @@ pub async fn attach_contact(
     contact: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    link(db, customer, contact, now).await
-}
-
-async fn link(
-    db: &impl ConnectionTrait,
-    customer: Uuid,
-    contact: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    customer_contacts::Entity::insert(customer_contacts::ActiveModel {
+    let link = customer_contacts::ActiveModel {
         customer_id: Set(customer),
         contact_id: Set(contact),
         created_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            customer_contacts::Column::CustomerId,
-            customer_contacts::Column::ContactId,
-        ])
-        .do_nothing()
-        .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    };
+    insert_links(db, vec![link]).await
+}
+
+/// Attaches contacts to customers; a link that exists already stays as it is.
+async fn insert_links(
+    db: &impl ConnectionTrait,
+    links: Vec<customer_contacts::ActiveModel>,
+) -> Result<(), StoreError> {
+    let mut links = links.into_iter().peekable();
+    while links.peek().is_some() {
+        let chunk: Vec<_> = links.by_ref().take(ROWS_PER_STATEMENT).collect();
+        customer_contacts::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::columns([
+                    customer_contacts::Column::CustomerId,
+                    customer_contacts::Column::ContactId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
     Ok(())
 }
 
