@@ -1026,6 +1026,15 @@ async fn an_outbox_row_for_a_missing_exchange_waits_and_delays_nothing_else() {
         );
     }
 
+    // A channel the broker closes with an error (here a passive declare of a missing
+    // queue on the worker's own connection) is that channel's business: the supervisor
+    // must not take it for a lost connection and restart every consumer.
+    let probe = before.create_channel().await.expect("channel");
+    let refused =
+        gochat::queue::topology::depth(&probe, &format!("{}nothing-here", broker.prefix)).await;
+    assert!(refused.is_err(), "the queue does not exist");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // The jobs still run, and their events still go out, on the same connection.
     broker
         .publish_json("customer-upsert", "after-1", &upsert("acme", "ACME"))
