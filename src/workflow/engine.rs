@@ -69,19 +69,10 @@ pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outco
             .with_label_values(&[spec.name])
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Stop(reason)) => {
-                tracing::info!(step = %step.name, %reason, "workflow stopped");
-                return Ok(Outcome::Stopped {
-                    step: step.name.clone(),
-                    reason,
-                });
-            }
-            Ok(Flow::Refuse(reason)) => {
-                return Ok(Outcome::Refused {
-                    step: step.name.clone(),
-                    reason,
-                });
+            Ok(flow) => {
+                if let Some(end) = ending(&step.name, flow) {
+                    return Ok(end);
+                }
             }
             Err(error) => {
                 return Err(StepFailure {
@@ -93,6 +84,24 @@ pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outco
         }
     }
     Ok(Outcome::Completed)
+}
+
+/// How a step's flow ends the workflow, if it does.
+fn ending(step: &str, flow: Flow) -> Option<Outcome> {
+    match flow {
+        Flow::Continue => None,
+        Flow::Stop(reason) => {
+            tracing::info!(step, %reason, "workflow stopped");
+            Some(Outcome::Stopped {
+                step: step.to_owned(),
+                reason,
+            })
+        }
+        Flow::Refuse(reason) => Some(Outcome::Refused {
+            step: step.to_owned(),
+            reason,
+        }),
+    }
 }
 
 /// One job of a set run (see [`run_set`]) once it ended: how, and the metric updates its
@@ -144,10 +153,14 @@ pub async fn run_set(
         let span = tracing::info_span!("step", step = %step.name, action = spec.name, jobs = members.len());
         let started = Instant::now();
         let flows: Vec<Result<Flow, JobError>> = if step.action.set_based() {
+            let mut member = vec![false; jobs.len()];
+            for &i in &members {
+                member[i] = true;
+            }
             let mut items: Vec<SetItem<'_>> = facts
                 .iter_mut()
                 .enumerate()
-                .filter(|(i, _)| members.contains(i))
+                .filter(|(i, _)| member[*i])
                 .map(|(i, facts)| SetItem {
                     job: jobs[i],
                     facts,
@@ -200,19 +213,7 @@ pub async fn run_set(
         for (&i, flow) in members.iter().zip(flows) {
             histogram.observe(each);
             match flow {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Stop(reason)) => {
-                    ended[i] = Some(Outcome::Stopped {
-                        step: step.name.clone(),
-                        reason,
-                    })
-                }
-                Ok(Flow::Refuse(reason)) => {
-                    ended[i] = Some(Outcome::Refused {
-                        step: step.name.clone(),
-                        reason,
-                    })
-                }
+                Ok(flow) => ended[i] = ending(&step.name, flow),
                 Err(error) => return Err(SetFailure::Job(i, fail(error))),
             }
         }
