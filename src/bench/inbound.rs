@@ -65,11 +65,10 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     let worker = super::start_worker(&config).await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let jobs = mails(n, &run, &normal, &bounces);
-    let db = worker.services.store.conn().clone();
     let figures = publish_and_wait(
         &conn,
         &names,
-        &db,
+        &worker,
         jobs,
         &format!("bench-inbound-{run}-"),
         config.amqp.confirm_timeout,
@@ -78,7 +77,7 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     let acks = ack_count(worker.services.store.conn(), &run).await;
     let store = worker.services.store.clone();
     worker.stop().await;
-    super::teardown(&conn, &names, &config, &store).await;
+    super::teardown(&conn, &names, &config).await;
     store.close().await;
     let f = figures?;
     println!(

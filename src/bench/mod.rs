@@ -88,12 +88,13 @@ pub(crate) async fn refresh_statistics(store: &crate::store::Store) {
     }
 }
 
-/// Deletes the bench's queues and exchanges (its own prefix), saying so if it cannot.
+/// Deletes the bench's queues and exchanges (its own prefix) and its unpublished outbox
+/// rows, saying so if it cannot. Opens its own database connection: the worker's closed
+/// with the worker.
 pub async fn teardown(
     conn: &lapin::Connection,
     names: &crate::queue::Names,
     config: &crate::config::Config,
-    store: &crate::store::Store,
 ) {
     if let Err(e) = crate::queue::topology::delete(conn, names, &config.amqp).await {
         eprintln!(
@@ -103,7 +104,13 @@ pub async fn teardown(
     }
     // Rows still unpublished would address exchanges that are now gone; left behind, every
     // later run's relay would have to set them aside again.
-    if let Err(e) = crate::store::outbox::forget_unpublished(store.conn(), names.prefix()).await {
+    let forgotten = async {
+        let store = crate::store::Store::connect(&config.database).await?;
+        let n = crate::store::outbox::forget_unpublished(store.conn(), names.prefix()).await;
+        store.close().await;
+        n
+    };
+    if let Err(e) = forgotten.await {
         eprintln!("gochat: could not delete the bench's unpublished outbox rows: {e}");
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     let drained = events_drained(&store, names.prefix()).await;
     worker.stop().await;
     let full = full?;
-    super::teardown(&conn, &names, &config, &store).await;
+    super::teardown(&conn, &names, &config).await;
     store.close().await;
 
     let ratio = full.per_sec / baseline.per_sec.max(f64::MIN_POSITIVE);
@@ -191,6 +191,5 @@ async fn full_path(
             BenchJob { id, kind: "customer-upsert", body: body.to_string().into_bytes() }
         })
         .collect();
-    let db = worker.services.store.conn();
-    publish_and_wait(conn, names, db, jobs, &format!("bench-{run}-"), confirm).await
+    publish_and_wait(conn, names, worker, jobs, &format!("bench-{run}-"), confirm).await
 }

@@ -141,7 +141,7 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
         lapin::ConnectionProperties::default(),
     )
     .await?;
-    super::teardown(&conn, &Names::new(&config.amqp.prefix), &config, &store).await;
+    super::teardown(&conn, &Names::new(&config.amqp.prefix), &config).await;
     let _ = conn.close(200, "done".into()).await;
 
     let (p50, p99) = (quantile_ms(&delays, 0.5), quantile_ms(&delays, 0.99));

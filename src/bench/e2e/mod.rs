@@ -202,7 +202,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    super::teardown(&conn, &names, &config, &store).await;
+    super::teardown(&conn, &names, &config).await;
     store.close().await;
     report.insert("bench".into(), json!("e2e"));
     report.insert("database".into(), json!(backend));
