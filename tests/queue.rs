@@ -1049,3 +1049,72 @@ async fn an_outbox_row_for_a_missing_exchange_waits_and_delays_nothing_else() {
     worker.stop().await;
     broker.cleanup(&[Duration::from_millis(200)]).await;
 }
+
+/// A job's outbox rows go straight from its commit to the relay, never claimed back from
+/// the table; a row committed leased whose worker died before publishing it waits out the
+/// lease, then the sweep publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_rows_are_handed_to_the_relay_and_a_dead_workers_rows_are_swept_after_their_lease()
+ {
+    use gochat_entities::outbox::OutboxKind;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut broker = TestBroker::new().await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let worker = start(config(&db, &broker, &[200])).await;
+    let tap = broker.tap_events().await;
+
+    broker
+        .publish_json("customer-upsert", "handed-1", &upsert("acme", "ACME"))
+        .await;
+    let event = broker.get(&tap, WAIT).await.expect("the job's event");
+    assert_eq!(event.routing_key, "customer.created");
+    eventually(WAIT, "the event's row marked published", || async {
+        (count(
+            conn,
+            "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'customer.created' AND published_at IS NOT NULL",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // A claim counts an attempt; the hand-over claims nothing.
+    assert_eq!(
+        count(
+            conn,
+            "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'customer.created' AND attempts = 0",
+        )
+        .await,
+        1,
+        "the row was claimed back from the table instead of handed over"
+    );
+
+    // A row another worker committed leased for two more seconds, then died.
+    let mut row = gochat::store::outbox::new_row(
+        OutboxKind::Event,
+        &broker.names.events_exchange(),
+        "thread.updated",
+        "leased-1",
+        &json!({"id": "leased-1"}),
+        chrono::Utc::now(),
+    );
+    row.available_at = sea_orm::ActiveValue::Set(chrono::Utc::now() + chrono::Duration::seconds(2));
+    gochat::store::outbox::insert_all(conn, vec![row])
+        .await
+        .expect("outbox row");
+    assert!(
+        broker
+            .get(&tap, Duration::from_millis(1200))
+            .await
+            .is_none(),
+        "a leased row was published before its lease ended"
+    );
+    let swept = broker
+        .get(&tap, Duration::from_secs(5))
+        .await
+        .expect("the sweep publishes the row once its lease ends");
+    assert_eq!(swept.message_id.as_deref(), Some("leased-1"));
+    worker.stop().await;
+    broker.cleanup(&[Duration::from_millis(200)]).await;
+}

@@ -169,11 +169,13 @@ impl WorkflowHandler {
         }
         let set = self.current();
         let workflow = workflow_for(&set, &job.kind)?;
-        let mut tx = Tx::new(db.clone());
+        let mut tx = self.tx();
         let ran = match self.run_workflow(&set, workflow, job, &mut tx).await {
             Ok(ran) => ran,
             Err(e) => {
                 let _ = tx.rollback().await;
+                // A step that committed midway (outbound delivery) committed rows too.
+                self.relay.hand_over(tx.take_committed());
                 return Err(e);
             }
         };
@@ -181,7 +183,7 @@ impl WorkflowHandler {
             // What it did stays (committed, not recorded as processed); the job goes to the
             // dead letters.
             tx.checkpoint().await?;
-            self.committed(ran.counted);
+            self.committed(ran.counted, &mut tx);
             return Err(JobError::Permanent(reason));
         }
         // Stamped now, just before commit: `processed_at` is when the job's effects landed.
@@ -193,7 +195,7 @@ impl WorkflowHandler {
             return Ok(Handled::Duplicate);
         }
         tx.checkpoint().await?;
-        self.committed(ran.counted);
+        self.committed(ran.counted, &mut tx);
         Ok(Handled::Applied)
     }
 
@@ -217,7 +219,7 @@ impl WorkflowHandler {
                 fresh.push(k);
             }
         }
-        let mut tx = Tx::new(db.clone());
+        let mut tx = self.tx();
         let set_based = set
             .get(&jobs[0].kind)
             .filter(|w| w.set_based() && jobs.iter().all(|j| j.kind == jobs[0].kind));
@@ -256,7 +258,7 @@ impl WorkflowHandler {
             let _ = tx.rollback().await;
             return Batch::Failed(e.into());
         }
-        self.committed(counted);
+        self.committed(counted, &mut tx);
         Batch::Committed(
             results
                 .into_iter()
@@ -360,11 +362,26 @@ impl WorkflowHandler {
         Ok(Ran { counted, refused })
     }
 
-    /// After a commit: count what was committed, and let the relay publish its outbox rows.
-    fn committed(&self, counted: Vec<MetricUpdate>) {
+    /// A job's unit of work; its outbox rows go straight to the relay after commit when a
+    /// relay is running to take them (see [`Tx::hand_over`]).
+    fn tx(&self) -> Tx {
+        let mut tx = Tx::new(self.services.store.conn().clone());
+        if self.relay.takes_hand_overs() {
+            tx.hand_over(crate::queue::relay::hand_over_lease());
+        }
+        tx
+    }
+
+    /// After a commit: count what was committed, and give the relay its outbox rows (or, if
+    /// it takes no hand-overs, wake it to sweep them).
+    fn committed(&self, counted: Vec<MetricUpdate>, tx: &mut Tx) {
         for update in counted {
             update(&self.services.metrics);
         }
-        self.relay.wake();
+        if tx.hands_over() {
+            self.relay.hand_over(tx.take_committed());
+        } else {
+            self.relay.wake();
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! The outbox relay: publishes committed outbox rows with confirms and marks them.
 //!
-//! Woken right after a job commits (low latency) and on an interval (rows left by a crash or
-//! a broker outage). Rows are claimed with a lease so several workers share the work; a
-//! row whose publish failed becomes available again after a backoff.
+//! A job handler hands its committed rows over right after the commit (see
+//! [`crate::store::Tx::hand_over`]): they are published at once, without reading them back.
+//! A sweep on an interval, or when woken without rows, claims what is left: rows of a
+//! process that died before publishing (once their lease ends), rows whose publish failed
+//! (after a backoff), rows other writers committed without a hand-over. Claims are leased
+//! so several workers share the work.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -21,16 +25,82 @@ use crate::store::{Store, outbox};
 
 /// Rows claimed per round.
 const BATCH: u32 = 500;
-/// How long a claimed row is reserved for this relay.
+/// How long a claimed or handed-over row is reserved for this relay.
 const LEASE_SECS: i64 = 30;
+/// Most rows waiting in a hand-over: beyond, rows are left to the sweep (after their
+/// lease), so a stalled broker cannot grow the worker's memory.
+const MAX_HANDED: usize = 20_000;
 
-/// Wakes the relay; cheap to clone into every job handler.
+/// The lease rows handed over to the relay are committed with.
+pub fn hand_over_lease() -> chrono::Duration {
+    chrono::Duration::seconds(LEASE_SECS)
+}
+
+/// Wakes the relay, or hands it rows to publish; cheap to clone into every job handler.
 #[derive(Clone, Default)]
-pub struct RelayWaker(Arc<Notify>);
+pub struct RelayWaker(Arc<Wake>);
+
+#[derive(Default)]
+struct Wake {
+    notify: Notify,
+    /// A relay is running and taking hand-overs.
+    running: AtomicBool,
+    /// Someone committed rows without handing them over: sweep.
+    sweep: AtomicBool,
+    handed: Mutex<Vec<outbox::OutboxMessage>>,
+}
 
 impl RelayWaker {
+    /// Asks for a sweep (rows committed without a hand-over).
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.0.sweep.store(true, Ordering::Release);
+        self.0.notify.notify_one();
+    }
+
+    /// Whether a relay takes hand-overs: only then may a job commit its rows leased.
+    pub fn takes_hand_overs(&self) -> bool {
+        self.0.running.load(Ordering::Acquire)
+    }
+
+    /// Gives committed, leased rows to the relay to publish now. Rows beyond
+    /// [`MAX_HANDED`] waiting are left to the sweep.
+    pub fn hand_over(&self, mut rows: Vec<outbox::OutboxMessage>) {
+        if rows.is_empty() {
+            return;
+        }
+        {
+            let mut handed = self.0.handed.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = MAX_HANDED.saturating_sub(handed.len());
+            if rows.len() > room {
+                tracing::debug!(
+                    left = rows.len() - room,
+                    "relay hand-over full; rows are left to the sweep"
+                );
+                rows.truncate(room);
+            }
+            handed.append(&mut rows);
+        }
+        self.0.notify.notify_one();
+    }
+
+    fn take_handed(&self) -> Vec<outbox::OutboxMessage> {
+        std::mem::take(&mut *self.0.handed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Marks the waker's relay as running for as long as it lives.
+struct Running(RelayWaker);
+
+impl Running {
+    fn new(waker: RelayWaker) -> Self {
+        waker.0.running.store(true, Ordering::Release);
+        Running(waker)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.0.running.store(false, Ordering::Release);
     }
 }
 
@@ -48,7 +118,8 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Runs until shutdown; publishes what is claimable before returning.
+    /// Runs until shutdown; publishes what was handed over and what is claimable before
+    /// returning.
     pub async fn run(self, waker: RelayWaker, mut shutdown: Shutdown) {
         let pruning = tokio::spawn(prune_loop(
             self.store.clone(),
@@ -56,24 +127,52 @@ impl Relay {
             self.retention,
             shutdown.clone(),
         ));
+        let running = Running::new(waker);
+        let waker = &running.0;
         let mut session: Option<Session> = None;
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
             let stopping = shutdown.is_shutdown();
-            match self.round(&mut session).await {
-                Ok(n) if n as u32 == BATCH && !stopping => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay round failed");
-                    session = None;
+            let handed = waker.take_handed();
+            if !handed.is_empty()
+                && let Err(e) = self.publish(&mut session, handed).await
+            {
+                tracing::warn!(error = %e, "publishing handed-over outbox rows failed; the sweep retries them");
+                session = None;
+            }
+            let sweep = waker.0.sweep.swap(false, Ordering::AcqRel)
+                || tokio::time::Instant::now() >= next_sweep
+                || stopping;
+            let mut more = false;
+            if sweep {
+                next_sweep = tokio::time::Instant::now() + self.interval;
+                match self.round(&mut session).await {
+                    Ok(n) => more = n as u32 == BATCH && !stopping,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay round failed");
+                        session = None;
+                    }
                 }
             }
             if stopping {
+                if waker.takes_hand_overs() {
+                    // Later commits wait for their lease and the next worker's sweep.
+                    waker.0.running.store(false, Ordering::Release);
+                    let late = waker.take_handed();
+                    if !late.is_empty() {
+                        let _ = self.publish(&mut session, late).await;
+                    }
+                }
                 break;
+            }
+            if more {
+                next_sweep = tokio::time::Instant::now();
+                continue;
             }
             tokio::select! {
                 _ = shutdown.recv() => {}
-                _ = waker.0.notified() => {}
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = waker.0.notify.notified() => {}
+                _ = tokio::time::sleep_until(next_sweep) => {}
             }
         }
         if let Some(s) = session {
@@ -82,12 +181,14 @@ impl Relay {
         let _ = pruning.await;
     }
 
-    /// Claims and publishes one batch; returns how many rows were claimed.
-    async fn round(&self, session: &mut Option<Session>) -> Result<usize, String> {
-        self.refresh_backlog_gauge().await;
+    /// Opens the confirm channel if there is none; `None` while the broker is away.
+    async fn session<'s>(
+        &self,
+        session: &'s mut Option<Session>,
+    ) -> Result<Option<&'s mut Session>, String> {
         if session.as_ref().is_none_or(|s| !s.publisher.is_open()) {
             let Some(conn) = self.broker.connected(Duration::from_millis(100)).await else {
-                return Ok(0);
+                return Ok(None);
             };
             let publisher = Publisher::open(&conn, self.confirm_timeout)
                 .await
@@ -98,21 +199,42 @@ impl Relay {
                 exchanges: HashSet::new(),
             });
         }
-        let Some(s) = session.as_mut() else {
+        Ok(session.as_mut())
+    }
+
+    /// Claims and publishes one batch; returns how many rows were claimed.
+    async fn round(&self, session: &mut Option<Session>) -> Result<usize, String> {
+        self.refresh_backlog_gauge().await;
+        if self.session(session).await?.is_none() {
             return Ok(0);
-        };
-        let now = self.clock.now();
+        }
         let rows = outbox::claim(
             self.store.conn(),
-            now,
+            self.clock.now(),
             chrono::Duration::seconds(LEASE_SECS),
             BATCH,
         )
         .await
         .map_err(|e| e.to_string())?;
+        let n = rows.len();
+        self.publish(session, rows).await?;
+        Ok(n)
+    }
+
+    /// Publishes rows this relay holds (claimed or handed over) and marks them. Without a
+    /// broker they stay as they are: unpublished, available again when their lease ends.
+    async fn publish(
+        &self,
+        session: &mut Option<Session>,
+        rows: Vec<outbox::OutboxMessage>,
+    ) -> Result<(), String> {
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
+        let Some(s) = self.session(session).await? else {
+            return Ok(());
+        };
+        let now = self.clock.now();
         // A row for an exchange that does not exist waits, with the reason on it, until
         // someone declares the exchange or deletes the row; published with the others, it
         // would close the channel and fail them all.
@@ -170,7 +292,7 @@ impl Relay {
         if broken {
             *session = None;
         }
-        Ok(rows.len())
+        Ok(())
     }
 }
 

@@ -53,6 +53,30 @@ pub fn new_row(
     }
 }
 
+/// The row as the relay publishes it, for a hand-over right after commit (see
+/// [`Tx::hand_over`]); `None` for a row missing a column, which the sweep then publishes.
+///
+/// [`Tx::hand_over`]: super::Tx::hand_over
+pub fn message_of(row: &outbox::ActiveModel) -> Option<OutboxMessage> {
+    use sea_orm::ActiveValue;
+    fn value<T: Clone + Into<sea_orm::Value>>(v: &ActiveValue<T>) -> Option<T> {
+        match v {
+            ActiveValue::Set(x) | ActiveValue::Unchanged(x) => Some(x.clone()),
+            ActiveValue::NotSet => None,
+        }
+    }
+    Some(OutboxMessage {
+        id: value(&row.id)?,
+        kind: value(&row.kind)?,
+        exchange: value(&row.exchange)?,
+        routing_key: value(&row.routing_key)?,
+        message_id: value(&row.message_id)?,
+        payload: value(&row.payload)?,
+        headers: value(&row.headers)?,
+        attempts: value(&row.attempts)?,
+    })
+}
+
 /// Rows per INSERT: twelve columns each stays far below PostgreSQL's 65,535 bind parameters
 /// and SQLite's 32,766.
 const INSERT_CHUNK: usize = 1000;
