@@ -7,6 +7,8 @@
 //! passes the actor. All functions take a connection or a transaction: the job handler runs
 //! them inside the job's transaction.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use gochat_entities::{
     attachments, blobs, comments, customers, messages, thread_customers, thread_events,
@@ -309,13 +311,13 @@ pub async fn add_message(
         .exec_without_returning(db)
         .await?;
 
-    let mut names = Vec::new();
-    for a in msg.attachments.iter() {
-        store_attachment(db, id, a, now).await?;
-        if !a.inline {
-            names.push(a.name.clone());
-        }
-    }
+    store_attachments(db, id, &msg.attachments, now).await?;
+    let names: Vec<String> = msg
+        .attachments
+        .iter()
+        .filter(|a| !a.inline)
+        .map(|a| a.name.clone())
+        .collect();
 
     let mut card = thread.clone();
     card.last_message_at = Some(now);
@@ -340,39 +342,79 @@ pub async fn add_message(
     Ok((card, row))
 }
 
-async fn store_attachment(
+/// A message's attachments: the blobs not stored yet, then the attachment rows, in at most
+/// three statements per thousand. The stored blobs are asked for first because the same
+/// files come again and again (signature logos, a document quoted back in every reply): an
+/// insert that meets an existing blob would still ship its bytes to the server.
+async fn store_attachments(
     db: &impl ConnectionTrait,
     message_id: Uuid,
-    a: &NewAttachment,
+    list: &[NewAttachment],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let sha = hex(&Sha256::digest(&a.data));
-    blobs::Entity::insert(blobs::ActiveModel {
-        sha256: Set(sha.clone()),
-        size: Set(a.data.len() as i64),
-        data: Set(a.data.clone()),
-        created_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(blobs::Column::Sha256)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    attachments::Entity::insert(attachments::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        message_id: Set(message_id),
-        name: Set(a.name.clone()),
-        content_type: Set(a.content_type.clone()),
-        size: Set(a.data.len() as i64),
-        sha256: Set(sha),
-        inline: Set(a.inline),
-        content_id: Set(a.content_id.clone()),
-        created_at: Set(now),
-    })
-    .exec_without_returning(db)
-    .await?;
+    // Nine columns a row stays under SQLite's 32,766 bind variables.
+    for chunk in list.chunks(1000) {
+        store_attachment_rows(db, message_id, chunk, now).await?;
+    }
+    Ok(())
+}
+
+async fn store_attachment_rows(
+    db: &impl ConnectionTrait,
+    message_id: Uuid,
+    list: &[NewAttachment],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let shas: Vec<String> = list.iter().map(|a| hex(&Sha256::digest(&a.data))).collect();
+    let stored: HashSet<String> = blobs::Entity::find()
+        .select_only()
+        .column(blobs::Column::Sha256)
+        .filter(blobs::Column::Sha256.is_in(shas.iter().cloned()))
+        .into_tuple::<String>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    let mut new = HashSet::new();
+    let missing: Vec<blobs::ActiveModel> = list
+        .iter()
+        .zip(&shas)
+        .filter(|(_, sha)| !stored.contains(*sha) && new.insert(sha.as_str()))
+        .map(|(a, sha)| blobs::ActiveModel {
+            sha256: Set(sha.clone()),
+            size: Set(a.data.len() as i64),
+            data: Set(a.data.clone()),
+            created_at: Set(now),
+        })
+        .collect();
+    if !missing.is_empty() {
+        // A concurrent job may store the same blob meanwhile: theirs is as good as ours.
+        blobs::Entity::insert_many(missing)
+            .on_conflict(
+                OnConflict::column(blobs::Column::Sha256)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    let rows = list
+        .iter()
+        .zip(shas)
+        .map(|(a, sha)| attachments::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            message_id: Set(message_id),
+            name: Set(a.name.clone()),
+            content_type: Set(a.content_type.clone()),
+            size: Set(a.data.len() as i64),
+            sha256: Set(sha),
+            inline: Set(a.inline),
+            content_id: Set(a.content_id.clone()),
+            created_at: Set(now),
+        });
+    attachments::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
