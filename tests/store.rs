@@ -718,3 +718,87 @@ async fn the_sqlite_timer_claim_plan_never_walks_the_pending_timers() {
         "a step walks every pending timer: {plan:?}"
     );
 }
+
+both_backends!(
+    attachments_share_one_blob_per_content_within_and_across_messages,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let (customer, _) = customers::ensure_customer(conn, "blobs", "Blobs", t0())
+            .await
+            .unwrap();
+        let system = json!({"kind": "system", "id": "test", "name": "test"});
+        let thread = threads::create(
+            conn,
+            NewThread::new("Files", ThreadStatus::Open, vec![customer]),
+            &system,
+            t0(),
+        )
+        .await
+        .unwrap();
+        let file = |name: &str, data: &[u8], inline: bool| NewAttachment {
+            name: name.into(),
+            content_type: "application/octet-stream".into(),
+            data: data.to_vec(),
+            inline,
+            content_id: inline.then(|| format!("{name}@x")),
+        };
+        let logo = b"the company logo".as_slice();
+        let mut first = NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            "a@example.com",
+            "Files",
+        );
+        // The same logo twice in one message (one statement must not insert it twice).
+        first.attachments = vec![
+            file("logo.png", logo, true),
+            file("report.pdf", b"the report", false),
+            file("logo-again.png", logo, false),
+        ];
+        let (thread, m1) = threads::add_message(conn, &thread, first, t0())
+            .await
+            .unwrap();
+        assert_eq!(
+            thread.item_count, 3,
+            "the message and its two non-inline files"
+        );
+        let mut second = NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            "a@example.com",
+            "Re: Files",
+        );
+        second.attachments = vec![file("logo.png", logo, true)];
+        let (_, m2) = threads::add_message(conn, &thread, second, t0())
+            .await
+            .unwrap();
+
+        let blobs = gochat_entities::blobs::Entity::find()
+            .all(conn)
+            .await
+            .unwrap();
+        let mut contents: Vec<Vec<u8>> = blobs.into_iter().map(|b| b.data).collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            vec![b"the company logo".to_vec(), b"the report".to_vec()]
+        );
+        let rows = |m: uuid::Uuid| {
+            gochat_entities::attachments::Entity::find()
+                .filter(gochat_entities::attachments::Column::MessageId.eq(m))
+                .all(conn)
+        };
+        let mut names: Vec<String> = rows(m1.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["logo-again.png", "logo.png", "report.pdf"]);
+        let again = rows(m2.id).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].inline);
+    }
+);
