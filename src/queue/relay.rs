@@ -222,7 +222,8 @@ impl Relay {
     }
 
     /// Publishes rows this relay holds (claimed or handed over) and marks them. Without a
-    /// broker they stay as they are: unpublished, available again when their lease ends.
+    /// broker they are released at once, so the first sweep after the reconnection takes
+    /// them instead of waiting out their lease.
     async fn publish(
         &self,
         session: &mut Option<Session>,
@@ -231,10 +232,19 @@ impl Relay {
         if rows.is_empty() {
             return Ok(());
         }
-        let Some(s) = self.session(session).await? else {
-            return Ok(());
-        };
         let now = self.clock.now();
+        let opened = self.session(session).await;
+        let Ok(Some(s)) = opened else {
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+            let why = match &opened {
+                Err(e) => format!("no channel to the broker: {e}"),
+                Ok(_) => "not connected to the broker".to_owned(),
+            };
+            outbox::mark_failed(self.store.conn(), &ids, &why, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            return opened.map(|_| ());
+        };
         // A row for an exchange that does not exist waits, with the reason on it, until
         // someone declares the exchange or deletes the row; published with the others, it
         // would close the channel and fail them all.
