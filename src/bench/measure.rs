@@ -96,22 +96,35 @@ pub async fn wait_applied(
         db.get_database_backend(),
         format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE {filter}"),
     );
-    let start = Instant::now();
-    loop {
+    wait_for(n, limit, Duration::from_millis(20), || async {
         let done: i64 = db
             .query_one_raw(count.clone())
             .await?
             .map(|r| r.try_get("", "n"))
             .transpose()?
             .unwrap_or(0);
-        if done as usize >= n {
+        Ok(done as usize)
+    })
+    .await
+}
+
+/// Polls `done` every `every` until it reaches `n`, for at most `limit`.
+async fn wait_for<F, Fut>(n: usize, limit: Duration, every: Duration, done: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    let start = Instant::now();
+    loop {
+        let done = done().await?;
+        if done >= n {
             return Ok(());
         }
         anyhow::ensure!(
             start.elapsed() < limit,
             "only {done} of {n} jobs applied after {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -154,18 +167,10 @@ pub async fn wait_acked(
 ) -> anyhow::Result<()> {
     let acked = metrics.jobs.with_label_values(&[kind, "acked"]);
     let before = acked.get();
-    let start = Instant::now();
-    loop {
-        let done = acked.get().saturating_sub(before);
-        if done as usize >= n {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < limit,
-            "only {done} of {n} jobs applied after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for(n, limit, Duration::from_millis(5), || async {
+        Ok(acked.get().saturating_sub(before) as usize)
+    })
+    .await
 }
 
 /// Publishes `jobs` (one kind) as fast as they go while the in-process `worker` consumes

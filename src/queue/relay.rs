@@ -155,14 +155,10 @@ impl Relay {
                 }
             }
             if stopping {
-                if waker.takes_hand_overs() {
-                    // Later commits wait for their lease and the next worker's sweep.
-                    waker.0.running.store(false, Ordering::Release);
-                    let late = waker.take_handed();
-                    if !late.is_empty() {
-                        let _ = self.publish(&mut session, late).await;
-                    }
-                }
+                // Later commits wait for their lease and the next worker's sweep.
+                waker.0.running.store(false, Ordering::Release);
+                let late = waker.take_handed();
+                let _ = self.publish(&mut session, late).await;
                 break;
             }
             if more {
