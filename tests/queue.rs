@@ -798,14 +798,12 @@ both_backends!(
     |db: TestDb| async move {
         use gochat::jobs::{Job, JobError};
         use gochat::queue::{Handled, Handler};
-        use std::sync::RwLock;
         let store = db.store().await;
         let conn = store.conn();
-        let mut config = Config {
+        let config = Config {
             database: db.config(),
             ..Default::default()
         };
-        config.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
         // Globex exists, with a contact the sync below no longer lists.
         gochat::store::customers::upsert_customer(
             conn,
@@ -816,21 +814,10 @@ both_backends!(
         )
         .await
         .unwrap();
-        let services = Arc::new(gochat::services::Services {
-            store: store.clone(),
-            clock: Arc::new(SystemClock),
-            metrics: Metrics::new().unwrap(),
-            instance: "test".into(),
-            smtp: gochat::mail::smtp::Smtp::new(&config.smtp.url, config.smtp.timeout, 1).unwrap(),
-            config,
-        });
-        let set = gochat::workflow::WorkflowSet::load(&services.config.workflows.dir).unwrap();
+        let handler = common::fixtures::workflow_handler(&store, config);
+        let services = handler.services.clone();
+        let set = handler.workflows.read().unwrap().clone();
         assert!(set.get("customer-upsert").unwrap().set_based());
-        let handler = gochat::jobs::handler::WorkflowHandler {
-            services: services.clone(),
-            workflows: Arc::new(RwLock::new(Arc::new(set))),
-            relay: gochat::queue::relay::RelayWaker::default(),
-        };
         let job = |id: &str, body: serde_json::Value| {
             let mut payload = json!({"schema": "customer-upsert/v1"});
             payload

@@ -32,6 +32,9 @@ pub struct InboundArgs {
     /// Scratch database (default: a temporary SQLite file). Migrated if needed.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Mails run first, unmeasured, before the statistics are refreshed (see `warm_up`).
+    #[arg(long, default_value_t = 2_000)]
+    pub warm_up: usize,
     /// The corpus folder the mails are made from.
     #[arg(long, default_value = "tests/data/corpus")]
     pub corpus: PathBuf,
@@ -63,6 +66,16 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", config.amqp.url))?;
     let worker = super::start_worker(&config).await?;
+    let warm = uuid::Uuid::now_v7().simple().to_string();
+    super::warm_up(
+        &conn,
+        &names,
+        &worker,
+        mails(args.warm_up, &warm, &normal, &bounces),
+        &format!("bench-inbound-{warm}-"),
+        config.amqp.confirm_timeout,
+    )
+    .await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let jobs = mails(n, &run, &normal, &bounces);
     let figures = publish_and_wait(

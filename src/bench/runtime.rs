@@ -29,6 +29,9 @@ pub struct RuntimeArgs {
     /// Scratch database (default: a temporary SQLite file). Migrated if needed.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Jobs run first, unmeasured, before the statistics are refreshed (see `warm_up`).
+    #[arg(long, default_value_t = 5_000)]
+    pub warm_up: usize,
 }
 
 pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
@@ -52,6 +55,16 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
     );
 
     let worker = super::start_worker(&config).await?;
+    let warm = uuid::Uuid::now_v7().simple().to_string();
+    super::warm_up(
+        &conn,
+        &names,
+        &worker,
+        upserts(args.warm_up, &warm),
+        &format!("bench-{warm}-"),
+        config.amqp.confirm_timeout,
+    )
+    .await?;
     let full = full_path(&conn, &names, &worker, n, config.amqp.confirm_timeout).await;
     let store = worker.services.store.clone();
     // Each job emits an event through the outbox: a rate the relay cannot keep up with is
@@ -183,13 +196,18 @@ async fn full_path(
     confirm: Duration,
 ) -> anyhow::Result<Figures> {
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let jobs = (0..n)
+    let jobs = upserts(n, &run);
+    publish_and_wait(conn, names, worker, jobs, &format!("bench-{run}-"), confirm).await
+}
+
+/// `n` customer-upsert jobs of run `run`, each a new customer with one contact.
+fn upserts(n: usize, run: &str) -> Vec<BenchJob> {
+    (0..n)
         .map(|i| {
             let id = format!("bench-{run}-{i}");
             let body = json!({"schema": "customer-upsert/v1", "external_id": id, "name": format!("Customer {i}"),
                               "contacts": [{"kind": "email", "address": format!("c{i}-{run}@bench.example")}]});
             BenchJob { id, kind: "customer-upsert", body: body.to_string().into_bytes() }
         })
-        .collect();
-    publish_and_wait(conn, names, worker, jobs, &format!("bench-{run}-"), confirm).await
+        .collect()
 }

@@ -381,20 +381,147 @@ pub async fn find_or_create_contact(
         created_at: Set(now),
         updated_at: Set(now),
     })
-    .on_conflict(
-        OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
-            .value(
-                contacts::Column::DisplayName,
-                Expr::cust("COALESCE(contacts.display_name, excluded.display_name)"),
-            )
-            .value(
-                contacts::Column::Language,
-                Expr::cust("COALESCE(contacts.language, excluded.language)"),
-            )
-            .to_owned(),
-    );
+    .on_conflict(mail_contact_conflict());
     let id = super::upsert_returning_id(db, insert, contacts::Column::Id).await?;
     Ok((id, id == proposed))
+}
+
+/// [`find_or_create_contact`] for several addresses in one statement per thousand; each
+/// id with whether it was created, in order. The inputs must name distinct contacts (one
+/// statement cannot write a row twice): merge what a batch says of one address first.
+pub async fn find_or_create_contacts(
+    db: &impl ConnectionTrait,
+    inputs: &[ContactInput],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    let rows = inputs
+        .iter()
+        .map(|c| Ok((normalise_address(c.kind, &c.address)?, c, Uuid::now_v7())))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut ids = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = contacts::Entity::insert_many(chunk.iter().map(|(address, c, id)| {
+            contacts::ActiveModel {
+                id: Set(*id),
+                kind: Set(c.kind),
+                address: Set(address.clone()),
+                display_name: Set(c.name.clone()),
+                language: Set(c.language.clone()),
+                time_zone: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+        }))
+        .on_conflict(mail_contact_conflict());
+        insert.query().returning(Query::returning().columns([
+            contacts::Column::Id,
+            contacts::Column::Kind,
+            contacts::Column::Address,
+        ]));
+        for row in db
+            .query_all_raw(insert.build(db.get_database_backend()))
+            .await?
+        {
+            let id: Uuid = row.try_get_by_index(0)?;
+            let kind: String = row.try_get_by_index(1)?;
+            let address: String = row.try_get_by_index(2)?;
+            ids.insert((kind, address), id);
+        }
+    }
+    rows.iter()
+        .map(|(address, c, proposed)| {
+            let id = *ids
+                .get(&(kind_name(c.kind).to_owned(), address.clone()))
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!("the upsert returned no row for contact {address}"))
+                })?;
+            Ok((id, id == *proposed))
+        })
+        .collect()
+}
+
+/// A mail's word on a contact only fills what the contact lacks.
+fn mail_contact_conflict() -> OnConflict {
+    OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
+        .value(
+            contacts::Column::DisplayName,
+            Expr::cust("COALESCE(contacts.display_name, excluded.display_name)"),
+        )
+        .value(
+            contacts::Column::Language,
+            Expr::cust("COALESCE(contacts.language, excluded.language)"),
+        )
+        .to_owned()
+}
+
+/// [`ensure_customer`] for several `(external id, name)` pairs with distinct external ids;
+/// each id with whether it was created, in order.
+pub async fn ensure_customers(
+    db: &impl ConnectionTrait,
+    wanted: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    let proposed: Vec<Uuid> = wanted.iter().map(|_| Uuid::now_v7()).collect();
+    let mut ids = HashMap::with_capacity(wanted.len());
+    let rows: Vec<_> = wanted.iter().zip(&proposed).collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert =
+            customers::Entity::insert_many(chunk.iter().map(|((external, name), id)| {
+                customers::ActiveModel {
+                    id: Set(**id),
+                    external_id: Set(external.clone()),
+                    name: Set(name.clone()),
+                    attributes: Set(serde_json::json!({})),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }
+            }))
+            .on_conflict(
+                OnConflict::column(customers::Column::ExternalId)
+                    .update_column(customers::Column::ExternalId)
+                    .to_owned(),
+            );
+        insert.query().returning(
+            Query::returning().columns([customers::Column::Id, customers::Column::ExternalId]),
+        );
+        for row in db
+            .query_all_raw(insert.build(db.get_database_backend()))
+            .await?
+        {
+            let id: Uuid = row.try_get_by_index(0)?;
+            let external: String = row.try_get_by_index(1)?;
+            ids.insert(external, id);
+        }
+    }
+    wanted
+        .iter()
+        .zip(proposed)
+        .map(|((external, _), proposed)| {
+            let id = *ids.get(external).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the upsert returned no row for customer {external}"
+                ))
+            })?;
+            Ok((id, id == proposed))
+        })
+        .collect()
+}
+
+/// Attaches each `(customer, contact)` pair; links that exist stay as they are.
+pub async fn attach_contacts(
+    db: &impl ConnectionTrait,
+    pairs: &[(Uuid, Uuid)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let links = pairs
+        .iter()
+        .map(|(customer, contact)| customer_contacts::ActiveModel {
+            customer_id: Set(*customer),
+            contact_id: Set(*contact),
+            created_at: Set(now),
+        })
+        .collect();
+    insert_links(db, links).await
 }
 
 /// Attaches `contact` to `customer` (already attached: nothing changes).

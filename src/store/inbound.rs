@@ -261,3 +261,192 @@ pub async fn mark_bounced(
         .await?;
     Ok(r.rows_affected > 0)
 }
+
+/// The most rows one multi-row statement writes: under SQLite's 32,766 bind variables and
+/// PostgreSQL's 65,535 for the widest row here.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Raw bytes one multi-row insert carries at most; a larger mail goes in a statement of
+/// its own, so a batch of big mails never builds one huge statement.
+const BYTES_PER_STATEMENT: usize = 8 << 20;
+
+/// Stores several raw mails (once per job, as [`store_raw`]) in as few statements as their
+/// size allows; returns each one's id, in order. The jobs must be distinct.
+pub async fn store_raw_many(
+    db: &impl ConnectionTrait,
+    mails: &[NewRawMail<'_>],
+) -> Result<Vec<Uuid>, StoreError> {
+    use sea_orm::QueryTrait;
+    let mut ids = std::collections::HashMap::with_capacity(mails.len());
+    let mut rest = mails;
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut bytes = 0;
+        while take < rest.len() && take < ROWS_PER_STATEMENT {
+            bytes += rest[take].data.len();
+            if take > 0 && bytes > BYTES_PER_STATEMENT {
+                break;
+            }
+            take += 1;
+        }
+        let (chunk, after) = rest.split_at(take);
+        rest = after;
+        let mut insert =
+            raw_mails::Entity::insert_many(chunk.iter().map(|m| raw_mails::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                job_message_id: Set(Some(m.job_message_id.to_owned())),
+                envelope_from: Set(m.envelope_from.map(str::to_owned)),
+                recipients: Set(json!(m.recipients)),
+                mailbox: Set(m.mailbox.map(str::to_owned)),
+                size: Set(m.data.len() as i64),
+                sha256: Set(m.sha256.to_owned()),
+                data: Set(m.data.to_vec()),
+                status: Set(RawMailStatus::Pending),
+                error: Set(None),
+                classification: Set(None),
+                message_row_id: Set(None),
+                received_at: Set(m.received_at),
+                processed_at: Set(None),
+            }))
+            .on_conflict(
+                OnConflict::column(raw_mails::Column::JobMessageId)
+                    .update_column(raw_mails::Column::JobMessageId)
+                    .to_owned(),
+            );
+        insert.query().returning(
+            sea_orm::sea_query::Query::returning()
+                .columns([raw_mails::Column::Id, raw_mails::Column::JobMessageId]),
+        );
+        for row in db
+            .query_all_raw(insert.build(db.get_database_backend()))
+            .await?
+        {
+            let id: Uuid = row.try_get_by_index(0)?;
+            let job: String = row.try_get_by_index(1)?;
+            ids.insert(job, id);
+        }
+    }
+    mails
+        .iter()
+        .map(|m| {
+            ids.get(m.job_message_id).copied().ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the insert returned no raw mail for job {}",
+                    m.job_message_id
+                ))
+            })
+        })
+        .collect()
+}
+
+/// What becomes of one raw mail (see [`mark_raw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMark {
+    pub id: Uuid,
+    pub status: RawMailStatus,
+    pub error: Option<String>,
+    pub classification: Option<&'static str>,
+}
+
+/// Marks several raw mails: one statement per distinct outcome (most of a batch shares one).
+pub async fn mark_raw_many(
+    db: &impl ConnectionTrait,
+    marks: &[RawMark],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut groups: Vec<(&RawMark, Vec<Uuid>)> = Vec::new();
+    for m in marks {
+        let same = |g: &&mut (&RawMark, Vec<Uuid>)| {
+            g.0.status == m.status && g.0.error == m.error && g.0.classification == m.classification
+        };
+        match groups.iter_mut().find(same) {
+            Some(g) => g.1.push(m.id),
+            None => groups.push((m, vec![m.id])),
+        }
+    }
+    for (mark, ids) in groups {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut update = raw_mails::Entity::update_many()
+                .col_expr(raw_mails::Column::Status, Expr::value(mark.status))
+                .col_expr(raw_mails::Column::Error, Expr::value(mark.error.clone()))
+                .col_expr(raw_mails::Column::ProcessedAt, Expr::value(now));
+            if let Some(c) = mark.classification {
+                update =
+                    update.col_expr(raw_mails::Column::Classification, Expr::value(c.to_owned()));
+            }
+            update
+                .filter(raw_mails::Column::Id.is_in(chunk.iter().copied()))
+                .exec(db)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The messages stored under any of `keys`, by key.
+pub async fn by_dedupe_keys(
+    db: &impl ConnectionTrait,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, messages::Model>, StoreError> {
+    let mut found = std::collections::HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        for m in messages::Entity::find()
+            .filter(messages::Column::DedupeKey.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?
+        {
+            if let Some(key) = m.dedupe_key.clone() {
+                found.insert(key, m);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Inbound mails from each of `addresses` stored since `since` (the loop check of a
+/// batch); an address with none is absent.
+pub async fn recent_from_many(
+    db: &impl ConnectionTrait,
+    addresses: &[String],
+    since: DateTime<Utc>,
+) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    let mut counts = std::collections::HashMap::new();
+    for chunk in addresses.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<(String, i64)> = messages::Entity::find()
+            .select_only()
+            .column(messages::Column::FromAddress)
+            .column_as(messages::Column::Id.count(), "n")
+            .filter(messages::Column::FromAddress.is_in(chunk.iter().cloned()))
+            .filter(messages::Column::CreatedAt.gte(since))
+            .filter(messages::Column::Direction.eq(MessageDirection::Inbound))
+            .group_by(messages::Column::FromAddress)
+            .into_tuple()
+            .all(db)
+            .await?;
+        counts.extend(rows.into_iter().map(|(a, n)| (a, n.max(0) as u64)));
+    }
+    Ok(counts)
+}
+
+/// The customers of each of `contacts` (with their attributes), by contact; a contact of
+/// no customer is absent.
+pub async fn customers_of_contacts(
+    db: &impl ConnectionTrait,
+    contacts: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<customers::Model>>, StoreError> {
+    let mut out: std::collections::HashMap<Uuid, Vec<customers::Model>> =
+        std::collections::HashMap::new();
+    for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
+        for (link, customer) in customer_contacts::Entity::find()
+            .filter(customer_contacts::Column::ContactId.is_in(chunk.iter().copied()))
+            .find_also_related(customers::Entity)
+            .all(db)
+            .await?
+        {
+            if let Some(c) = customer {
+                out.entry(link.contact_id).or_default().push(c);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -46,10 +46,13 @@ pub trait Action: Send + Sync + 'static {
         false
     }
 
-    /// True when the step may run for one job between the steps of another job of the same
-    /// batch, because it touches only its own job's facts and deferred outbox rows. A
-    /// workflow runs step by step across a batch only when each of its steps is set-based
-    /// or interleaves; otherwise job by job.
+    /// True when the step may run for one job between the set-based steps of other jobs of
+    /// the same batch: it reads and writes only rows of its own job, or rows any
+    /// conflict on which is caught (a thread's version check). A workflow runs as a set
+    /// only when each of its steps is set-based or interleaves; otherwise job by job.
+    /// Consecutive interleaving steps run job by job between the set-based ones, so a job
+    /// sees what the batch's earlier jobs did in them (a reply finds the message an earlier
+    /// mail of the batch stored).
     fn interleaves(&self) -> bool {
         self.set_based()
     }
@@ -79,6 +82,28 @@ pub trait Action: Send + Sync + 'static {
 pub struct SetItem<'a> {
     pub job: &'a Job,
     pub facts: &'a mut Facts,
+    /// The job's working state, handed from step to step across the set run.
+    pub carried: &'a mut Carried,
+}
+
+impl SetItem<'_> {
+    /// Counts an effect once the batch's transaction has committed.
+    pub fn count_on_commit(
+        &mut self,
+        update: impl FnOnce(&crate::metrics::Metrics) + Send + 'static,
+    ) {
+        self.carried.on_commit.push(Box::new(update));
+    }
+}
+
+/// What a job's steps hand to the steps after them besides facts (the loaded thread, the
+/// inbound mail being worked on, deferred metric updates). A single run keeps it in its
+/// [`StepContext`]; a set run keeps one per job between steps.
+#[derive(Default)]
+pub struct Carried {
+    pub thread: Option<threads::Model>,
+    pub inbound: Option<Box<crate::mail::inbound::InboundMail>>,
+    pub on_commit: Vec<MetricUpdate>,
 }
 
 /// What happens after a step.
@@ -142,6 +167,20 @@ impl<'a> StepContext<'a> {
             inbound: None,
             on_commit: Vec::new(),
         }
+    }
+
+    /// Takes over a job's state from earlier steps of a set run.
+    pub fn resume(&mut self, carried: &mut Carried) {
+        self.thread = carried.thread.take();
+        self.inbound = carried.inbound.take();
+        self.on_commit.append(&mut carried.on_commit);
+    }
+
+    /// Hands the job's state back for the set run's next steps.
+    pub fn suspend(&mut self, carried: &mut Carried) {
+        carried.thread = self.thread.take();
+        carried.inbound = self.inbound.take();
+        carried.on_commit.append(&mut self.on_commit);
     }
 
     /// Counts an effect once the job's transaction has committed.

@@ -16,9 +16,12 @@ pub fn markdown(registry: &Registry) -> String {
          step makes available to later steps and conditions. A parameter without a default is \
          required; `~` means optional and unset.\n\n\
          Under load, jobs of one kind commit together in batches. A workflow whose every step \
-         is *set-based* or *batch-safe* runs step by step across its batch: a set-based step \
-         runs once for all the batch's jobs, with multi-row statements. Any other workflow \
-         runs job by job inside the batch's transaction.\n",
+         is *set-based* or *batch-safe* runs as a set: a set-based step runs once for all the \
+         batch's jobs, with multi-row statements; each run of batch-safe steps between them \
+         runs job by job, so a job sees what the jobs before it did there. Each job ends as \
+         it would running alone after the jobs before it; a job for which a set-based step \
+         cannot promise that (the same mail twice in one batch) is cut off to run after \
+         them. Any other workflow runs job by job inside the batch's transaction.\n",
     );
     for action in registry.all() {
         let s = action.spec();
@@ -26,7 +29,9 @@ pub fn markdown(registry: &Registry) -> String {
         if action.set_based() {
             out.push_str("\n*Set-based*: one run for a whole batch.\n");
         } else if action.interleaves() {
-            out.push_str("\n*Batch-safe*: touches only its own job's facts and outbox rows.\n");
+            out.push_str(
+                "\n*Batch-safe*: may run between the set-based steps of other jobs of its batch.\n",
+            );
         }
         if !s.params.is_empty() {
             out.push_str("\n| parameter | type | default | meaning |\n| --- | --- | --- | --- |\n");

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use super::action::{Flow, MetricUpdate, SetItem, StepContext};
-use super::{Facts, Workflow};
+use super::action::{Carried, Flow, MetricUpdate, SetItem, StepContext};
+use super::{Facts, Step, Workflow};
 use crate::jobs::{Job, JobError};
 use crate::lifecycle::Lifecycles;
 use crate::mail::Templates;
@@ -52,7 +52,17 @@ impl StepFailure {
 }
 
 pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outcome, StepFailure> {
-    for step in &workflow.steps {
+    Ok(run_steps(&workflow.steps, ctx)
+        .await?
+        .unwrap_or(Outcome::Completed))
+}
+
+/// Runs `steps` for one job; `Some` when a step ended the workflow.
+async fn run_steps(
+    steps: &[Step],
+    ctx: &mut StepContext<'_>,
+) -> Result<Option<Outcome>, StepFailure> {
+    for step in steps {
         let spec = step.action.spec();
         if let Some(cond) = &step.when
             && !cond.eval(ctx.facts)
@@ -71,7 +81,7 @@ pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outco
         match result {
             Ok(flow) => {
                 if let Some(end) = ending(&step.name, flow) {
-                    return Ok(end);
+                    return Ok(Some(end));
                 }
             }
             Err(error) => {
@@ -83,7 +93,7 @@ pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outco
             }
         }
     }
-    Ok(Outcome::Completed)
+    Ok(None)
 }
 
 /// How a step's flow ends the workflow, if it does.
@@ -120,10 +130,11 @@ pub enum SetFailure {
     Step(StepFailure),
 }
 
-/// Runs `workflow` (one that [`Workflow::set_based`] allows) for several jobs in `tx`,
-/// step by step across them: a set-based step once for all the jobs whose condition
-/// holds, any other step job by job. All are stamped with one clock reading, as they
-/// commit together. Returns one result per job, in order.
+/// Runs `workflow` (one that [`Workflow::set_based`] allows) for several jobs in `tx`: a
+/// set-based step once for all the jobs whose condition holds; each run of consecutive
+/// other steps job by job, so within it a job sees what the jobs before it did (as it
+/// would run alone after them). All are stamped with one clock reading, as they commit
+/// together. Returns one result per job, in order.
 pub async fn run_set(
     workflow: &Workflow,
     services: &Services,
@@ -134,96 +145,130 @@ pub async fn run_set(
 ) -> Result<Vec<SetRun>, SetFailure> {
     let now = services.clock.now();
     let mut facts: Vec<Facts> = jobs.iter().map(|j| Facts::for_job(j)).collect();
+    let mut carried: Vec<Carried> = jobs.iter().map(|_| Carried::default()).collect();
     let mut ended: Vec<Option<Outcome>> = vec![None; jobs.len()];
-    let mut counted: Vec<Vec<MetricUpdate>> = jobs.iter().map(|_| Vec::new()).collect();
-    for step in &workflow.steps {
-        let spec = step.action.spec();
-        let fail = |error| StepFailure {
-            step: step.name.clone(),
-            action: spec.name,
-            error,
-        };
-        let members: Vec<usize> = (0..jobs.len())
-            .filter(|&i| ended[i].is_none())
-            .filter(|&i| step.when.as_ref().is_none_or(|c| c.eval(&facts[i])))
-            .collect();
-        if members.is_empty() {
+    let mut rest = workflow.steps.as_slice();
+    while let Some(step) = rest.first() {
+        if step.action.set_based() {
+            set_step(
+                step,
+                services,
+                tx,
+                jobs,
+                &mut facts,
+                &mut carried,
+                &mut ended,
+                now,
+            )
+            .await?;
+            rest = &rest[1..];
             continue;
         }
-        let span = tracing::info_span!("step", step = %step.name, action = spec.name, jobs = members.len());
-        let started = Instant::now();
-        let flows: Vec<Result<Flow, JobError>> = if step.action.set_based() {
-            let mut member = vec![false; jobs.len()];
-            for &i in &members {
-                member[i] = true;
+        let run = rest
+            .iter()
+            .position(|s| s.action.set_based())
+            .unwrap_or(rest.len());
+        let (segment, after) = rest.split_at(run);
+        for i in 0..jobs.len() {
+            if ended[i].is_some() {
+                continue;
             }
-            let mut items: Vec<SetItem<'_>> = facts
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| member[*i])
-                .map(|(i, facts)| SetItem {
-                    job: jobs[i],
-                    facts,
-                })
-                .collect();
-            let flows = step
-                .action
-                .run_set(services, tx, &mut items, &step.params, now)
-                .instrument(span)
-                .await
-                .map_err(|e| SetFailure::Step(fail(e)))?;
-            let cut_short = flows.len() < members.len() && flows.last().is_some_and(Result::is_err);
-            if flows.len() != members.len() && !cut_short {
-                return Err(SetFailure::Step(fail(JobError::permanent(format!(
-                    "action `{}` returned {} results for {} jobs",
-                    spec.name,
-                    flows.len(),
-                    members.len()
-                )))));
-            }
-            flows
-        } else {
-            let mut flows = Vec::with_capacity(members.len());
-            for &i in &members {
-                let mut ctx = StepContext::new(
-                    services,
-                    lifecycles.clone(),
-                    templates.clone(),
-                    jobs[i],
-                    &mut facts[i],
-                    tx,
-                );
-                ctx.now = now;
-                let flow = step
-                    .action
-                    .run(&mut ctx, &step.params)
-                    .instrument(span.clone())
-                    .await;
-                counted[i].append(&mut ctx.on_commit);
-                flows.push(flow);
-            }
-            flows
-        };
-        // Timed per job, amortised, so the histogram counts job steps either way.
-        let each = started.elapsed().as_secs_f64() / members.len() as f64;
-        let histogram = services
-            .metrics
-            .step_duration
-            .with_label_values(&[spec.name]);
-        for (&i, flow) in members.iter().zip(flows) {
-            histogram.observe(each);
-            match flow {
-                Ok(flow) => ended[i] = ending(&step.name, flow),
-                Err(error) => return Err(SetFailure::Job(i, fail(error))),
-            }
+            let mut ctx = StepContext::new(
+                services,
+                lifecycles.clone(),
+                templates.clone(),
+                jobs[i],
+                &mut facts[i],
+                tx,
+            );
+            ctx.now = now;
+            ctx.resume(&mut carried[i]);
+            let result = run_steps(segment, &mut ctx).await;
+            ctx.suspend(&mut carried[i]);
+            ended[i] = result.map_err(|f| SetFailure::Job(i, f))?;
         }
+        rest = after;
     }
     Ok(ended
         .into_iter()
-        .zip(counted)
-        .map(|(outcome, counted)| SetRun {
+        .zip(carried)
+        .map(|(outcome, carried)| SetRun {
             outcome: outcome.unwrap_or(Outcome::Completed),
-            counted,
+            counted: carried.on_commit,
         })
         .collect())
+}
+
+/// One set-based step for the jobs not ended whose condition holds.
+#[allow(clippy::too_many_arguments)] // the set run's per-job state, borrowed apart
+async fn set_step(
+    step: &Step,
+    services: &Services,
+    tx: &mut Tx,
+    jobs: &[&Job],
+    facts: &mut [Facts],
+    carried: &mut [Carried],
+    ended: &mut [Option<Outcome>],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), SetFailure> {
+    let spec = step.action.spec();
+    let fail = |error| StepFailure {
+        step: step.name.clone(),
+        action: spec.name,
+        error,
+    };
+    let members: Vec<usize> = (0..jobs.len())
+        .filter(|&i| ended[i].is_none())
+        .filter(|&i| step.when.as_ref().is_none_or(|c| c.eval(&facts[i])))
+        .collect();
+    if members.is_empty() {
+        return Ok(());
+    }
+    let span =
+        tracing::info_span!("step", step = %step.name, action = spec.name, jobs = members.len());
+    let started = Instant::now();
+    let mut member = vec![false; jobs.len()];
+    for &i in &members {
+        member[i] = true;
+    }
+    let mut items: Vec<SetItem<'_>> = facts
+        .iter_mut()
+        .zip(carried.iter_mut())
+        .enumerate()
+        .filter(|(i, _)| member[*i])
+        .map(|(i, (facts, carried))| SetItem {
+            job: jobs[i],
+            facts,
+            carried,
+        })
+        .collect();
+    let flows = step
+        .action
+        .run_set(services, tx, &mut items, &step.params, now)
+        .instrument(span)
+        .await
+        .map_err(|e| SetFailure::Step(fail(e)))?;
+    let cut_short = flows.len() < members.len() && flows.last().is_some_and(Result::is_err);
+    if flows.len() != members.len() && !cut_short {
+        return Err(SetFailure::Step(fail(JobError::permanent(format!(
+            "action `{}` returned {} results for {} jobs",
+            spec.name,
+            flows.len(),
+            members.len()
+        )))));
+    }
+    // Timed per job, amortised, so the histogram counts job steps either way.
+    let each = started.elapsed().as_secs_f64() / members.len() as f64;
+    let histogram = services
+        .metrics
+        .step_duration
+        .with_label_values(&[spec.name]);
+    for (&i, flow) in members.iter().zip(flows) {
+        histogram.observe(each);
+        match flow {
+            Ok(flow) => ended[i] = ending(&step.name, flow),
+            Err(error) => return Err(SetFailure::Job(i, fail(error))),
+        }
+    }
+    Ok(())
 }

@@ -63,3 +63,28 @@ pub async fn thread_with_contact(
     .expect("set contact");
     (thread.id, contact)
 }
+
+/// A workflow handler on `config` without broker or relay, for tests that hand it jobs
+/// directly (`handle_batch`, `handle`); its services share the given store.
+pub fn workflow_handler(
+    store: &gochat::store::Store,
+    mut config: gochat::config::Config,
+) -> gochat::jobs::handler::WorkflowHandler {
+    use std::sync::{Arc, RwLock};
+    config.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let set = gochat::workflow::WorkflowSet::load(&config.workflows.dir).expect("workflows");
+    let services = Arc::new(gochat::services::Services {
+        store: store.clone(),
+        clock: Arc::new(gochat::clock::SystemClock),
+        metrics: gochat::metrics::Metrics::new().expect("metrics"),
+        instance: "test".into(),
+        smtp: gochat::mail::smtp::Smtp::new(&config.smtp.url, config.smtp.timeout, 1)
+            .expect("smtp"),
+        config,
+    });
+    gochat::jobs::handler::WorkflowHandler {
+        services,
+        workflows: Arc::new(RwLock::new(Arc::new(set))),
+        relay: gochat::queue::relay::RelayWaker::default(),
+    }
+}

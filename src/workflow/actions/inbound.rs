@@ -4,16 +4,20 @@
 //! Threading and storing the message are in `threading`.
 
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use gochat_entities::raw_mails::RawMailStatus;
 use serde_json::{Value, json};
 
 use super::threads::THREAD_FACTS;
+use crate::jobs::Job;
 use crate::jobs::JobError;
 use crate::mail::classify::{self, MailClass};
 use crate::mail::inbound::{self, InboundMail};
 use crate::mail::parse;
-use crate::store::{StoreError, inbound as store, threads};
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::services::Services;
+use crate::store::{StoreError, Tx, inbound as store, threads};
+use crate::workflow::Facts;
+use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 pub(super) const CLASSES: &[&str] = &["normal", "auto_reply", "bounce", "feedback_report"];
@@ -35,6 +39,11 @@ pub(super) fn parsed<'c>(ctx: &'c StepContext<'_>) -> Result<&'c parse::ParsedMa
 /// Counts an inbound mail once the job commits (`gochat_inbound_mails_total{classification}`).
 pub(super) fn count(ctx: &mut StepContext<'_>, label: &'static str) {
     ctx.count_on_commit(move |m| m.inbound_mails.with_label_values(&[label]).inc());
+}
+
+/// [`count`] for one job of a set-based step.
+pub(super) fn count_item(item: &mut SetItem<'_>, label: &'static str) {
+    item.count_on_commit(move |m| m.inbound_mails.with_label_values(&[label]).inc());
 }
 
 /// `store_raw_mail`.
@@ -74,27 +83,71 @@ impl Action for StoreRawMail {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let job = &ctx.job.payload;
+        let input = match RawInput::of(ctx.job, ctx.services.config.mail.max_size, ctx.now) {
+            Ok(input) => input,
+            Err(why) => {
+                count(ctx, "refused");
+                return Ok(Flow::Refuse(why));
+            }
+        };
+        let job = ctx.job;
+        let db = ctx.db().await?;
+        let raw_id = match input.reprocess {
+            Some(id) => stored_raw(db, id).await?,
+            None => store::store_raw(db, &input.row(&job.message_id)).await?,
+        };
+        ctx.inbound = Some(input.stored(raw_id, ctx.facts));
+        Ok(Flow::Continue)
+    }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    /// The batch's raw mails in one multi-row insert.
+    async fn run_set(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::inbound_batch::store_raw(services, tx, items, now).await
+    }
+}
+
+/// An inbound-mail job's mail, decoded and checked, before it is stored.
+pub(super) struct RawInput {
+    pub raw: Vec<u8>,
+    pub sha: String,
+    pub recipients: Vec<String>,
+    pub envelope_from: Option<String>,
+    pub mailbox: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// `gochat mail reprocess` names the stored row: run it again, do not store it twice.
+    pub reprocess: Option<uuid::Uuid>,
+}
+
+impl RawInput {
+    /// Decodes the job's `raw_base64`; `Err` is why the job is refused (not base64, over
+    /// `mail.max_size`).
+    pub fn of(job: &Job, max_size: u64, now: DateTime<Utc>) -> Result<RawInput, String> {
+        let job = &job.payload;
         let encoded: String = job["raw_base64"]
             .as_str()
             .unwrap_or_default()
             .chars()
             .filter(|c| !c.is_ascii_whitespace())
             .collect();
-        let raw = match base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()) {
-            Ok(raw) => raw,
-            Err(e) => {
-                count(ctx, "refused");
-                return Ok(Flow::Refuse(format!("raw_base64 is not base64: {e}")));
-            }
-        };
-        let max = ctx.services.config.mail.max_size;
-        if raw.len() as u64 > max {
-            count(ctx, "refused");
-            return Ok(Flow::Refuse(format!(
-                "the mail is {} bytes, over mail.max_size ({max} bytes)",
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map_err(|e| format!("raw_base64 is not base64: {e}"))?;
+        if raw.len() as u64 > max_size {
+            return Err(format!(
+                "the mail is {} bytes, over mail.max_size ({max_size} bytes)",
                 raw.len()
-            )));
+            ));
         }
         let recipients: Vec<String> = crate::store::json_strings(&job["recipients"]);
         let envelope_from = job["envelope_from"]
@@ -106,58 +159,65 @@ impl Action for StoreRawMail {
         let received_at = job["received_at"]
             .as_str()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or(ctx.now);
-        let sha = parse::sha256_hex(&raw);
-        let job_id = ctx.job.message_id.clone();
-        // `gochat mail reprocess` names the stored row: run it again, do not store it twice.
-        let reprocess = job["raw_mail_id"]
-            .as_str()
-            .and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let db = ctx.db().await?;
-        let raw_id = match reprocess {
-            Some(id) => store::raw(db, id)
-                .await
-                .map(|r| r.id)
-                .map_err(|e| match e {
-                    crate::store::StoreError::NotFound { .. } => {
-                        JobError::permanent(format!("raw mail {id} (raw_mail_id) is not stored"))
-                    }
-                    other => other.into(),
-                })?,
-            None => {
-                store::store_raw(
-                    db,
-                    &store::NewRawMail {
-                        job_message_id: &job_id,
-                        envelope_from: envelope_from.as_deref(),
-                        recipients: &recipients,
-                        mailbox: mailbox.as_deref(),
-                        data: &raw,
-                        sha256: &sha,
-                        received_at,
-                    },
-                )
-                .await?
-            }
-        };
-        ctx.facts.set("inbound.raw_id", json!(raw_id));
-        ctx.facts.set("inbound.size", json!(raw.len()));
-        ctx.facts.set("inbound.mailbox", json!(mailbox));
-        ctx.inbound = Some(Box::new(InboundMail {
-            raw_id,
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        Ok(RawInput {
+            sha: parse::sha256_hex(&raw),
             raw,
-            envelope_from,
             recipients,
+            envelope_from,
             mailbox,
+            received_at,
+            reprocess: job["raw_mail_id"]
+                .as_str()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok()),
+        })
+    }
+
+    /// The `raw_mails` row to insert for job `job_id`.
+    pub fn row<'a>(&'a self, job_id: &'a str) -> store::NewRawMail<'a> {
+        store::NewRawMail {
+            job_message_id: job_id,
+            envelope_from: self.envelope_from.as_deref(),
+            recipients: &self.recipients,
+            mailbox: self.mailbox.as_deref(),
+            data: &self.raw,
+            sha256: &self.sha,
+            received_at: self.received_at,
+        }
+    }
+
+    /// The mail's working state once stored as `raw_id`, its facts set.
+    pub fn stored(self, raw_id: uuid::Uuid, facts: &mut Facts) -> Box<InboundMail> {
+        facts.set("inbound.raw_id", json!(raw_id));
+        facts.set("inbound.size", json!(self.raw.len()));
+        facts.set("inbound.mailbox", json!(self.mailbox));
+        Box::new(InboundMail {
+            raw_id,
+            raw: self.raw,
+            envelope_from: self.envelope_from,
+            recipients: self.recipients,
+            mailbox: self.mailbox,
             parsed: None,
             class: None,
             sender: None,
             dedupe_key: None,
             looping: false,
-        }));
-        Ok(Flow::Continue)
+        })
     }
+}
+
+/// The id of a stored raw mail a reprocess job names.
+pub(super) async fn stored_raw(
+    db: &impl sea_orm::ConnectionTrait,
+    id: uuid::Uuid,
+) -> Result<uuid::Uuid, JobError> {
+    store::raw(db, id).await.map(|r| r.id).map_err(|e| match e {
+        StoreError::NotFound { .. } => {
+            JobError::permanent(format!("raw mail {id} (raw_mail_id) is not stored"))
+        }
+        other => other.into(),
+    })
 }
 
 /// `parse_mail`.
@@ -215,31 +275,109 @@ impl Action for ParseMail {
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         let m = mail(ctx)?;
         let (raw_id, now) = (m.raw_id, ctx.now);
-        let parsed = match parse::parse(&m.raw) {
-            Ok(p) => p,
-            Err(e) => {
-                let why = format!("the mail cannot be parsed: {e}");
-                store::mark_raw(
-                    ctx.db().await?,
-                    raw_id,
-                    RawMailStatus::Failed,
-                    Some(&why),
-                    None,
-                    now,
-                )
-                .await?;
-                count(ctx, "refused");
-                return Ok(Flow::Refuse(format!("{why} (kept as raw mail {raw_id})")));
-            }
-        };
-        let class = classify::classify(
-            &parsed,
-            &m.raw,
-            &classify::Envelope {
-                from: m.envelope_from.as_deref(),
-                recipients: &m.recipients,
+        let outcome = parse_one(m);
+        let mark = outcome.mark(raw_id);
+        store::mark_raw(
+            ctx.db().await?,
+            raw_id,
+            mark.status,
+            mark.error.as_deref(),
+            mark.classification,
+            now,
+        )
+        .await?;
+        let (flow, label) = outcome.apply(ctx.facts, ctx.inbound.as_deref_mut());
+        if let Some(label) = label {
+            count(ctx, label);
+        }
+        Ok(flow)
+    }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    /// Parsed mail by mail; the raw rows marked in one statement per distinct outcome.
+    async fn run_set(
+        &self,
+        _services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::inbound_batch::parse(tx, items, now).await
+    }
+}
+
+/// What parsing one mail gave.
+pub(super) enum Parsed {
+    Mail {
+        parsed: Box<parse::ParsedMail>,
+        class: MailClass,
+        defects: Option<String>,
+    },
+    Unparseable(String),
+}
+
+/// Parses and classifies the stored mail (pure: no database).
+pub(super) fn parse_one(m: &InboundMail) -> Parsed {
+    let parsed = match parse::parse(&m.raw) {
+        Ok(p) => p,
+        Err(e) => return Parsed::Unparseable(format!("the mail cannot be parsed: {e}")),
+    };
+    let class = classify::classify(
+        &parsed,
+        &m.raw,
+        &classify::Envelope {
+            from: m.envelope_from.as_deref(),
+            recipients: &m.recipients,
+        },
+    );
+    let defects = (!parsed.defects.is_empty()).then(|| parsed.defects.join("; "));
+    Parsed::Mail {
+        parsed: Box::new(parsed),
+        class,
+        defects,
+    }
+}
+
+impl Parsed {
+    /// How its raw row is marked.
+    pub fn mark(&self, raw_id: uuid::Uuid) -> store::RawMark {
+        match self {
+            Parsed::Mail { class, defects, .. } => store::RawMark {
+                id: raw_id,
+                status: RawMailStatus::Parsed,
+                error: defects.clone(),
+                classification: Some(inbound::class_name(class)),
             },
-        );
+            Parsed::Unparseable(why) => store::RawMark {
+                id: raw_id,
+                status: RawMailStatus::Failed,
+                error: Some(why.clone()),
+                classification: None,
+            },
+        }
+    }
+
+    /// Sets the facts and the mail's parsed state; the flow, and the classification to
+    /// count when the job ends here.
+    pub fn apply(
+        self,
+        facts: &mut Facts,
+        mail: Option<&mut InboundMail>,
+    ) -> (Flow, Option<&'static str>) {
+        let (parsed, class) = match self {
+            Parsed::Unparseable(why) => {
+                let raw = mail.map(|m| m.raw_id.to_string()).unwrap_or_default();
+                return (
+                    Flow::Refuse(format!("{why} (kept as raw mail {raw})")),
+                    Some("refused"),
+                );
+            }
+            Parsed::Mail { parsed, class, .. } => (parsed, class),
+        };
         let reason = match &class {
             MailClass::Normal => Value::Null,
             MailClass::AutoReply { reason } | MailClass::FeedbackReport { reason } => {
@@ -247,39 +385,23 @@ impl Action for ParseMail {
             }
             MailClass::Bounce(b) => json!(b.reason),
         };
-        let defects = if parsed.defects.is_empty() {
-            None
-        } else {
-            Some(parsed.defects.join("; "))
-        };
-        store::mark_raw(
-            ctx.db().await?,
-            raw_id,
-            RawMailStatus::Parsed,
-            defects.as_deref(),
-            Some(inbound::class_name(&class)),
-            now,
-        )
-        .await?;
-        ctx.facts
-            .set("inbound.message_id", json!(parsed.message_id));
-        ctx.facts.set(
+        facts.set("inbound.message_id", json!(parsed.message_id));
+        facts.set(
             "inbound.from",
             json!(parsed.from.as_ref().map(|f| f.address.clone())),
         );
-        ctx.facts.set("inbound.subject", json!(parsed.subject));
-        ctx.facts
-            .set("inbound.class", json!(inbound::class_name(&class)));
-        ctx.facts.set("inbound.class_reason", reason);
-        ctx.facts.set(
+        facts.set("inbound.subject", json!(parsed.subject));
+        facts.set("inbound.class", json!(inbound::class_name(&class)));
+        facts.set("inbound.class_reason", reason);
+        facts.set(
             "inbound.attachments",
             json!(parsed.attachments.iter().filter(|a| !a.inline).count()),
         );
-        if let Some(m) = ctx.inbound.as_deref_mut() {
-            m.parsed = Some(parsed);
+        if let Some(m) = mail {
+            m.parsed = Some(*parsed);
             m.class = Some(class);
         }
-        Ok(Flow::Continue)
+        (Flow::Continue, None)
     }
 }
 
@@ -307,21 +429,8 @@ impl Action for DedupeMail {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let m = mail(ctx)?;
-        let p = parsed(ctx)?;
-        let sender = p
-            .from
-            .as_ref()
-            .map(|f| f.address.clone())
-            .or_else(|| m.envelope_from.clone())
-            .unwrap_or_default();
-        let key = inbound::dedupe_key(
-            p.message_id.as_deref(),
-            &sender,
-            m.mailbox.as_deref(),
-            &m.raw,
-        );
-        let (raw_id, now) = (m.raw_id, ctx.now);
+        let key = dedupe_key_of(mail(ctx)?)?;
+        let (raw_id, now) = (mail(ctx)?.raw_id, ctx.now);
         let db = ctx.db().await?;
         let existing = store::by_dedupe_key(db, &key).await?;
         if let Some(m) = ctx.inbound.as_deref_mut() {
@@ -334,13 +443,55 @@ impl Action for DedupeMail {
         let db = ctx.db().await?;
         store::mark_raw(db, raw_id, RawMailStatus::Duplicate, None, None, now).await?;
         store::link_raw(db, raw_id, existing.id).await?;
-        ctx.facts.set("inbound.duplicate_of", json!(existing.id));
         count(ctx, "duplicate");
-        Ok(Flow::Stop(format!(
-            "a duplicate of message {} (thread {})",
-            existing.id, existing.thread_id
-        )))
+        Ok(duplicate(ctx.facts, &existing))
     }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    /// One lookup for the batch's keys. A mail whose key an earlier mail of the batch has
+    /// is cut off to run after it: whether it is a duplicate depends on what that one
+    /// stores.
+    async fn run_set(
+        &self,
+        _services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::inbound_batch::dedupe(tx, items, now).await
+    }
+}
+
+/// The key that makes two deliveries one mail.
+pub(super) fn dedupe_key_of(m: &InboundMail) -> Result<String, JobError> {
+    let p = m.parsed.as_ref().ok_or_else(|| {
+        JobError::permanent("the mail is not parsed at this step (`parse_mail` did not run)")
+    })?;
+    let sender = p
+        .from
+        .as_ref()
+        .map(|f| f.address.clone())
+        .or_else(|| m.envelope_from.clone())
+        .unwrap_or_default();
+    Ok(inbound::dedupe_key(
+        p.message_id.as_deref(),
+        &sender,
+        m.mailbox.as_deref(),
+        &m.raw,
+    ))
+}
+
+/// Ends the workflow of a mail that repeats `existing`.
+pub(super) fn duplicate(facts: &mut Facts, existing: &gochat_entities::messages::Model) -> Flow {
+    facts.set("inbound.duplicate_of", json!(existing.id));
+    Flow::Stop(format!(
+        "a duplicate of message {} (thread {})",
+        existing.id, existing.thread_id
+    ))
 }
 
 /// `check_loop`.
@@ -367,31 +518,71 @@ impl Action for CheckLoop {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let p = parsed(ctx)?;
-        let m = mail(ctx)?;
-        let Some(sender) = p
-            .from
-            .as_ref()
-            .map(|f| f.address.to_ascii_lowercase())
-            .or_else(|| m.envelope_from.clone())
-        else {
+        let Some(sender) = loop_sender(mail(ctx)?) else {
             ctx.facts.set("inbound.loop", json!(false));
             return Ok(Flow::Continue);
         };
-        let cfg = &ctx.services.config.mail;
-        let (limit, window) = (cfg.loop_limit, cfg.loop_window);
-        let since = ctx.now - chrono::Duration::from_std(window).unwrap_or_default();
+        let (limit, since) = loop_window(ctx.services, ctx.now);
         let recent = store::recent_from(ctx.db().await?, &sender, since).await?;
-        let looping = recent >= u64::from(limit);
-        if looping {
-            tracing::warn!(%sender, recent, limit, "mail loop: the sender is over mail.loop_limit");
-        }
-        if let Some(m) = ctx.inbound.as_deref_mut() {
-            m.looping = looping;
-        }
-        ctx.facts.set("inbound.loop", json!(looping));
+        set_loop(
+            ctx.facts,
+            ctx.inbound.as_deref_mut(),
+            &sender,
+            recent,
+            limit,
+        );
         Ok(Flow::Continue)
     }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    /// One grouped count for the batch's senders.
+    async fn run_set(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::inbound_batch::check_loop(services, tx, items, now).await
+    }
+}
+
+/// Whose mail the loop check counts: the From address, else the envelope sender.
+pub(super) fn loop_sender(m: &InboundMail) -> Option<String> {
+    m.parsed
+        .as_ref()
+        .and_then(|p| p.from.as_ref())
+        .map(|f| f.address.to_ascii_lowercase())
+        .or_else(|| m.envelope_from.clone())
+}
+
+/// `mail.loop_limit` and the start of `mail.loop_window` before `now`.
+pub(super) fn loop_window(services: &Services, now: DateTime<Utc>) -> (u64, DateTime<Utc>) {
+    let cfg = &services.config.mail;
+    let since = now - chrono::Duration::from_std(cfg.loop_window).unwrap_or_default();
+    (u64::from(cfg.loop_limit), since)
+}
+
+/// Records whether `sender`, with `recent` mails in the window, is over `limit`.
+pub(super) fn set_loop(
+    facts: &mut Facts,
+    mail: Option<&mut InboundMail>,
+    sender: &str,
+    recent: u64,
+    limit: u64,
+) {
+    let looping = recent >= limit;
+    if looping {
+        tracing::warn!(%sender, recent, limit, "mail loop: the sender is over mail.loop_limit");
+    }
+    if let Some(m) = mail {
+        m.looping = looping;
+    }
+    facts.set("inbound.loop", json!(looping));
 }
 
 /// `match_bounce`.
@@ -444,6 +635,10 @@ static MATCH_BOUNCE: ActionSpec = ActionSpec {
 impl Action for MatchBounce {
     fn spec(&self) -> &'static ActionSpec {
         &MATCH_BOUNCE
+    }
+
+    fn interleaves(&self) -> bool {
+        true
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
@@ -522,6 +717,10 @@ static DISCARD: ActionSpec = ActionSpec {
 impl Action for DiscardMail {
     fn spec(&self) -> &'static ActionSpec {
         &DISCARD
+    }
+
+    fn interleaves(&self) -> bool {
+        true
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {

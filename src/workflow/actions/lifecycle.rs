@@ -134,6 +134,10 @@ impl Action for Transition {
         &TRANSITION
     }
 
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     fn validate(&self, params: &Params) -> Result<(), String> {
         if params.is_set("to") || params.is_set("event") || params.is_set("on") {
             Ok(())

@@ -4,6 +4,7 @@ mod customers;
 mod events;
 mod flow;
 mod inbound;
+mod inbound_batch;
 mod lifecycle;
 mod notify;
 mod outbound;

@@ -88,6 +88,10 @@ impl Action for QueueMessage {
         &QUEUE_MESSAGE
     }
 
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let template = params.str("template")?.to_owned();
         let kind = params.str("kind")?.to_owned();

@@ -9,6 +9,7 @@
 //! A sender who is not (a colleague in Cc answering) is stored on the thread and flagged,
 //! never added to its customers. Why a thread matched is recorded in its feed.
 
+use chrono::{DateTime, Utc};
 use gochat_entities::messages::{Channel, Classification, MessageDirection};
 use gochat_entities::threads::{self as thread_entity, ThreadStatus};
 use serde_json::{Value, json};
@@ -19,10 +20,12 @@ use super::threads::THREAD_FACTS;
 use crate::jobs::JobError;
 use crate::lifecycle::{ClosedReply, ThreadTraits};
 use crate::mail::classify::MailClass;
-use crate::mail::inbound::{self, Sender};
+use crate::mail::inbound::{self, InboundMail, Sender};
+use crate::services::Services;
 use crate::store::customers::{self, ContactInput};
-use crate::store::{inbound as store, threads};
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::store::{Tx, inbound as store, threads};
+use crate::workflow::Facts;
+use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// The sender as the actor of the changes its mail makes.
@@ -31,9 +34,12 @@ fn sender_actor(s: &Sender) -> Value {
 }
 
 fn is_normal(ctx: &StepContext<'_>) -> bool {
-    ctx.inbound
-        .as_deref()
-        .is_some_and(|m| matches!(m.class, Some(MailClass::Normal)) && !m.looping)
+    ctx.inbound.as_deref().is_some_and(is_normal_mail)
+}
+
+/// A customer's own mail: not automatic, not part of a loop.
+pub(super) fn is_normal_mail(m: &InboundMail) -> bool {
+    matches!(m.class, Some(MailClass::Normal)) && !m.looping
 }
 
 /// `upsert_sender`.
@@ -80,46 +86,17 @@ impl Action for UpsertSender {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let p = parsed(ctx)?;
-        let envelope_from = mail(ctx)?.envelope_from.clone();
-        let from_header = p.from.clone();
-        let language = p.content_language.clone();
-        let candidates = from_header
-            .iter()
-            .map(|f| (f.address.clone(), f.name.clone()))
-            .chain(envelope_from.iter().map(|e| (e.clone(), None)));
-        let mut chosen = None;
-        for (address, name) in candidates {
-            if let Ok(normal) = customers::normalise_address(
-                gochat_entities::contacts::ContactKind::Email,
-                &address,
-            ) {
-                chosen = Some((normal, name));
-                break;
+        let input = match sender_input(mail(ctx)?)? {
+            Ok(input) => input,
+            Err(why) => {
+                count(ctx, "refused");
+                return Ok(Flow::Refuse(why));
             }
-        }
-        let Some((address, name)) = chosen else {
-            count(ctx, "refused");
-            return Ok(Flow::Refuse(format!(
-                "the mail has no usable sender address (From: {:?}, envelope: {:?})",
-                from_header.map(|f| f.address),
-                envelope_from
-            )));
         };
         let normal = is_normal(ctx);
         let now = ctx.now;
-        let domain_customer = address
-            .rsplit_once('@')
-            .and_then(|(_, d)| ctx.services.config.mail.domain_customers.get(d))
-            .cloned();
+        let wanted = new_customer(ctx.services, &input);
         let db = ctx.db().await?;
-        let input = ContactInput {
-            kind: gochat_entities::contacts::ContactKind::Email,
-            address: address.clone(),
-            name: name.clone().filter(|n| !n.trim().is_empty()),
-            language,
-            time_zone: None,
-        };
         let (contact_id, contact_created) =
             customers::find_or_create_contact(db, &input, now).await?;
         let mut customer_created = false;
@@ -132,38 +109,105 @@ impl Action for UpsertSender {
                 .collect();
         }
         if normal && customers.is_empty() {
-            let (external_id, customer_name) = match domain_customer {
-                Some(external) => {
-                    let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
-                    (external, domain)
-                }
-                None => (
-                    format!("email:{address}"),
-                    name.clone().unwrap_or_else(|| address.clone()),
-                ),
-            };
             let (customer, created) =
-                customers::ensure_customer(db, &external_id, &customer_name, now).await?;
+                customers::ensure_customer(db, &wanted.0, &wanted.1, now).await?;
             customers::attach_contact(db, customer, contact_id, now).await?;
             customer_created = created;
             customers.push((customer, json!({})));
         }
-        ctx.facts.set("inbound.contact_id", json!(contact_id));
-        ctx.facts
-            .set("inbound.contact_created", json!(contact_created));
-        ctx.facts
-            .set("inbound.customer_created", json!(customer_created));
         let sender = Sender {
             contact_id,
-            address,
-            name,
+            address: input.address,
+            name: input.name,
             customers,
         };
-        ctx.facts.set("inbound.actor", sender_actor(&sender));
-        if let Some(m) = ctx.inbound.as_deref_mut() {
-            m.sender = Some(sender);
-        }
+        record_sender(
+            ctx.facts,
+            ctx.inbound.as_deref_mut(),
+            sender,
+            contact_created,
+            customer_created,
+        );
         Ok(Flow::Continue)
+    }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    /// The batch's contacts, their customers, the missing customers and their links in
+    /// four statements. A sender met twice in the batch is written once; each of its mails
+    /// gets what it would get running after the other.
+    async fn run_set(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::inbound_batch::upsert_sender(services, tx, items, now).await
+    }
+}
+
+/// The mail's sender as a contact: the From address, else the envelope sender, the first
+/// that is a usable address. `Ok(Err(why))` refuses the mail.
+pub(super) fn sender_input(m: &InboundMail) -> Result<Result<ContactInput, String>, JobError> {
+    let p = m.parsed.as_ref().ok_or_else(|| {
+        JobError::permanent("the mail is not parsed at this step (`parse_mail` did not run)")
+    })?;
+    let candidates = p
+        .from
+        .iter()
+        .map(|f| (f.address.clone(), f.name.clone()))
+        .chain(m.envelope_from.iter().map(|e| (e.clone(), None)));
+    for (address, name) in candidates {
+        if let Ok(normal) =
+            customers::normalise_address(gochat_entities::contacts::ContactKind::Email, &address)
+        {
+            return Ok(Ok(ContactInput {
+                kind: gochat_entities::contacts::ContactKind::Email,
+                address: normal,
+                name: name.filter(|n| !n.trim().is_empty()),
+                language: p.content_language.clone(),
+                time_zone: None,
+            }));
+        }
+    }
+    Ok(Err(format!(
+        "the mail has no usable sender address (From: {:?}, envelope: {:?})",
+        p.from.as_ref().map(|f| &f.address),
+        m.envelope_from
+    )))
+}
+
+/// The customer (external id, name) a sender of normal mail who belongs to none gets: the
+/// one `mail.domain_customers` names for their domain, else their own.
+pub(super) fn new_customer(services: &Services, c: &ContactInput) -> (String, String) {
+    let domain = c.address.rsplit_once('@').map_or("", |(_, d)| d);
+    match services.config.mail.domain_customers.get(domain) {
+        Some(external) => (external.clone(), domain.to_owned()),
+        None => (
+            format!("email:{}", c.address),
+            c.name.clone().unwrap_or_else(|| c.address.clone()),
+        ),
+    }
+}
+
+/// Sets the sender's facts and hands it to the steps after.
+pub(super) fn record_sender(
+    facts: &mut Facts,
+    mail: Option<&mut InboundMail>,
+    sender: Sender,
+    contact_created: bool,
+    customer_created: bool,
+) {
+    facts.set("inbound.contact_id", json!(sender.contact_id));
+    facts.set("inbound.contact_created", json!(contact_created));
+    facts.set("inbound.customer_created", json!(customer_created));
+    facts.set("inbound.actor", sender_actor(&sender));
+    if let Some(m) = mail {
+        m.sender = Some(sender);
     }
 }
 
@@ -228,6 +272,10 @@ struct Found {
 impl Action for MatchThread {
     fn spec(&self) -> &'static ActionSpec {
         &MATCH_THREAD
+    }
+
+    fn interleaves(&self) -> bool {
+        true
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
@@ -477,6 +525,10 @@ static STORE_MESSAGE: ActionSpec = ActionSpec {
 impl Action for StoreMessage {
     fn spec(&self) -> &'static ActionSpec {
         &STORE_MESSAGE
+    }
+
+    fn interleaves(&self) -> bool {
+        true
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {

@@ -1,0 +1,335 @@
+//! The set-based forms of the inbound actions (see [`Action::run_set`]): the same rules as
+//! their one-mail forms in `inbound` and `threading`, with one statement for the whole
+//! batch where those have one per mail. Each gives every mail what it would get running
+//! alone after the batch's earlier mails; where that depends on what an earlier mail of
+//! the batch does later in its workflow (the same dedupe key twice, a sender near the
+//! loop limit twice), the mail is cut off to run after them.
+//!
+//! [`Action::run_set`]: crate::workflow::Action::run_set
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use gochat_entities::raw_mails::RawMailStatus;
+use serde_json::json;
+
+use super::inbound::{
+    RawInput, count_item, dedupe_key_of, duplicate, loop_sender, loop_window, parse_one, set_loop,
+    stored_raw,
+};
+use super::threading::{is_normal_mail, new_customer, record_sender, sender_input};
+use crate::jobs::JobError;
+use crate::mail::inbound::{InboundMail, Sender};
+use crate::services::Services;
+use crate::store::{ContactInput, Tx, customers, inbound as store};
+use crate::workflow::action::{Flow, SetItem};
+
+type Flows = Vec<Result<Flow, JobError>>;
+
+/// The working mail of an item; the loader guarantees `store_raw_mail` ran before.
+fn mail_of<'i>(item: &'i SetItem<'_>) -> Result<&'i InboundMail, JobError> {
+    item.carried.inbound.as_deref().ok_or_else(|| {
+        JobError::permanent("no inbound mail at this step (`store_raw_mail` did not run)")
+    })
+}
+
+/// Results for a batch cut at item `k`: those before it fine so far, `k` failed.
+fn cut_at(mut flows: Flows, k: usize, why: String) -> Flows {
+    flows.truncate(k);
+    flows.push(Err(JobError::transient(why)));
+    flows
+}
+
+/// `store_raw_mail`: one multi-row insert (a reprocessed mail finds its stored row).
+pub(super) async fn store_raw(
+    services: &Services,
+    tx: &mut Tx,
+    items: &mut [SetItem<'_>],
+    now: DateTime<Utc>,
+) -> Result<Flows, JobError> {
+    let max = services.config.mail.max_size;
+    let inputs: Vec<Result<RawInput, String>> = items
+        .iter()
+        .map(|item| RawInput::of(item.job, max, now))
+        .collect();
+    let db = tx.get().await?;
+    let new: Vec<store::NewRawMail<'_>> = items
+        .iter()
+        .zip(&inputs)
+        .filter_map(|(item, input)| match input {
+            Ok(i) if i.reprocess.is_none() => Some(i.row(&item.job.message_id)),
+            _ => None,
+        })
+        .collect();
+    let mut ids = store::store_raw_many(db, &new).await?.into_iter();
+    drop(new);
+    let mut flows = Vec::with_capacity(items.len());
+    for (item, input) in items.iter_mut().zip(inputs) {
+        let input = match input {
+            Ok(input) => input,
+            Err(why) => {
+                count_item(item, "refused");
+                flows.push(Ok(Flow::Refuse(why)));
+                continue;
+            }
+        };
+        let raw_id = match input.reprocess {
+            Some(id) => stored_raw(db, id).await?,
+            None => ids.next().ok_or_else(|| {
+                JobError::permanent("the raw mail insert returned fewer rows than mails")
+            })?,
+        };
+        item.carried.inbound = Some(input.stored(raw_id, item.facts));
+        flows.push(Ok(Flow::Continue));
+    }
+    Ok(flows)
+}
+
+/// `parse_mail`: parsed mail by mail, marked in one statement per distinct outcome.
+pub(super) async fn parse(
+    tx: &mut Tx,
+    items: &mut [SetItem<'_>],
+    now: DateTime<Utc>,
+) -> Result<Flows, JobError> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut marks = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let m = mail_of(item)?;
+        let outcome = parse_one(m);
+        marks.push(outcome.mark(m.raw_id));
+        outcomes.push(outcome);
+    }
+    store::mark_raw_many(tx.get().await?, &marks, now).await?;
+    let mut flows = Vec::with_capacity(items.len());
+    for (item, outcome) in items.iter_mut().zip(outcomes) {
+        let (flow, label) = outcome.apply(item.facts, item.carried.inbound.as_deref_mut());
+        if let Some(label) = label {
+            count_item(item, label);
+        }
+        flows.push(Ok(flow));
+    }
+    Ok(flows)
+}
+
+/// `dedupe_mail`: one lookup for the batch's keys.
+pub(super) async fn dedupe(
+    tx: &mut Tx,
+    items: &mut [SetItem<'_>],
+    now: DateTime<Utc>,
+) -> Result<Flows, JobError> {
+    let mut keys: Vec<String> = Vec::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
+        let key = dedupe_key_of(mail_of(item)?)?;
+        if keys.contains(&key) {
+            let flows = vec![Ok(Flow::Continue); k];
+            return Ok(cut_at(
+                flows,
+                k,
+                "repeats a mail earlier in its batch: runs after it".into(),
+            ));
+        }
+        keys.push(key);
+    }
+    let db = tx.get().await?;
+    let stored = store::by_dedupe_keys(db, &keys).await?;
+    let mut marks = Vec::new();
+    let mut flows = Vec::with_capacity(items.len());
+    for (item, key) in items.iter_mut().zip(keys) {
+        let existing = stored.get(&key);
+        let raw_id = mail_of(item)?.raw_id;
+        if let Some(m) = item.carried.inbound.as_deref_mut() {
+            m.dedupe_key = Some(key);
+        }
+        let Some(existing) = existing else {
+            item.facts
+                .set("inbound.duplicate_of", serde_json::Value::Null);
+            flows.push(Ok(Flow::Continue));
+            continue;
+        };
+        marks.push(store::RawMark {
+            id: raw_id,
+            status: RawMailStatus::Duplicate,
+            error: None,
+            classification: None,
+        });
+        store::link_raw(db, raw_id, existing.id).await?;
+        count_item(item, "duplicate");
+        flows.push(Ok(duplicate(item.facts, existing)));
+    }
+    store::mark_raw_many(db, &marks, now).await?;
+    Ok(flows)
+}
+
+/// `check_loop`: one grouped count for the batch's senders. A sender's second mail in the
+/// batch is over the limit if the first count is, under it if even counting every earlier
+/// mail of the batch leaves it under; in between it runs after them.
+pub(super) async fn check_loop(
+    services: &Services,
+    tx: &mut Tx,
+    items: &mut [SetItem<'_>],
+    now: DateTime<Utc>,
+) -> Result<Flows, JobError> {
+    let senders: Vec<Option<String>> = items
+        .iter()
+        .map(|item| mail_of(item).map(loop_sender))
+        .collect::<Result<_, _>>()?;
+    let mut distinct: Vec<String> = senders.iter().flatten().cloned().collect();
+    distinct.sort();
+    distinct.dedup();
+    let (limit, since) = loop_window(services, now);
+    let counts = store::recent_from_many(tx.get().await?, &distinct, since).await?;
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    let mut flows = Vec::with_capacity(items.len());
+    for (k, (item, sender)) in items.iter_mut().zip(&senders).enumerate() {
+        let Some(sender) = sender else {
+            item.facts.set("inbound.loop", json!(false));
+            flows.push(Ok(Flow::Continue));
+            continue;
+        };
+        let recent = counts.get(sender).copied().unwrap_or(0);
+        let earlier = seen.entry(sender.as_str()).or_insert(0);
+        if *earlier > 0 && recent < limit && recent + *earlier >= limit {
+            return Ok(cut_at(
+                flows,
+                k,
+                "its sender nears mail.loop_limit with an earlier mail of its batch: runs after it"
+                    .into(),
+            ));
+        }
+        *earlier += 1;
+        set_loop(
+            item.facts,
+            item.carried.inbound.as_deref_mut(),
+            sender,
+            recent,
+            limit,
+        );
+        flows.push(Ok(Flow::Continue));
+    }
+    Ok(flows)
+}
+
+/// `upsert_sender`: the batch's contacts, their customers, the missing customers and
+/// their links, one statement each. A contact met twice is written once, with what the
+/// mails say of it merged in order (the first name given fills a missing one, as running
+/// one after the other would).
+pub(super) async fn upsert_sender(
+    services: &Services,
+    tx: &mut Tx,
+    items: &mut [SetItem<'_>],
+    now: DateTime<Utc>,
+) -> Result<Flows, JobError> {
+    // Each item's contact input (or why it is refused), and the distinct contacts.
+    let mut inputs: Vec<Result<ContactInput, String>> = Vec::with_capacity(items.len());
+    let mut contacts: Vec<ContactInput> = Vec::new();
+    let mut slot: Vec<Option<usize>> = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let input = sender_input(mail_of(item)?)?;
+        let at = input.as_ref().ok().map(|c| {
+            match contacts.iter().position(|d| d.address == c.address) {
+                Some(at) => {
+                    let known = &mut contacts[at];
+                    known.name = known.name.take().or_else(|| c.name.clone());
+                    known.language = known.language.take().or_else(|| c.language.clone());
+                    at
+                }
+                None => {
+                    contacts.push(c.clone());
+                    contacts.len() - 1
+                }
+            }
+        });
+        slot.push(at);
+        inputs.push(input);
+    }
+    let db = tx.get().await?;
+    let written = customers::find_or_create_contacts(db, &contacts, now).await?;
+
+    // The customers of the contacts that sent normal mail.
+    let normal: Vec<bool> = items
+        .iter()
+        .map(|item| mail_of(item).map(is_normal_mail))
+        .collect::<Result<_, _>>()?;
+    let mut asked: Vec<uuid::Uuid> = slot
+        .iter()
+        .zip(&normal)
+        .filter_map(|(at, n)| at.filter(|_| *n).map(|at| written[at].0))
+        .collect();
+    asked.sort();
+    asked.dedup();
+    let known = store::customers_of_contacts(db, &asked).await?;
+
+    // A customer for each contact of normal mail that has none, named from its first
+    // such mail (as running in order would), created once per external id.
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut wanted_by: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for (k, input) in inputs.iter().enumerate() {
+        let (Ok(input), Some(at)) = (input, slot[k]) else {
+            continue;
+        };
+        let contact = written[at].0;
+        if !normal[k] || known.contains_key(&contact) || wanted_by.contains_key(&contact) {
+            continue;
+        }
+        let (external, name) = new_customer(services, input);
+        let w = match wanted.iter().position(|(e, _)| *e == external) {
+            Some(w) => w,
+            None => {
+                wanted.push((external, name));
+                wanted.len() - 1
+            }
+        };
+        wanted_by.insert(contact, w);
+    }
+    let made = customers::ensure_customers(db, &wanted, now).await?;
+    let links: Vec<(uuid::Uuid, uuid::Uuid)> = wanted_by
+        .iter()
+        .map(|(contact, w)| (made[*w].0, *contact))
+        .collect();
+    customers::attach_contacts(db, &links, now).await?;
+
+    // Each mail's sender, as if run in order: only the first mail of a new contact created
+    // it, only the first normal mail needing a customer created one.
+    let mut contact_told = vec![false; contacts.len()];
+    let mut customer_told = vec![false; wanted.len()];
+    let mut flows = Vec::with_capacity(items.len());
+    for (k, item) in items.iter_mut().enumerate() {
+        let (input, at) = match (&inputs[k], slot[k]) {
+            (Ok(input), Some(at)) => (input, at),
+            (Err(why), _) => {
+                count_item(item, "refused");
+                flows.push(Ok(Flow::Refuse(why.clone())));
+                continue;
+            }
+            (Ok(_), None) => return Err(JobError::permanent("a sender lost its contact")),
+        };
+        let (contact_id, created) = written[at];
+        let contact_created = created && !std::mem::replace(&mut contact_told[at], true);
+        let mut customer_created = false;
+        let mut customers = Vec::new();
+        if normal[k] {
+            if let Some(list) = known.get(&contact_id) {
+                customers = list.iter().map(|c| (c.id, c.attributes.clone())).collect();
+            } else if let Some(&w) = wanted_by.get(&contact_id) {
+                let (customer, created) = made[w];
+                customer_created = created && !std::mem::replace(&mut customer_told[w], true);
+                customers.push((customer, json!({})));
+            }
+        }
+        let sender = Sender {
+            contact_id,
+            address: input.address.clone(),
+            name: input.name.clone(),
+            customers,
+        };
+        record_sender(
+            item.facts,
+            item.carried.inbound.as_deref_mut(),
+            sender,
+            contact_created,
+            customer_created,
+        );
+        flows.push(Ok(Flow::Continue));
+    }
+    Ok(flows)
+}
