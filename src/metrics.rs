@@ -48,6 +48,9 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     /// Batches by kind and outcome ([`BATCH_OUTCOMES`]).
     pub job_batches: IntCounterVec,
+    /// Deliveries handed to the handler together, by kind: small batches under load mean
+    /// `amqp.prefetch` leaves the consumers waiting for deliveries.
+    pub job_batch_size: HistogramVec,
     /// Time per workflow step, by action.
     pub step_duration: HistogramVec,
     /// 1 while connected to RabbitMQ.
@@ -103,6 +106,13 @@ impl Metrics {
                 "gochat_job_batches_total",
                 "Batches of jobs run in one transaction, by kind and outcome (committed, cut, failed).",
                 &["kind", "outcome"],
+            )?,
+            job_batch_size: histogram_with(
+                &registry,
+                "gochat_job_batch_size",
+                "Deliveries handed to the workflow handler together, by kind.",
+                &["kind"],
+                &BATCH_SIZE_BUCKETS,
             )?,
             step_duration: histogram(
                 &registry,
@@ -183,6 +193,7 @@ impl Metrics {
         for kind in crate::contract::JOB_KINDS {
             self.jobs_consumed.with_label_values(&[kind]);
             self.job_duration.with_label_values(&[kind]);
+            self.job_batch_size.with_label_values(&[kind]);
             for outcome in JOB_OUTCOMES {
                 self.jobs.with_label_values(&[kind, outcome]);
             }
@@ -269,8 +280,21 @@ fn histogram(
     help: &str,
     labels: &[&str],
 ) -> Result<HistogramVec, prometheus::Error> {
+    histogram_with(r, name, help, labels, LATENCY_BUCKETS)
+}
+
+/// Batch sizes: powers of two up to the largest `batch_size` worth configuring.
+const BATCH_SIZE_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+fn histogram_with(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> Result<HistogramVec, prometheus::Error> {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
         labels,
     )?;
     r.register(Box::new(h.clone()))?;

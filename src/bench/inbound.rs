@@ -94,15 +94,19 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     store.close().await;
     let f = figures?;
     println!(
-        "end to end (published → committed thread): {:.0} mails/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {acks} acknowledgements queued",
-        f.per_sec, f.p50, f.p99, f.p999
+        "end to end (published → committed thread): {:.0} mails/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {acks} acknowledgements queued; {:.1} mails per batch",
+        f.per_sec,
+        f.p50,
+        f.p99,
+        f.p999,
+        f.mean_batch.unwrap_or(0.0)
     );
     println!(
         "{}",
         json!({
             "bench": "inbound", "mails": n, "database": backend,
             "mails_per_sec": round2(f.per_sec), "p50_ms": round2(f.p50), "p99_ms": round2(f.p99), "p999_ms": round2(f.p999),
-            "parse_only_per_sec": round2(parse_only), "acknowledgements_queued": acks,
+            "parse_only_per_sec": round2(parse_only), "acknowledgements_queued": acks, "mean_batch": f.mean_batch.map(round2),
         })
     );
     Ok(())

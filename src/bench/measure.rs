@@ -19,6 +19,8 @@ pub struct Figures {
     pub p50: f64,
     pub p99: f64,
     pub p999: f64,
+    /// Deliveries per handler call in the worker during the run, when it ran in process.
+    pub mean_batch: Option<f64>,
 }
 
 pub fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Figures {
@@ -28,6 +30,7 @@ pub fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Fig
         p50: quantile_ms(&latencies, 0.5),
         p99: quantile_ms(&latencies, 0.99),
         p999: quantile_ms(&latencies, 0.999),
+        mean_batch: None,
     }
 }
 
@@ -192,11 +195,21 @@ pub async fn publish_and_wait(
     // Follow-up jobs (an acknowledgement's id extends its mail's) are not this run's.
     let kind = jobs.first().map_or("", |j| j.kind);
     let mine = format!("message_id LIKE '{id_prefix}%' AND kind = '{kind}'");
+    let batches = worker
+        .services
+        .metrics
+        .job_batch_size
+        .with_label_values(&[kind]);
+    let before = (batches.get_sample_sum(), batches.get_sample_count());
     let start = Instant::now();
     let (sent, elapsed) = tokio::try_join!(publish(conn, names, jobs, None, confirm), async {
         wait_acked(&worker.services.metrics, kind, n, Duration::from_secs(1800)).await?;
         Ok(start.elapsed())
     })?;
     let applied = applied_at(worker.services.store.conn(), &mine).await?;
-    Ok(figures(n, elapsed, latencies(&sent, &applied)))
+    let calls = batches.get_sample_count().saturating_sub(before.1);
+    Ok(Figures {
+        mean_batch: (calls > 0).then(|| (batches.get_sample_sum() - before.0) / calls as f64),
+        ..figures(n, elapsed, latencies(&sent, &applied))
+    })
 }

@@ -77,8 +77,12 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
 
     let ratio = full.per_sec / baseline.per_sec.max(f64::MIN_POSITIVE);
     println!(
-        "full path (decode, validate, workflow, commit, ack): {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms; ratio to baseline {:.2}",
-        full.per_sec, full.p50, full.p99, ratio
+        "full path (decode, validate, workflow, commit, ack): {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms; ratio to baseline {:.2}; {:.1} jobs per batch",
+        full.per_sec,
+        full.p50,
+        full.p99,
+        ratio,
+        full.mean_batch.unwrap_or(0.0)
     );
     let drained_ms = drained.map(|d| round2(d.as_secs_f64() * 1000.0));
     match drained_ms {
@@ -91,7 +95,7 @@ pub async fn run(mut config: Config, args: RuntimeArgs) -> anyhow::Result<()> {
             "bench": "runtime", "jobs": n, "database": backend,
             "jobs_per_sec": round2(full.per_sec), "p50_ms": round2(full.p50), "p99_ms": round2(full.p99),
             "baseline_per_sec": round2(baseline.per_sec), "baseline_p50_ms": round2(baseline.p50), "baseline_p99_ms": round2(baseline.p99),
-            "ratio": round2(ratio), "events_drained_ms": drained_ms,
+            "ratio": round2(ratio), "events_drained_ms": drained_ms, "mean_batch": full.mean_batch.map(round2),
         })
     );
     Ok(())

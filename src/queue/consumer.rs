@@ -214,6 +214,10 @@ impl Settle {
             .jobs_consumed
             .with_label_values(&[kind])
             .inc_by(batch.len() as u64);
+        self.metrics
+            .job_batch_size
+            .with_label_values(&[kind])
+            .observe(batch.len() as f64);
         let mut jobs = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -233,17 +237,26 @@ impl Settle {
             return;
         }
         let results = run_guarded(handler, &jobs).await;
-        for ((job, delivery), result) in jobs.iter().zip(&deliveries).zip(results) {
-            // Settling runs in the job's span, as an instrumented future: a span entered
-            // with a guard held across `.await` corrupts the subscriber's span bookkeeping
-            // when the task moves between threads (it panicked during a broker outage).
-            let span =
-                tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
-            self.settle_result(delivery, publisher, job, result)
+        // All of the batch's deliveries are settled at once: each ack waits for the
+        // connection's I/O loop to write it, and one after the other the acks of a 32-job
+        // batch held its slot longer than some batches take to run.
+        let settled = jobs
+            .iter()
+            .zip(&deliveries)
+            .zip(results)
+            .map(|((job, delivery), result)| {
+                // Settling runs in the job's span, as an instrumented future: a span entered
+                // with a guard held across `.await` corrupts the subscriber's span
+                // bookkeeping when the task moves between threads (it panicked during a
+                // broker outage).
+                let span = tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
+                async move {
+                    self.settle_result(delivery, publisher, job, result).await;
+                    self.observe(started);
+                }
                 .instrument(span)
-                .await;
-            self.observe(started);
-        }
+            });
+        futures_util::future::join_all(settled).await;
     }
 
     fn observe(&self, started: Instant) {
