@@ -827,3 +827,87 @@ both_backends!(
         assert_eq!(batches("failed"), 0);
     }
 );
+
+// A batch whose sender another transaction has just inserted, uncommitted (another
+// replica's batch), waits for it rather than failing whole: failing would run all its mails
+// one at a time. The wait is longer than a batch's 50 ms lock bound, and the batch still
+// commits in one go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_a_sender_another_batch_is_inserting_instead_of_failing_whole() {
+    use gochat::jobs::Job;
+    use gochat::queue::{Handled, Handler};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = TestDb::new(common::Backend::Postgres).await;
+    let store = db.store().await;
+    let config = Config {
+        database: db.config(),
+        ..Default::default()
+    };
+    let handler = Arc::new(common::fixtures::workflow_handler(&store, config));
+    let jobs: Vec<Job> = ["held@shared.example", "a@one.example", "b@two.example"]
+        .iter()
+        .enumerate()
+        .map(|(k, from)| Job {
+            kind: "inbound-mail".into(),
+            message_id: format!("held-{k}"),
+            payload: job(
+                &TestMail::new(from, SUPPORT, "Hello", "Hi.\n").bytes(),
+                SUPPORT,
+            ),
+            attempt: 1,
+            first_failure: None,
+        })
+        .collect();
+
+    let holder = store.conn().begin().await.expect("begin");
+    holder
+        .execute_unprepared(
+            "INSERT INTO contacts (id, kind, address, created_at, updated_at) \
+             VALUES ('018f0000-0000-7000-8000-000000000001', 'email', 'held@shared.example', now(), now())",
+        )
+        .await
+        .expect("insert the contact, uncommitted");
+    let batch = tokio::spawn({
+        let handler = handler.clone();
+        async move { handler.handle_batch(&jobs).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !batch.is_finished(),
+        "the batch did not wait for the contact"
+    );
+    holder.commit().await.expect("commit");
+    let results = batch.await.expect("batch");
+    assert_eq!(results, vec![Ok(Handled::Applied); 3]);
+
+    let batches = |outcome: &str| {
+        handler
+            .services
+            .metrics
+            .job_batches
+            .with_label_values(&["inbound-mail", outcome])
+            .get()
+    };
+    assert_eq!(
+        (batches("committed"), batches("cut"), batches("failed")),
+        (1, 0, 0)
+    );
+    let conn = store.conn();
+    assert_eq!(
+        count(
+            conn,
+            "SELECT COUNT(*) AS n FROM contacts WHERE address = 'held@shared.example'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            conn,
+            "SELECT COUNT(*) AS n FROM messages m JOIN contacts c ON c.id = m.contact_id WHERE c.id = '018f0000-0000-7000-8000-000000000001'"
+        )
+        .await,
+        1,
+        "the mail is on the contact the other transaction inserted"
+    );
+}

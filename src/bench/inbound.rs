@@ -101,6 +101,9 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
         f.p999,
         f.mean_batch.unwrap_or(0.0)
     );
+    if let Some([committed, cut, failed]) = f.batch_outcomes {
+        println!("batches: {committed} committed, {cut} cut at a job, {failed} failed whole");
+    }
     println!(
         "{}",
         json!({

@@ -21,6 +21,9 @@ pub struct Figures {
     pub p999: f64,
     /// Deliveries per handler call in the worker during the run, when it ran in process.
     pub mean_batch: Option<f64>,
+    /// Multi-job batches by outcome during the run (committed, cut, failed), when the
+    /// worker ran in process: cuts and failures run jobs alone, at the single-job rate.
+    pub batch_outcomes: Option<[u64; 3]>,
 }
 
 pub fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Figures {
@@ -31,6 +34,7 @@ pub fn figures(n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Fig
         p99: quantile_ms(&latencies, 0.99),
         p999: quantile_ms(&latencies, 0.999),
         mean_batch: None,
+        batch_outcomes: None,
     }
 }
 
@@ -201,6 +205,17 @@ pub async fn publish_and_wait(
         .job_batch_size
         .with_label_values(&[kind]);
     let before = (batches.get_sample_sum(), batches.get_sample_count());
+    let outcomes = || {
+        ["committed", "cut", "failed"].map(|o| {
+            worker
+                .services
+                .metrics
+                .job_batches
+                .with_label_values(&[kind, o])
+                .get()
+        })
+    };
+    let outcomes_before = outcomes();
     let start = Instant::now();
     let (sent, elapsed) = tokio::try_join!(publish(conn, names, jobs, None, confirm), async {
         wait_acked(&worker.services.metrics, kind, n, Duration::from_secs(1800)).await?;
@@ -210,6 +225,10 @@ pub async fn publish_and_wait(
     let calls = batches.get_sample_count().saturating_sub(before.1);
     Ok(Figures {
         mean_batch: (calls > 0).then(|| (batches.get_sample_sum() - before.0) / calls as f64),
+        batch_outcomes: Some({
+            let after = outcomes();
+            [0, 1, 2].map(|i| after[i].saturating_sub(outcomes_before[i]))
+        }),
         ..figures(n, elapsed, latencies(&sent, &applied))
     })
 }

@@ -33,6 +33,8 @@ pub struct Tx {
     hand_over: Option<chrono::Duration>,
     /// Rows committed (leased) and not yet taken by [`Tx::take_committed`].
     committed: Vec<super::outbox::OutboxMessage>,
+    /// The current transaction's lock-wait bound, if [`Tx::bound_lock_waits`] set one.
+    lock_wait: Option<std::time::Duration>,
 }
 
 impl Tx {
@@ -43,6 +45,7 @@ impl Tx {
             outbox: Vec::new(),
             hand_over: None,
             committed: Vec::new(),
+            lock_wait: None,
         }
     }
 
@@ -99,7 +102,13 @@ impl Tx {
         }
         let sql = format!("SET LOCAL lock_timeout = '{}ms'", limit.as_millis().max(1));
         self.get().await?.execute_unprepared(&sql).await?;
+        self.lock_wait = Some(limit);
         Ok(())
+    }
+
+    /// The current transaction's lock-wait bound (PostgreSQL), if one was set.
+    pub fn lock_wait(&self) -> Option<std::time::Duration> {
+        self.lock_wait
     }
 
     /// Commits what was done so far (with the deferred outbox rows); the next `get` begins a
@@ -118,6 +127,7 @@ impl Tx {
             }
             super::outbox::insert_all(self.get().await?, rows).await?;
         }
+        self.lock_wait = None;
         if let Some(t) = self.current.take() {
             t.commit().await?;
         }
@@ -128,6 +138,7 @@ impl Tx {
     /// Drops uncommitted work, deferred outbox rows included.
     pub async fn rollback(&mut self) -> Result<(), StoreError> {
         self.outbox.clear();
+        self.lock_wait = None;
         if let Some(t) = self.current.take() {
             t.rollback().await?;
         }

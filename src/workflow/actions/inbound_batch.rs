@@ -26,6 +26,30 @@ use crate::workflow::action::{Flow, SetItem};
 
 type Flows = Vec<Result<Flow, JobError>>;
 
+/// How long the senders' upserts may wait for a row another batch inserted (see
+/// [`upsert_sender`]).
+const UPSERT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `items` sorted by `key`, so concurrent batches lock their rows in one order, with the
+/// position each came from.
+fn sorted<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> (Vec<usize>, Vec<T>) {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| key(&items[i]));
+    let sorted = order.iter().map(|&i| items[i].clone()).collect();
+    (order, sorted)
+}
+
+/// Results for the sorted items of [`sorted`], put back in the items' order.
+fn unsorted<R>(order: &[usize], results: Vec<R>) -> Result<Vec<R>, JobError> {
+    let mut out: Vec<Option<R>> = order.iter().map(|_| None).collect();
+    for (&i, r) in order.iter().zip(results) {
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| JobError::permanent("a multi-row write returned too few rows")))
+        .collect()
+}
+
 /// The working mail of an item; the loader guarantees `store_raw_mail` ran before.
 fn mail_of<'i>(item: &'i SetItem<'_>) -> Result<&'i InboundMail, JobError> {
     item.carried.inbound.as_deref().ok_or_else(|| {
@@ -242,9 +266,20 @@ pub(super) async fn upsert_sender(
         slot.push(at);
         inputs.push(input);
     }
+    // Another batch that inserted one of these contacts or customers holds it until it
+    // commits, within its own run; failing here would run this whole batch one job at a
+    // time, so these statements may wait longer than the batch's bound. The rows go in
+    // sorted, so two batches take them in the same order and cannot deadlock on them.
+    let bound = tx.lock_wait();
+    if bound.is_some() {
+        tx.bound_lock_waits(UPSERT_LOCK_WAIT).await?;
+    }
     let db = tx.get().await?;
-    let written = customers::find_or_create_contacts(db, &contacts, now).await?;
-
+    let (order, rows) = sorted(&contacts, |c| c.address.clone());
+    let written = unsorted(
+        &order,
+        customers::find_or_create_contacts(db, &rows, now).await?,
+    )?;
     // The customers of the contacts that sent normal mail.
     let normal: Vec<bool> = items
         .iter()
@@ -281,12 +316,17 @@ pub(super) async fn upsert_sender(
         };
         wanted_by.insert(contact, w);
     }
-    let made = customers::ensure_customers(db, &wanted, now).await?;
-    let links: Vec<(uuid::Uuid, uuid::Uuid)> = wanted_by
+    let (order, rows) = sorted(&wanted, |(external, _)| external.clone());
+    let made = unsorted(&order, customers::ensure_customers(db, &rows, now).await?)?;
+    let mut links: Vec<(uuid::Uuid, uuid::Uuid)> = wanted_by
         .iter()
         .map(|(contact, w)| (made[*w].0, *contact))
         .collect();
+    links.sort();
     customers::attach_contacts(db, &links, now).await?;
+    if let Some(bound) = bound {
+        tx.bound_lock_waits(bound).await?;
+    }
 
     // Each mail's sender, as if run in order: only the first mail of a new contact created
     // it, only the first normal mail needing a customer created one.
