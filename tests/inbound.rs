@@ -911,3 +911,88 @@ async fn a_batch_waits_for_a_sender_another_batch_is_inserting_instead_of_failin
         "the mail is on the contact the other transaction inserted"
     );
 }
+
+/// Copies a folder tree (the project's workflows, to change one file in a test).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+// A new thread is written together with its first message when `store_message` follows
+// `match_thread`; ops may drop that step, and then the thread is still written (with its
+// customers and `created` event) by the end of the run.
+both_backends!(
+    a_new_thread_is_written_even_when_no_step_stores_its_message,
+    |db: TestDb| async move {
+        use gochat::queue::{Handled, Handler};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workflows = dir.path().join("workflows");
+        copy_tree(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
+            &workflows,
+        );
+        let file = workflows.join("jobs/inbound-mail.yaml");
+        let yaml = std::fs::read_to_string(&file).expect("read");
+        let mut kept = Vec::new();
+        let mut skipping = false;
+        for line in yaml.lines() {
+            if line.starts_with("  - name: ") {
+                skipping = line == "  - name: store" || line == "  - name: announce-message";
+            }
+            if !skipping {
+                kept.push(line);
+            }
+        }
+        std::fs::write(&file, kept.join("\n")).expect("write");
+        let store = db.store().await;
+        let mut config = Config {
+            database: db.config(),
+            ..Default::default()
+        };
+        config.workflows.dir = workflows;
+        let handler = common::fixtures::workflow_handler(&store, config);
+        let job = gochat::jobs::Job {
+            kind: "inbound-mail".into(),
+            message_id: "no-store".into(),
+            payload: job(
+                &TestMail::new("ann@acme.example", SUPPORT, "Printer broken", "Help.\n").bytes(),
+                SUPPORT,
+            ),
+            attempt: 1,
+            first_failure: None,
+        };
+        assert_eq!(handler.handle(&job).await, Ok(Handled::Applied));
+
+        let conn = store.conn();
+        let threads = gochat_entities::threads::Entity::find()
+            .all(conn)
+            .await
+            .expect("threads");
+        assert_eq!(threads.len(), 1, "one thread written");
+        let t = &threads[0];
+        assert_eq!((t.item_count, t.version), (0, 1), "no message on it");
+        let customers = threads::customer_ids(conn, t.id).await.expect("customers");
+        assert_eq!(customers.len(), 1);
+        assert_eq!(
+            thread_events::Entity::find()
+                .filter(thread_events::Column::ThreadId.eq(t.id))
+                .all(conn)
+                .await
+                .expect("events")
+                .iter()
+                .map(|e| e.kind.as_str())
+                .collect::<Vec<_>>(),
+            vec!["created"]
+        );
+        assert_eq!(count(conn, "SELECT COUNT(*) AS n FROM messages").await, 0);
+        assert_eq!(outbox(&store, "outbound-message").await, 1, "acknowledged");
+    }
+);

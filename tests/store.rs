@@ -802,3 +802,106 @@ both_backends!(
         assert!(again[0].inline);
     }
 );
+
+// A new thread written together with its first message (one insert, the card filled in)
+// ends exactly as one created and then given the message (an insert and an update): the
+// same card, version, customers, events and message, as read back from the database.
+both_backends!(
+    a_thread_written_with_its_first_message_equals_one_created_then_given_it,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let (acme, _) = customers::ensure_customer(conn, "acme", "ACME", t0())
+            .await
+            .unwrap();
+        let (alice, _) =
+            customers::find_or_create_contact(conn, &email("alice@example.com", "Alice"), t0())
+                .await
+                .unwrap();
+        let actor = json!({"kind": "contact", "id": alice, "name": "Alice"});
+        let message = || {
+            let mut m = NewMessage::new(
+                MessageDirection::Inbound,
+                Channel::Email,
+                "alice@example.com",
+                "Printer on fire",
+            );
+            m.contact_id = Some(alice);
+            m.text_body = Some("The   printer\nis on fire.".into());
+            m.classification = Some(Classification::New);
+            m.attachments = vec![NewAttachment {
+                name: "fire.jpg".into(),
+                content_type: "image/jpeg".into(),
+                data: vec![0xff, 0xd8, 1, 2],
+                inline: false,
+                content_id: None,
+            }];
+            m
+        };
+        let new = || NewThread {
+            mailbox: Some("support@example.com".into()),
+            detail: Some(json!({"by": "new_thread"})),
+            ..NewThread::new("Printer on fire", ThreadStatus::Open, vec![acme])
+        };
+
+        // Created, then given the message.
+        let created = threads::create(conn, new(), &actor, t0()).await.unwrap();
+        let (two_steps, _) = threads::add_message(conn, &created, message(), t0())
+            .await
+            .unwrap();
+        // Written with it.
+        let prepared = threads::prepare(new(), &actor, t0());
+        let (one_step, _) = threads::create_with_message(conn, &prepared, message(), t0())
+            .await
+            .unwrap();
+
+        let read = |id| async move { threads::get(conn, id).await.unwrap() };
+        let (a, b) = (read(two_steps.id).await, read(one_step.id).await);
+        assert_eq!(a, two_steps, "what add_message returns is what is stored");
+        assert_eq!(
+            b, one_step,
+            "what create_with_message returns is what is stored"
+        );
+        let comparable = |t: gochat_entities::threads::Model| gochat_entities::threads::Model {
+            id: uuid::Uuid::nil(),
+            reply_token: String::new(),
+            ..t
+        };
+        assert_eq!(comparable(a.clone()), comparable(b.clone()));
+        assert_eq!(b.version, 2);
+        assert_eq!(b.item_count, 2);
+        assert_eq!(b.snippet.as_deref(), Some("The printer is on fire."));
+        assert_eq!(b.contact_id, Some(alice));
+        assert!(b.has_attachments);
+        for id in [a.id, b.id] {
+            let ids: Vec<uuid::Uuid> = threads::customer_ids(conn, id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect();
+            assert_eq!(ids, vec![acme]);
+            use gochat_entities::{attachments, messages, thread_events};
+            use sea_orm::PaginatorTrait;
+            let events = thread_events::Entity::find()
+                .filter(thread_events::Column::ThreadId.eq(id))
+                .filter(thread_events::Column::Kind.eq("created"))
+                .count(conn)
+                .await
+                .unwrap();
+            assert_eq!(events, 1);
+            let stored = messages::Entity::find()
+                .filter(messages::Column::ThreadId.eq(id))
+                .all(conn)
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 1);
+            let files = attachments::Entity::find()
+                .filter(attachments::Column::MessageId.eq(stored[0].id))
+                .count(conn)
+                .await
+                .unwrap();
+            assert_eq!(files, 1);
+        }
+    }
+);

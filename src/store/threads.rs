@@ -204,43 +204,99 @@ pub async fn create(
     actor: &Value,
     now: DateTime<Utc>,
 ) -> Result<threads::Model, StoreError> {
-    let model = threads::Model {
-        id: Uuid::now_v7(),
-        subject: new.subject,
-        status: new.status,
-        assignee: None,
-        lifecycle: new.lifecycle,
-        lifecycle_step: None,
-        reply_token: reply_token(),
-        mailbox: new.mailbox,
-        linked_thread_id: new.linked_thread_id,
-        version: 1,
-        flags: json!(new.flags),
-        created_at: now,
-        updated_at: now,
-        last_message_at: None,
-        snippet: None,
-        has_attachments: false,
-        attachment_names: json!([]),
-        item_count: 0,
-        contact_id: None,
-    };
-    threads::Entity::insert(model.clone().into_active_model())
+    let prepared = prepare(new, actor, now);
+    insert_prepared(db, &prepared).await?;
+    Ok(prepared.thread)
+}
+
+/// A new thread, its customers and its `created` event, built but not yet written (see
+/// [`insert_prepared`] and [`create_with_message`]).
+#[derive(Debug, Clone)]
+pub struct PreparedThread {
+    pub thread: threads::Model,
+    customers: Vec<Uuid>,
+    actor: Value,
+    detail: Option<Value>,
+}
+
+/// Builds a new thread (id, reply token, version 1) without writing it.
+pub fn prepare(new: NewThread, actor: &Value, now: DateTime<Utc>) -> PreparedThread {
+    PreparedThread {
+        thread: threads::Model {
+            id: Uuid::now_v7(),
+            subject: new.subject,
+            status: new.status,
+            assignee: None,
+            lifecycle: new.lifecycle,
+            lifecycle_step: None,
+            reply_token: reply_token(),
+            mailbox: new.mailbox,
+            linked_thread_id: new.linked_thread_id,
+            version: 1,
+            flags: json!(new.flags),
+            created_at: now,
+            updated_at: now,
+            last_message_at: None,
+            snippet: None,
+            has_attachments: false,
+            attachment_names: json!([]),
+            item_count: 0,
+            contact_id: None,
+        },
+        customers: new.customers,
+        actor: actor.clone(),
+        detail: new.detail,
+    }
+}
+
+/// Writes a prepared thread as it is.
+pub async fn insert_prepared(
+    db: &impl ConnectionTrait,
+    p: &PreparedThread,
+) -> Result<(), StoreError> {
+    insert_thread_rows(db, p, &p.thread).await
+}
+
+/// Writes a prepared thread together with its first message: the thread row goes in with
+/// the inbox card already showing the message (and the version the message's change gives
+/// it), instead of an insert and an update right after. Returns the card and the message.
+pub async fn create_with_message(
+    db: &impl ConnectionTrait,
+    p: &PreparedThread,
+    msg: NewMessage,
+    now: DateTime<Utc>,
+) -> Result<(threads::Model, messages::Model), StoreError> {
+    let (row, attachments) = message_row(p.thread.id, msg, now);
+    let mut card = with_message(&p.thread, &row, &attachments, now);
+    card.version = p.thread.version + 1;
+    card.updated_at = now;
+    insert_thread_rows(db, p, &card).await?;
+    insert_message(db, &row, &attachments, now).await?;
+    Ok((card, row))
+}
+
+async fn insert_thread_rows(
+    db: &impl ConnectionTrait,
+    p: &PreparedThread,
+    row: &threads::Model,
+) -> Result<(), StoreError> {
+    threads::Entity::insert(row.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
-    link_customers(db, model.id, &new.customers, now).await?;
+    let created = p.thread.created_at;
+    link_customers(db, row.id, &p.customers, created).await?;
     insert_event(
         db,
-        model.id,
+        row.id,
         "created",
-        actor,
+        &p.actor,
         None,
-        Some(json!({"status": new.status})),
-        new.detail,
-        now,
+        Some(json!({"status": p.thread.status})),
+        p.detail.clone(),
+        created,
     )
     .await?;
-    Ok(model)
+    Ok(())
 }
 
 /// Saves `changed` (a modified copy of `current`) if nobody changed the thread since
@@ -276,10 +332,22 @@ pub async fn add_message(
     msg: NewMessage,
     now: DateTime<Utc>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
-    let id = Uuid::now_v7();
+    let (row, attachments) = message_row(thread.id, msg, now);
+    insert_message(db, &row, &attachments, now).await?;
+    let card = with_message(thread, &row, &attachments, now);
+    let card = save(db, thread, card, now).await?;
+    Ok((card, row))
+}
+
+/// The `messages` row for `msg` on thread `thread_id`, and its attachments.
+fn message_row(
+    thread_id: Uuid,
+    msg: NewMessage,
+    now: DateTime<Utc>,
+) -> (messages::Model, Vec<NewAttachment>) {
     let row = messages::Model {
-        id,
-        thread_id: thread.id,
+        id: Uuid::now_v7(),
+        thread_id,
         direction: msg.direction,
         channel: msg.channel,
         contact_id: msg.contact_id,
@@ -291,7 +359,7 @@ pub async fn add_message(
         to_addresses: json!(msg.to),
         cc_addresses: json!(msg.cc),
         subject: msg.subject,
-        text_body: msg.text_body.clone(),
+        text_body: msg.text_body,
         html_body: msg.html_body,
         classification: msg.classification,
         kind: msg.kind,
@@ -307,26 +375,42 @@ pub async fn add_message(
         updated_at: now,
         sent_at: None,
     };
+    (row, msg.attachments)
+}
+
+async fn insert_message(
+    db: &impl ConnectionTrait,
+    row: &messages::Model,
+    attachments: &[NewAttachment],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     messages::Entity::insert(row.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
+    store_attachments(db, row.id, attachments, now).await
+}
 
-    store_attachments(db, id, &msg.attachments, now).await?;
-    let names: Vec<String> = msg
-        .attachments
+/// The thread's inbox card once `row` is on it (last message time, item count, snippet,
+/// latest contact, attachments), not yet saved.
+fn with_message(
+    thread: &threads::Model,
+    row: &messages::Model,
+    attachments: &[NewAttachment],
+    now: DateTime<Utc>,
+) -> threads::Model {
+    let names: Vec<String> = attachments
         .iter()
         .filter(|a| !a.inline)
         .map(|a| a.name.clone())
         .collect();
-
     let mut card = thread.clone();
     card.last_message_at = Some(now);
     card.item_count += 1 + names.len() as i32;
-    if let Some(text) = msg.text_body.as_deref() {
+    if let Some(text) = row.text_body.as_deref() {
         card.snippet = Some(snippet(text));
     }
-    if msg.contact_id.is_some() {
-        card.contact_id = msg.contact_id;
+    if row.contact_id.is_some() {
+        card.contact_id = row.contact_id;
     }
     if !names.is_empty() {
         card.has_attachments = true;
@@ -338,8 +422,7 @@ pub async fn add_message(
         all.extend(names.into_iter().map(Value::String));
         card.attachment_names = Value::Array(all);
     }
-    let card = save(db, thread, card, now).await?;
-    Ok((card, row))
+    card
 }
 
 /// A message's attachments: the blobs not stored yet, then the attachment rows, in at most

@@ -140,6 +140,8 @@ pub struct StepContext<'a> {
     /// Metric updates that count committed effects, applied only once the job's transaction
     /// commits: a batch that is rolled back and run again must not count twice.
     pub on_commit: Vec<MetricUpdate>,
+    /// A thread opened by this run and not yet written (see [`StepContext::open_thread`]).
+    pending_thread: Option<Box<crate::store::threads::PreparedThread>>,
 }
 
 /// A deferred metric update (see [`StepContext::on_commit`]).
@@ -166,7 +168,30 @@ impl<'a> StepContext<'a> {
             thread: None,
             inbound: None,
             on_commit: Vec::new(),
+            pending_thread: None,
         }
+    }
+
+    /// Makes `prepared` the job's thread without writing it yet: a step that stores the
+    /// first message takes it ([`StepContext::take_pending_thread`]) and writes the thread
+    /// with its inbox card already filled, one insert instead of an insert and an update.
+    /// Any other use of the database writes it first, as does the end of the run.
+    pub fn open_thread(&mut self, prepared: crate::store::threads::PreparedThread) {
+        self.set_thread(prepared.thread.clone());
+        self.pending_thread = Some(Box::new(prepared));
+    }
+
+    /// The thread opened by [`StepContext::open_thread`] and not written yet, to write now.
+    pub fn take_pending_thread(&mut self) -> Option<crate::store::threads::PreparedThread> {
+        self.pending_thread.take().map(|p| *p)
+    }
+
+    /// Writes a thread opened and not written yet (see [`StepContext::open_thread`]).
+    pub async fn flush(&mut self) -> Result<(), JobError> {
+        if let Some(p) = self.pending_thread.take() {
+            crate::store::threads::insert_prepared(self.tx.get().await?, &p).await?;
+        }
+        Ok(())
     }
 
     /// Takes over a job's state from earlier steps of a set run.
@@ -191,8 +216,10 @@ impl<'a> StepContext<'a> {
         self.on_commit.push(Box::new(update));
     }
 
-    /// The job's transaction.
+    /// The job's transaction (a thread opened by this run is written first, so every
+    /// statement sees it).
     pub async fn db(&mut self) -> Result<&DatabaseTransaction, JobError> {
+        self.flush().await?;
         Ok(self.tx.get().await?)
     }
 

@@ -78,21 +78,27 @@ async fn run_steps(
             .step_duration
             .with_label_values(&[spec.name])
             .observe(started.elapsed().as_secs_f64());
+        let fail = |error| StepFailure {
+            step: step.name.clone(),
+            action: spec.name,
+            error,
+        };
         match result {
             Ok(flow) => {
                 if let Some(end) = ending(&step.name, flow) {
+                    ctx.flush().await.map_err(fail)?;
                     return Ok(Some(end));
                 }
             }
-            Err(error) => {
-                return Err(StepFailure {
-                    step: step.name.clone(),
-                    action: spec.name,
-                    error,
-                });
-            }
+            Err(error) => return Err(fail(error)),
         }
     }
+    // What the run left unwritten is written before its results are handed on.
+    ctx.flush().await.map_err(|error| StepFailure {
+        step: steps.last().map(|s| s.name.clone()).unwrap_or_default(),
+        action: steps.last().map_or("", |s| s.action.spec().name),
+        error,
+    })?;
     Ok(None)
 }
 

@@ -65,13 +65,17 @@ pub async fn thread_with_contact(
 }
 
 /// A workflow handler on `config` without broker or relay, for tests that hand it jobs
-/// directly (`handle_batch`, `handle`); its services share the given store.
+/// directly (`handle_batch`, `handle`); its services share the given store. A relative
+/// `workflows.dir` is the project's.
 pub fn workflow_handler(
     store: &gochat::store::Store,
     mut config: gochat::config::Config,
 ) -> gochat::jobs::handler::WorkflowHandler {
     use std::sync::{Arc, RwLock};
-    config.workflows.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    if config.workflows.dir.is_relative() {
+        config.workflows.dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.workflows.dir);
+    }
     let set = gochat::workflow::WorkflowSet::load(&config.workflows.dir).expect("workflows");
     let services = Arc::new(gochat::services::Services {
         store: store.clone(),

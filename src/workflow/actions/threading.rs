@@ -474,8 +474,7 @@ async fn new_thread(
     } else {
         subject
     };
-    let thread = threads::create(
-        db,
+    let prepared = threads::prepare(
         threads::NewThread {
             subject,
             status: ThreadStatus::Open,
@@ -488,11 +487,10 @@ async fn new_thread(
         },
         actor,
         now,
-    )
-    .await?;
+    );
+    ctx.open_thread(prepared);
     ctx.facts.set("thread.created", json!(true));
     ctx.facts.set("inbound.matched_by", json!("new_thread"));
-    ctx.set_thread(thread);
     Ok(Flow::Continue)
 }
 
@@ -586,8 +584,13 @@ impl Action for StoreMessage {
             .collect();
         let thread = ctx.thread()?.clone();
         let now = ctx.now;
+        let opened = ctx.take_pending_thread();
         let db = ctx.db().await?;
-        let (card, row) = match threads::add_message(db, &thread, msg, now).await {
+        let stored = match &opened {
+            Some(p) => threads::create_with_message(db, p, msg, now).await,
+            None => threads::add_message(db, &thread, msg, now).await,
+        };
+        let (card, row) = match stored {
             Err(e) if e.is_unique_violation() => {
                 // The same mail, delivered twice at once, stored by a concurrent job: the
                 // retry finds it and ends as a duplicate.
