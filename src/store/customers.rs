@@ -216,7 +216,7 @@ pub async fn upsert_customers(
         .collect::<Vec<_>>()
         .chunks(ROWS_PER_STATEMENT)
     {
-        let mut insert =
+        let insert =
             customers::Entity::insert_many(chunk.iter().map(|(p, id)| customers::ActiveModel {
                 id: Set(**id),
                 external_id: Set(p.external_id.to_owned()),
@@ -230,17 +230,7 @@ pub async fn upsert_customers(
                     .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
                     .to_owned(),
             );
-        insert.query().returning(
-            Query::returning().columns([customers::Column::Id, customers::Column::ExternalId]),
-        );
-        for row in db
-            .query_all_raw(insert.build(db.get_database_backend()))
-            .await?
-        {
-            let id: Uuid = row.try_get_by_index(0)?;
-            let external_id: String = row.try_get_by_index(1)?;
-            customer_ids.insert(external_id, id);
-        }
+        customer_ids.extend(customer_ids_of(db, insert).await?);
     }
 
     // Contacts.
@@ -248,42 +238,28 @@ pub async fn upsert_customers(
     let mut contact_ids = HashMap::with_capacity(contact_rows.len());
     for chunk in contact_rows.chunks(ROWS_PER_STATEMENT) {
         let keep = |col: &str| Expr::cust(format!("COALESCE(excluded.{col}, contacts.{col})"));
-        let mut insert =
-            contacts::Entity::insert_many(chunk.iter().map(|c| contacts::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                kind: Set(c.kind),
-                address: Set(c.address.clone()),
-                display_name: Set(c.name.clone()),
-                language: Set(c.language.clone()),
-                time_zone: Set(c.time_zone.clone()),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }))
-            .on_conflict(
-                OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
-                    .value(contacts::Column::DisplayName, keep("display_name"))
-                    .value(contacts::Column::Language, keep("language"))
-                    .value(contacts::Column::TimeZone, keep("time_zone"))
-                    .value(
-                        contacts::Column::UpdatedAt,
-                        Expr::cust("excluded.updated_at"),
-                    )
-                    .to_owned(),
-            );
-        insert.query().returning(Query::returning().columns([
-            contacts::Column::Id,
-            contacts::Column::Kind,
-            contacts::Column::Address,
-        ]));
-        for row in db
-            .query_all_raw(insert.build(db.get_database_backend()))
-            .await?
-        {
-            let id: Uuid = row.try_get_by_index(0)?;
-            let kind: String = row.try_get_by_index(1)?;
-            let address: String = row.try_get_by_index(2)?;
-            contact_ids.insert((kind, address), id);
-        }
+        let insert = contacts::Entity::insert_many(chunk.iter().map(|c| contacts::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            kind: Set(c.kind),
+            address: Set(c.address.clone()),
+            display_name: Set(c.name.clone()),
+            language: Set(c.language.clone()),
+            time_zone: Set(c.time_zone.clone()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }))
+        .on_conflict(
+            OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
+                .value(contacts::Column::DisplayName, keep("display_name"))
+                .value(contacts::Column::Language, keep("language"))
+                .value(contacts::Column::TimeZone, keep("time_zone"))
+                .value(
+                    contacts::Column::UpdatedAt,
+                    Expr::cust("excluded.updated_at"),
+                )
+                .to_owned(),
+        );
+        contact_ids.extend(contact_ids_of(db, insert).await?);
     }
 
     // Links, and the results in input order.
@@ -343,22 +319,14 @@ pub async fn ensure_customer(
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, bool), StoreError> {
-    let proposed = Uuid::now_v7();
-    let insert = customers::Entity::insert(customers::ActiveModel {
-        id: Set(proposed),
-        external_id: Set(external_id.to_owned()),
-        name: Set(name.to_owned()),
-        attributes: Set(serde_json::json!({})),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(customers::Column::ExternalId)
-            .update_column(customers::Column::ExternalId)
-            .to_owned(),
-    );
-    let id = super::upsert_returning_id(db, insert, customers::Column::Id).await?;
-    Ok((id, id == proposed))
+    ensure_customers(db, &[(external_id.to_owned(), name.to_owned())], now)
+        .await?
+        .pop()
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "the upsert returned no row for customer {external_id}"
+            ))
+        })
 }
 
 /// Finds or creates the contact for an address seen on mail. Unlike [`upsert_contact`]
@@ -369,21 +337,15 @@ pub async fn find_or_create_contact(
     c: &ContactInput,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, bool), StoreError> {
-    let address = normalise_address(c.kind, &c.address)?;
-    let proposed = Uuid::now_v7();
-    let insert = contacts::Entity::insert(contacts::ActiveModel {
-        id: Set(proposed),
-        kind: Set(c.kind),
-        address: Set(address),
-        display_name: Set(c.name.clone()),
-        language: Set(c.language.clone()),
-        time_zone: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .on_conflict(mail_contact_conflict());
-    let id = super::upsert_returning_id(db, insert, contacts::Column::Id).await?;
-    Ok((id, id == proposed))
+    find_or_create_contacts(db, std::slice::from_ref(c), now)
+        .await?
+        .pop()
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "the upsert returned no row for contact {}",
+                c.address
+            ))
+        })
 }
 
 /// [`find_or_create_contact`] for several addresses in one statement per thousand; each
@@ -400,7 +362,7 @@ pub async fn find_or_create_contacts(
         .collect::<Result<Vec<_>, StoreError>>()?;
     let mut ids = HashMap::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = contacts::Entity::insert_many(chunk.iter().map(|(address, c, id)| {
+        let insert = contacts::Entity::insert_many(chunk.iter().map(|(address, c, id)| {
             contacts::ActiveModel {
                 id: Set(*id),
                 kind: Set(c.kind),
@@ -413,20 +375,7 @@ pub async fn find_or_create_contacts(
             }
         }))
         .on_conflict(mail_contact_conflict());
-        insert.query().returning(Query::returning().columns([
-            contacts::Column::Id,
-            contacts::Column::Kind,
-            contacts::Column::Address,
-        ]));
-        for row in db
-            .query_all_raw(insert.build(db.get_database_backend()))
-            .await?
-        {
-            let id: Uuid = row.try_get_by_index(0)?;
-            let kind: String = row.try_get_by_index(1)?;
-            let address: String = row.try_get_by_index(2)?;
-            ids.insert((kind, address), id);
-        }
+        ids.extend(contact_ids_of(db, insert).await?);
     }
     rows.iter()
         .map(|(address, c, proposed)| {
@@ -465,33 +414,22 @@ pub async fn ensure_customers(
     let mut ids = HashMap::with_capacity(wanted.len());
     let rows: Vec<_> = wanted.iter().zip(&proposed).collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut insert =
-            customers::Entity::insert_many(chunk.iter().map(|((external, name), id)| {
-                customers::ActiveModel {
-                    id: Set(**id),
-                    external_id: Set(external.clone()),
-                    name: Set(name.clone()),
-                    attributes: Set(serde_json::json!({})),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                }
-            }))
-            .on_conflict(
-                OnConflict::column(customers::Column::ExternalId)
-                    .update_column(customers::Column::ExternalId)
-                    .to_owned(),
-            );
-        insert.query().returning(
-            Query::returning().columns([customers::Column::Id, customers::Column::ExternalId]),
+        let insert = customers::Entity::insert_many(chunk.iter().map(|((external, name), id)| {
+            customers::ActiveModel {
+                id: Set(**id),
+                external_id: Set(external.clone()),
+                name: Set(name.clone()),
+                attributes: Set(serde_json::json!({})),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+        }))
+        .on_conflict(
+            OnConflict::column(customers::Column::ExternalId)
+                .update_column(customers::Column::ExternalId)
+                .to_owned(),
         );
-        for row in db
-            .query_all_raw(insert.build(db.get_database_backend()))
-            .await?
-        {
-            let id: Uuid = row.try_get_by_index(0)?;
-            let external: String = row.try_get_by_index(1)?;
-            ids.insert(external, id);
-        }
+        ids.extend(customer_ids_of(db, insert).await?);
     }
     wanted
         .iter()
@@ -522,6 +460,49 @@ pub async fn attach_contacts(
         })
         .collect();
     insert_links(db, links).await
+}
+
+/// Runs a contacts insert and returns the id of each row it inserted or updated, by (kind,
+/// address), in one round trip (`RETURNING`, native on PostgreSQL and SQLite ≥ 3.35).
+/// SeaORM's own returning is emulated on SQLite by a select of the *proposed* key, which is
+/// the wrong row after a conflict, so the statement is built here.
+async fn contact_ids_of(
+    db: &impl ConnectionTrait,
+    mut insert: sea_orm::InsertMany<contacts::ActiveModel>,
+) -> Result<Vec<((String, String), Uuid)>, StoreError> {
+    insert.query().returning(Query::returning().columns([
+        contacts::Column::Id,
+        contacts::Column::Kind,
+        contacts::Column::Address,
+    ]));
+    let rows = db
+        .query_all_raw(insert.build(db.get_database_backend()))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: Uuid = row.try_get_by_index(0)?;
+            Ok(((row.try_get_by_index(1)?, row.try_get_by_index(2)?), id))
+        })
+        .collect()
+}
+
+/// Runs a customers insert and returns the id of each row it wrote, by external id.
+async fn customer_ids_of(
+    db: &impl ConnectionTrait,
+    mut insert: sea_orm::InsertMany<customers::ActiveModel>,
+) -> Result<Vec<(String, Uuid)>, StoreError> {
+    insert.query().returning(
+        Query::returning().columns([customers::Column::Id, customers::Column::ExternalId]),
+    );
+    let rows = db
+        .query_all_raw(insert.build(db.get_database_backend()))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: Uuid = row.try_get_by_index(0)?;
+            Ok((row.try_get_by_index(1)?, id))
+        })
+        .collect()
 }
 
 /// Attaches `contact` to `customer` (already attached: nothing changes).

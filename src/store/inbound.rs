@@ -32,29 +32,10 @@ pub struct NewRawMail<'a> {
 
 /// Stores the raw bytes (once per job) and returns the row's id.
 pub async fn store_raw(db: &impl ConnectionTrait, m: &NewRawMail<'_>) -> Result<Uuid, StoreError> {
-    let insert = raw_mails::Entity::insert(raw_mails::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        job_message_id: Set(Some(m.job_message_id.to_owned())),
-        envelope_from: Set(m.envelope_from.map(str::to_owned)),
-        recipients: Set(json!(m.recipients)),
-        mailbox: Set(m.mailbox.map(str::to_owned)),
-        size: Set(m.data.len() as i64),
-        sha256: Set(m.sha256.to_owned()),
-        data: Set(m.data.to_vec()),
-        status: Set(RawMailStatus::Pending),
-        error: Set(None),
-        classification: Set(None),
-        message_row_id: Set(None),
-        received_at: Set(m.received_at),
-        processed_at: Set(None),
-    })
-    // A job run again (retried, replayed from the dead letters) finds its row.
-    .on_conflict(
-        OnConflict::column(raw_mails::Column::JobMessageId)
-            .update_column(raw_mails::Column::JobMessageId)
-            .to_owned(),
-    );
-    super::upsert_returning_id(db, insert, raw_mails::Column::Id).await
+    store_raw_many(db, std::slice::from_ref(m))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Invalid("the raw mail insert returned no row".into()))
 }
 
 /// A stored raw mail (`gochat mail reprocess`).
@@ -270,8 +251,8 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// its own, so a batch of big mails never builds one huge statement.
 const BYTES_PER_STATEMENT: usize = 8 << 20;
 
-/// Stores several raw mails (once per job, as [`store_raw`]) in as few statements as their
-/// size allows; returns each one's id, in order. The jobs must be distinct.
+/// Stores several raw mails (once per job) in as few statements as their size allows;
+/// returns each one's id, in order. The jobs must be distinct.
 pub async fn store_raw_many(
     db: &impl ConnectionTrait,
     mails: &[NewRawMail<'_>],

@@ -83,25 +83,3 @@ pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
-
-/// Runs an `INSERT ... ON CONFLICT DO UPDATE` and returns the id of the row it inserted or
-/// updated, in one round trip (`RETURNING`, native on PostgreSQL and SQLite ≥ 3.35). SeaORM's
-/// own returning is emulated on SQLite by a select of the *proposed* key, which is the wrong
-/// row after a conflict, so the statement is built here.
-pub(crate) async fn upsert_returning_id<A>(
-    db: &impl sea_orm::ConnectionTrait,
-    mut insert: sea_orm::Insert<A>,
-    id: impl sea_orm::sea_query::IntoColumnRef,
-) -> Result<uuid::Uuid, StoreError>
-where
-    A: sea_orm::ActiveModelTrait,
-{
-    use sea_orm::QueryTrait;
-    insert.query().returning_col(id);
-    let stmt = insert.build(db.get_database_backend());
-    let row = db
-        .query_one_raw(stmt)
-        .await?
-        .ok_or_else(|| StoreError::Invalid("the upsert returned no row".into()))?;
-    Ok(row.try_get_by_index(0)?)
-}
