@@ -43,6 +43,17 @@ fn job(raw: &[u8], to: &str) -> serde_json::Value {
            "recipients": [to]})
 }
 
+/// An inbound-mail job `id` with `payload`, first attempt, for handing to a handler directly.
+fn inbound_job(id: &str, payload: serde_json::Value) -> gochat::jobs::Job {
+    gochat::jobs::Job {
+        kind: "inbound-mail".into(),
+        message_id: id.into(),
+        payload,
+        attempt: 1,
+        first_failure: None,
+    }
+}
+
 /// Publishes `mail` to `to` as job `id` and waits until it is applied.
 async fn deliver_to(broker: &TestBroker, store: &Store, id: &str, mail: &TestMail, to: &str) {
     broker
@@ -743,13 +754,7 @@ both_backends!(
         ];
         let jobs: Vec<Job> = raws
             .into_iter()
-            .map(|(id, payload)| Job {
-                kind: "inbound-mail".into(),
-                message_id: id,
-                payload,
-                attempt: 1,
-                first_failure: None,
-            })
+            .map(|(id, payload)| inbound_job(&id, payload))
             .collect();
 
         // The batch.
@@ -847,15 +852,9 @@ async fn a_batch_waits_for_a_sender_another_batch_is_inserting_instead_of_failin
     let jobs: Vec<Job> = ["held@shared.example", "a@one.example", "b@two.example"]
         .iter()
         .enumerate()
-        .map(|(k, from)| Job {
-            kind: "inbound-mail".into(),
-            message_id: format!("held-{k}"),
-            payload: job(
-                &TestMail::new(from, SUPPORT, "Hello", "Hi.\n").bytes(),
-                SUPPORT,
-            ),
-            attempt: 1,
-            first_failure: None,
+        .map(|(k, from)| {
+            let mail = TestMail::new(from, SUPPORT, "Hello", "Hi.\n");
+            inbound_job(&format!("held-{k}"), job(&mail.bytes(), SUPPORT))
         })
         .collect();
 
@@ -959,16 +958,8 @@ both_backends!(
         };
         config.workflows.dir = workflows;
         let handler = common::fixtures::workflow_handler(&store, config);
-        let job = gochat::jobs::Job {
-            kind: "inbound-mail".into(),
-            message_id: "no-store".into(),
-            payload: job(
-                &TestMail::new("ann@acme.example", SUPPORT, "Printer broken", "Help.\n").bytes(),
-                SUPPORT,
-            ),
-            attempt: 1,
-            first_failure: None,
-        };
+        let mail = TestMail::new("ann@acme.example", SUPPORT, "Printer broken", "Help.\n");
+        let job = inbound_job("no-store", job(&mail.bytes(), SUPPORT));
         assert_eq!(handler.handle(&job).await, Ok(Handled::Applied));
 
         let conn = store.conn();

@@ -49,30 +49,6 @@ pub async fn raw(db: &impl ConnectionTrait, id: Uuid) -> Result<raw_mails::Model
         })
 }
 
-/// Records what became of a raw mail: its status, what went wrong or was odd, and (once
-/// known) what it was classified as.
-pub async fn mark_raw(
-    db: &impl ConnectionTrait,
-    id: Uuid,
-    status: RawMailStatus,
-    error: Option<&str>,
-    classification: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut update = raw_mails::Entity::update_many()
-        .col_expr(raw_mails::Column::Status, Expr::value(status))
-        .col_expr(
-            raw_mails::Column::Error,
-            Expr::value(error.map(str::to_owned)),
-        )
-        .col_expr(raw_mails::Column::ProcessedAt, Expr::value(now));
-    if let Some(c) = classification {
-        update = update.col_expr(raw_mails::Column::Classification, Expr::value(c.to_owned()));
-    }
-    update.filter(raw_mails::Column::Id.eq(id)).exec(db).await?;
-    Ok(())
-}
-
 /// Links a raw mail to the message it repeats (a duplicate; a stored message points to its
 /// raw mail itself, `messages.raw_mail_id`).
 pub async fn link_raw(
@@ -93,10 +69,7 @@ pub async fn by_dedupe_key(
     db: &impl ConnectionTrait,
     key: &str,
 ) -> Result<Option<messages::Model>, StoreError> {
-    Ok(messages::Entity::find()
-        .filter(messages::Column::DedupeKey.eq(key))
-        .one(db)
-        .await?)
+    Ok(by_dedupe_keys(db, &[key.to_owned()]).await?.remove(key))
 }
 
 /// The newest stored message (ours or theirs) whose Message-ID is one of `ids`, with the id
@@ -159,14 +132,10 @@ pub async fn customers_of_contact(
     db: &impl ConnectionTrait,
     contact: Uuid,
 ) -> Result<Vec<customers::Model>, StoreError> {
-    Ok(customer_contacts::Entity::find()
-        .filter(customer_contacts::Column::ContactId.eq(contact))
-        .find_also_related(customers::Entity)
-        .all(db)
+    Ok(customers_of_contacts(db, &[contact])
         .await?
-        .into_iter()
-        .filter_map(|(_, c)| c)
-        .collect())
+        .remove(&contact)
+        .unwrap_or_default())
 }
 
 /// The customers of a thread, with their attributes.
@@ -190,12 +159,10 @@ pub async fn recent_from(
     address: &str,
     since: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    Ok(messages::Entity::find()
-        .filter(messages::Column::FromAddress.eq(address))
-        .filter(messages::Column::CreatedAt.gte(since))
-        .filter(messages::Column::Direction.eq(MessageDirection::Inbound))
-        .count(db)
-        .await?)
+    Ok(recent_from_many(db, &[address.to_owned()], since)
+        .await?
+        .remove(address)
+        .unwrap_or(0))
 }
 
 /// The outbound message a bounce is about: by the VERP id of our envelope sender (exact), or
@@ -320,7 +287,8 @@ pub async fn store_raw_many(
         .collect()
 }
 
-/// What becomes of one raw mail (see [`mark_raw`]).
+/// What becomes of one raw mail: its status, what went wrong or was odd, and (once known)
+/// what it was classified as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMark {
     pub id: Uuid,

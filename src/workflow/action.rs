@@ -96,6 +96,14 @@ impl SetItem<'_> {
     }
 }
 
+/// A set-based step's results when the batch is cut at item `k`: the items before it fine
+/// so far, `k` failed with `error` (the engine commits those before it, then runs `k` alone).
+pub fn cut_at(k: usize, error: JobError) -> Vec<Result<Flow, JobError>> {
+    let mut out: Vec<_> = (0..k).map(|_| Ok(Flow::Continue)).collect();
+    out.push(Err(error));
+    out
+}
+
 /// What a job's steps hand to the steps after them besides facts (the loaded thread, the
 /// inbound mail being worked on, deferred metric updates). A single run keeps it in its
 /// [`StepContext`]; a set run keeps one per job between steps.

@@ -10,7 +10,7 @@ use crate::jobs::{Job, JobError};
 use crate::services::Services;
 use crate::store::{CustomerUpsert, Tx, UpsertOutcome, customers};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext, cut_at};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// `upsert_customer`: the `customer-upsert` job's payload applied to the store.
@@ -104,14 +104,6 @@ impl Action for UpsertCustomer {
 fn payload(job: &Job) -> Result<CustomerUpsert, JobError> {
     serde_json::from_value(job.payload.clone())
         .map_err(|e| JobError::permanent(format!("invalid customer-upsert payload: {e}")))
-}
-
-/// Results for a batch cut at job `k`: the jobs before it fine so far, `k` failed (nothing
-/// after it runs).
-fn cut_at(k: usize, error: JobError) -> Vec<Result<Flow, JobError>> {
-    let mut out: Vec<_> = (0..k).map(|_| Ok(Flow::Continue)).collect();
-    out.push(Err(error));
-    out
 }
 
 fn record(facts: &mut Facts, input: &CustomerUpsert, id: Uuid, outcome: UpsertOutcome) {

@@ -276,16 +276,7 @@ impl Action for ParseMail {
         let m = mail(ctx)?;
         let (raw_id, now) = (m.raw_id, ctx.now);
         let outcome = parse_one(m);
-        let mark = outcome.mark(raw_id);
-        store::mark_raw(
-            ctx.db().await?,
-            raw_id,
-            mark.status,
-            mark.error.as_deref(),
-            mark.classification,
-            now,
-        )
-        .await?;
+        store::mark_raw_many(ctx.db().await?, &[outcome.mark(raw_id)], now).await?;
         let (flow, label) = outcome.apply(ctx.facts, ctx.inbound.as_deref_mut());
         if let Some(label) = label {
             count(ctx, label);
@@ -441,7 +432,7 @@ impl Action for DedupeMail {
             return Ok(Flow::Continue);
         };
         let db = ctx.db().await?;
-        store::mark_raw(db, raw_id, RawMailStatus::Duplicate, None, None, now).await?;
+        store::mark_raw_many(db, &[duplicate_mark(raw_id)], now).await?;
         store::link_raw(db, raw_id, existing.id).await?;
         count(ctx, "duplicate");
         Ok(duplicate(ctx.facts, &existing))
@@ -483,6 +474,16 @@ pub(super) fn dedupe_key_of(m: &InboundMail) -> Result<String, JobError> {
         m.mailbox.as_deref(),
         &m.raw,
     ))
+}
+
+/// How a duplicate's raw row is marked.
+pub(super) fn duplicate_mark(raw_id: uuid::Uuid) -> store::RawMark {
+    store::RawMark {
+        id: raw_id,
+        status: RawMailStatus::Duplicate,
+        error: None,
+        classification: None,
+    }
 }
 
 /// Ends the workflow of a mail that repeats `existing`.

@@ -10,19 +10,18 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use gochat_entities::raw_mails::RawMailStatus;
 use serde_json::json;
 
 use super::inbound::{
-    RawInput, count_item, dedupe_key_of, duplicate, loop_sender, loop_window, parse_one, set_loop,
-    stored_raw,
+    RawInput, count_item, dedupe_key_of, duplicate, duplicate_mark, loop_sender, loop_window,
+    parse_one, set_loop, stored_raw,
 };
 use super::threading::{is_normal_mail, new_customer, record_sender, sender_input};
 use crate::jobs::JobError;
 use crate::mail::inbound::{InboundMail, Sender};
 use crate::services::Services;
 use crate::store::{ContactInput, Tx, customers, inbound as store};
-use crate::workflow::action::{Flow, SetItem};
+use crate::workflow::action::{Flow, SetItem, cut_at};
 
 type Flows = Vec<Result<Flow, JobError>>;
 
@@ -55,13 +54,6 @@ fn mail_of<'i>(item: &'i SetItem<'_>) -> Result<&'i InboundMail, JobError> {
     item.carried.inbound.as_deref().ok_or_else(|| {
         JobError::permanent("no inbound mail at this step (`store_raw_mail` did not run)")
     })
-}
-
-/// Results for a batch cut at item `k`: those before it fine so far, `k` failed.
-fn cut_at(mut flows: Flows, k: usize, why: String) -> Flows {
-    flows.truncate(k);
-    flows.push(Err(JobError::transient(why)));
-    flows
 }
 
 /// `store_raw_mail`: one multi-row insert (a reprocessed mail finds its stored row).
@@ -145,11 +137,9 @@ pub(super) async fn dedupe(
     for (k, item) in items.iter().enumerate() {
         let key = dedupe_key_of(mail_of(item)?)?;
         if keys.contains(&key) {
-            let flows = vec![Ok(Flow::Continue); k];
             return Ok(cut_at(
-                flows,
                 k,
-                "repeats a mail earlier in its batch: runs after it".into(),
+                JobError::transient("repeats a mail earlier in its batch: runs after it"),
             ));
         }
         keys.push(key);
@@ -170,12 +160,7 @@ pub(super) async fn dedupe(
             flows.push(Ok(Flow::Continue));
             continue;
         };
-        marks.push(store::RawMark {
-            id: raw_id,
-            status: RawMailStatus::Duplicate,
-            error: None,
-            classification: None,
-        });
+        marks.push(duplicate_mark(raw_id));
         store::link_raw(db, raw_id, existing.id).await?;
         count_item(item, "duplicate");
         flows.push(Ok(duplicate(item.facts, existing)));
@@ -213,11 +198,12 @@ pub(super) async fn check_loop(
         let recent = counts.get(sender).copied().unwrap_or(0);
         let earlier = seen.entry(sender.as_str()).or_insert(0);
         if *earlier > 0 && recent < limit && recent + *earlier >= limit {
+            // Every item before it went on (a loop check ends no workflow).
             return Ok(cut_at(
-                flows,
                 k,
-                "its sender nears mail.loop_limit with an earlier mail of its batch: runs after it"
-                    .into(),
+                JobError::transient(
+                    "its sender nears mail.loop_limit with an earlier mail of its batch: runs after it",
+                ),
             ));
         }
         *earlier += 1;
