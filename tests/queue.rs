@@ -473,6 +473,110 @@ async fn a_panicking_job_is_dead_lettered_with_the_panic_and_the_consumer_goes_o
     broker.cleanup(&amqp.retry_delays).await;
 }
 
+/// A handler whose jobs take as long as their id says: `slow` ones 6 s, the rest no time.
+#[derive(Default)]
+struct Staggered(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl Staggered {
+    fn runs(&self) -> std::collections::HashMap<String, usize> {
+        self.0.lock().expect("runs").clone()
+    }
+}
+
+impl gochat::queue::Handler for Staggered {
+    async fn handle(
+        &self,
+        job: &gochat::jobs::Job,
+    ) -> Result<gochat::queue::Handled, gochat::jobs::JobError> {
+        if job.message_id.starts_with("slow") {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
+        *self
+            .0
+            .lock()
+            .expect("runs")
+            .entry(job.message_id.clone())
+            .or_default() += 1;
+        Ok(gochat::queue::Handled::Applied)
+    }
+}
+
+/// Acks of finished jobs are coalesced behind earlier deliveries still running
+/// (`queue::acks`), but never for long: behind a slow job they go one by one, and the slow
+/// job's own ack follows when it ends. Each job still runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_finishing_behind_a_slow_one_are_acked_without_waiting_for_it() {
+    let broker = TestBroker::new().await;
+    let amqp = gochat::config::AmqpConfig::default();
+    broker.declare(&amqp).await;
+    let (stop, _) = gochat::shutdown::channel();
+    let (supervised, task) = gochat::queue::Broker::supervise(
+        gochat::config::SecretUrl::new(common::broker::amqp_url()),
+        "acks-test".into(),
+        None,
+        stop.subscribe(),
+    );
+    let handler = Arc::new(Staggered::default());
+    let consumer = tokio::spawn(gochat::queue::consumer::run(
+        supervised,
+        broker.names.clone(),
+        gochat::queue::ConsumerSpec {
+            kind: "customer-upsert".into(),
+            prefetch: 32,
+            concurrency: 4,
+            // Alone in its batch, so no fast job waits in the slow one's batch.
+            batch_size: 1,
+            retry_delays: amqp.retry_delays.clone(),
+            confirm_timeout: Duration::from_secs(5),
+        },
+        handler.clone(),
+        Metrics::new().expect("metrics"),
+        stop.subscribe(),
+    ));
+    let queue = broker.names.queue("customer-upsert");
+    broker
+        .publish_json("customer-upsert", "slow", &upsert("a", "A"))
+        .await;
+    for i in 0..20 {
+        broker
+            .publish_json("customer-upsert", &format!("fast-{i}"), &upsert("a", "A"))
+            .await;
+    }
+    eventually(WAIT, "the fast jobs run", || async {
+        (handler.runs().len() == 20).then_some(())
+    })
+    .await;
+    let fast_done = std::time::Instant::now();
+    // The slow job is still running (6 s); everything behind it is acked meanwhile.
+    eventually(
+        Duration::from_secs(4),
+        "only the slow job unacked",
+        || async { (broker.unacked(&queue).await == Some(1)).then_some(()) },
+    )
+    .await;
+    assert!(
+        fast_done.elapsed() < Duration::from_secs(5) && !handler.runs().contains_key("slow"),
+        "the acks came only after the slow job ended"
+    );
+    eventually(WAIT, "the slow job acked too", || async {
+        (handler.runs().contains_key("slow") && broker.unacked(&queue).await == Some(0))
+            .then_some(())
+    })
+    .await;
+    stop.trigger();
+    let _ = consumer.await;
+    let _ = task.await;
+    assert_eq!(
+        broker.depth(&queue).await,
+        0,
+        "nothing came back to the queue"
+    );
+    let runs = handler.runs();
+    assert_eq!(runs.len(), 21);
+    assert!(runs.values().all(|&n| n == 1), "a job ran twice: {runs:?}");
+    broker.cleanup(&amqp.retry_delays).await;
+}
+
 both_backends!(
     jobs_waiting_together_commit_in_batches_and_a_bad_one_spoils_none_of_its_neighbours,
     |db: TestDb| async move {

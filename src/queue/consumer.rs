@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::acks::{Acks, Settlement, Ticket};
 use super::publisher::{Outgoing, Publisher};
 use super::topology::{RETRY_DELAY_HEADER, retry_header_value};
 use super::{Broker, Names};
@@ -135,6 +134,7 @@ async fn consume_on<H: Handler>(
         .basic_qos(ctx.spec.prefetch, BasicQosOptions::default())
         .await?;
     let publisher = Arc::new(Publisher::open(conn, ctx.spec.confirm_timeout).await?);
+    let acks = Acks::new(channel.clone());
     let tag = format!("gochat-{}-{}", ctx.spec.kind, uuid::Uuid::now_v7().simple());
     let queue = ctx.names.queue(&ctx.spec.kind);
     let mut consumer = channel
@@ -166,8 +166,9 @@ async fn consume_on<H: Handler>(
             }
             d = consumer.next() => d,
         };
+        // Every delivery is tracked as it is taken, in order (see `acks`).
         let mut batch = match first {
-            Some(Ok(d)) => vec![d],
+            Some(Ok(d)) => vec![(acks.track(d.delivery_tag), d)],
             Some(Err(e)) => return Err(e.into()),
             None => return Err(super::QueueError::Disconnected),
         };
@@ -175,7 +176,7 @@ async fn consume_on<H: Handler>(
         let mut broken = None;
         while batch.len() < ctx.spec.batch_size.max(1) {
             match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Ok(d))) => batch.push((acks.track(d.delivery_tag), d)),
                 Some(Some(Err(e))) => {
                     broken = Some(super::QueueError::from(e));
                     break;
@@ -187,9 +188,15 @@ async fn consume_on<H: Handler>(
                 None => break,
             }
         }
-        let (ctx, handler, publisher) = (ctx.clone(), handler.clone(), publisher.clone());
+        let (ctx, handler, publisher, acks) = (
+            ctx.clone(),
+            handler.clone(),
+            publisher.clone(),
+            acks.clone(),
+        );
         tokio::spawn(async move {
             ctx.process(batch, handler.as_ref(), &publisher).await;
+            acks.flush().await;
             drop(permit);
         });
         if let Some(e) = broken {
@@ -206,8 +213,13 @@ async fn consume_on<H: Handler>(
 
 impl Settle {
     /// Decodes a batch of deliveries, runs the valid jobs through the handler together, and
-    /// settles each delivery by its own result.
-    async fn process<H: Handler>(&self, batch: Vec<Delivery>, handler: &H, publisher: &Publisher) {
+    /// settles each delivery by its own result (sent by the caller's flush).
+    async fn process<H: Handler>(
+        &self,
+        batch: Vec<(Ticket, Delivery)>,
+        handler: &H,
+        publisher: &Publisher,
+    ) {
         let kind = self.spec.kind.as_str();
         let started = Instant::now();
         self.metrics
@@ -220,15 +232,17 @@ impl Settle {
             .observe(batch.len() as f64);
         let mut jobs = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
-        for delivery in batch {
+        for (ticket, delivery) in batch {
             match decode(kind, &delivery) {
                 Ok(job) => {
                     jobs.push(job);
-                    deliveries.push(delivery);
+                    deliveries.push((ticket, delivery));
                 }
                 Err(reason) => {
-                    self.dead_letter(&delivery, publisher, &reason, 1, None)
+                    let how = self
+                        .dead_letter(&delivery, publisher, &reason, 1, None)
                         .await;
+                    ticket.settle(how);
                     self.observe(started);
                 }
             }
@@ -237,21 +251,21 @@ impl Settle {
             return;
         }
         let results = run_guarded(handler, &jobs).await;
-        // All of the batch's deliveries are settled at once: each ack waits for the
-        // connection's I/O loop to write it, and one after the other the acks of a 32-job
-        // batch held its slot longer than some batches take to run.
+        // All of the batch's deliveries are settled at once: a retry or dead letter waits for
+        // its publish to be confirmed, and one after the other they held the batch's slot.
         let settled = jobs
             .iter()
-            .zip(&deliveries)
+            .zip(deliveries)
             .zip(results)
-            .map(|((job, delivery), result)| {
+            .map(|((job, (ticket, delivery)), result)| {
                 // Settling runs in the job's span, as an instrumented future: a span entered
                 // with a guard held across `.await` corrupts the subscriber's span
                 // bookkeeping when the task moves between threads (it panicked during a
                 // broker outage).
                 let span = tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
                 async move {
-                    self.settle_result(delivery, publisher, job, result).await;
+                    let how = self.settle_result(&delivery, publisher, job, result).await;
+                    ticket.settle(how);
                     self.observe(started);
                 }
                 .instrument(span)
@@ -272,7 +286,7 @@ impl Settle {
         publisher: &Publisher,
         job: &Job,
         result: Result<Handled, JobError>,
-    ) {
+    ) -> Settlement {
         let (attempt, first_failure) = (job.attempt, job.first_failure);
         match result {
             Ok(outcome) => {
@@ -281,14 +295,11 @@ impl Settle {
                 } else {
                     "duplicate"
                 };
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    // The effects are committed; the redelivery will be a duplicate.
-                    tracing::warn!(error = %e, "ack failed after commit; the job will come back as a duplicate");
-                }
                 self.metrics
                     .jobs
                     .with_label_values(&[&self.spec.kind, label])
                     .inc();
+                Settlement::Ack
             }
             Err(JobError::Transient(reason))
                 if (attempt as usize) <= self.spec.retry_delays.len() =>
@@ -296,16 +307,16 @@ impl Settle {
                 let delay = self.spec.retry_delays[attempt as usize - 1];
                 tracing::warn!(%reason, retry_in = ?delay, "transient failure; retrying");
                 self.retry(delivery, publisher, delay, attempt, first_failure)
-                    .await;
+                    .await
             }
             Err(JobError::Transient(reason)) => {
                 let reason = format!("gave up after {attempt} attempts: {reason}");
                 self.dead_letter(delivery, publisher, &reason, attempt, first_failure)
-                    .await;
+                    .await
             }
             Err(JobError::Permanent(reason)) => {
                 self.dead_letter(delivery, publisher, &reason, attempt, first_failure)
-                    .await;
+                    .await
             }
         }
     }
@@ -317,12 +328,12 @@ impl Settle {
         delay: Duration,
         attempt: u32,
         first: Option<DateTime<Utc>>,
-    ) {
+    ) -> Settlement {
         let first = first.unwrap_or_else(Utc::now);
         let msg = self
             .copy(d, self.names.retry_exchange(), attempt, first)
             .header(RETRY_DELAY_HEADER, retry_header_value(delay));
-        self.settle(d, publisher, msg, "retried").await;
+        self.settle(publisher, msg, "retried").await
     }
 
     async fn dead_letter(
@@ -332,40 +343,29 @@ impl Settle {
         reason: &str,
         attempt: u32,
         first: Option<DateTime<Utc>>,
-    ) {
+    ) -> Settlement {
         tracing::error!(kind = %self.spec.kind, %reason, "job dead-lettered");
         let mut msg = self.copy(d, String::new(), attempt, first.unwrap_or_else(Utc::now));
         msg.routing_key = self.names.dead_letters();
         let msg = msg.header(REASON_HEADER, text(&one_line(reason)));
-        self.settle(d, publisher, msg, "dead_lettered").await;
+        self.settle(publisher, msg, "dead_lettered").await
     }
 
-    /// Publishes `msg` (confirmed), then acks the original; requeues the original if the
-    /// publish failed, so the job is never lost between the two.
-    async fn settle(&self, d: &Delivery, publisher: &Publisher, msg: Outgoing, outcome: &str) {
-        match publisher.publish(&msg).await {
-            Ok(()) => {
-                let _ = d.acker.ack(BasicAckOptions::default()).await;
-                self.metrics
-                    .jobs
-                    .with_label_values(&[&self.spec.kind, outcome])
-                    .inc();
-            }
+    /// Publishes `msg` (confirmed): the original is then acked; if the publish failed it is
+    /// requeued, so the job is never lost between the two.
+    async fn settle(&self, publisher: &Publisher, msg: Outgoing, outcome: &str) -> Settlement {
+        let (how, outcome) = match publisher.publish(&msg).await {
+            Ok(()) => (Settlement::Ack, outcome),
             Err(e) => {
                 tracing::warn!(error = %e, "could not move the job to {}; requeueing it", msg.routing_key);
-                let _ = d
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-                self.metrics
-                    .jobs
-                    .with_label_values(&[&self.spec.kind, "requeued"])
-                    .inc();
+                (Settlement::Requeue, "requeued")
             }
-        }
+        };
+        self.metrics
+            .jobs
+            .with_label_values(&[&self.spec.kind, outcome])
+            .inc();
+        how
     }
 
     /// The delivery as a new message keeping body, id and headers, with updated counters;

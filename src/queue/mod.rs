@@ -1,6 +1,7 @@
 //! The RabbitMQ side: one supervised connection, the contract's topology, publishers with
 //! confirms, consumers that settle jobs only after commit, and the outbox relay.
 
+mod acks;
 mod connection;
 pub mod consumer;
 mod error;

@@ -82,14 +82,13 @@ impl Publisher {
     /// would stall a 500-row outbox batch for over an hour.
     pub async fn publish_all(&self, msgs: &[Outgoing]) -> Vec<Result<(), QueueError>> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pending = Vec::with_capacity(msgs.len());
-        for m in msgs {
+        let sends = msgs.iter().map(|m| {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type(m.content_type.into())
                 .with_message_id(m.message_id.as_str().into())
                 .with_headers(m.headers.clone());
-            let sent = self.channel.basic_publish(
+            self.channel.basic_publish(
                 m.exchange.as_str().into(),
                 m.routing_key.as_str().into(),
                 BasicPublishOptions {
@@ -98,17 +97,23 @@ impl Publisher {
                 },
                 &m.payload,
                 props,
-            );
-            let sent = match tokio::time::timeout_at(deadline, sent).await {
-                Ok(r) => r.map_err(QueueError::from),
-                Err(_) => Err(QueueError::ConfirmTimeout(self.timeout)),
-            };
-            pending.push(sent);
-        }
+            )
+        });
+        // Each publish waits for lapin's I/O thread to write its frames; awaited one by one,
+        // that was a wake-up and a round trip through that thread per message.
+        let pending = match tokio::time::timeout_at(deadline, in_order(sends)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                return msgs
+                    .iter()
+                    .map(|_| Err(QueueError::ConfirmTimeout(self.timeout)))
+                    .collect();
+            }
+        };
         let mut results = Vec::with_capacity(msgs.len());
         for (m, sent) in msgs.iter().zip(pending) {
             let result = match sent {
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
                 Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => Err(QueueError::ConfirmTimeout(self.timeout)),
                     Ok(Err(e)) => Err(e.into()),
@@ -128,4 +133,31 @@ impl Publisher {
     pub async fn close(&self) {
         let _ = self.channel.close(200, "bye".into()).await;
     }
+}
+
+/// Runs the futures together, each first polled in the order given, and returns their
+/// outputs in that order. A lapin publish queues its frames and takes its confirm number on
+/// its first poll, so the messages go out in order (`join_all` does not promise the order of
+/// first polls).
+async fn in_order<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut ready = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(o) => *output = Some(o),
+                    std::task::Poll::Pending => ready = false,
+                }
+            }
+        }
+        if ready {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

@@ -204,6 +204,22 @@ impl TestBroker {
         n
     }
 
+    /// Deliveries of `queue` taken by a consumer and not yet acked (from `rabbitmqctl`,
+    /// which reads the queue itself: no statistics interval in between).
+    pub async fn unacked(&self, queue: &str) -> Option<u64> {
+        let out = tokio::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_queues", "name", "messages_unacknowledged"])
+            .output()
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let mut cols = line.split_whitespace();
+                (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
+            })
+    }
+
     /// Deletes every queue and exchange of the prefix.
     pub async fn cleanup(&self, retry_delays: &[Duration]) {
         self.cleaned
