@@ -851,9 +851,17 @@ both_backends!(
             .unwrap();
         // Written with it.
         let prepared = threads::prepare(new(), &actor, t0());
-        let (one_step, _) = threads::create_with_message(conn, &prepared, message(), t0())
-            .await
-            .unwrap();
+        let mut events = Vec::new();
+        let (one_step, _) =
+            threads::create_with_message(conn, &prepared, message(), t0(), &mut events)
+                .await
+                .unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "the created event, for the caller to write"
+        );
+        threads::insert_events(conn, events).await.unwrap();
 
         let read = |id| async move { threads::get(conn, id).await.unwrap() };
         let (a, b) = (read(two_steps.id).await, read(one_step.id).await);

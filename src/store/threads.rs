@@ -205,7 +205,9 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<threads::Model, StoreError> {
     let prepared = prepare(new, actor, now);
-    insert_prepared(db, &prepared).await?;
+    let mut events = Vec::new();
+    insert_prepared(db, &prepared, &mut events).await?;
+    insert_events(db, events).await?;
     Ok(prepared.thread)
 }
 
@@ -249,28 +251,33 @@ pub fn prepare(new: NewThread, actor: &Value, now: DateTime<Utc>) -> PreparedThr
     }
 }
 
-/// Writes a prepared thread as it is.
+/// Writes a prepared thread as it is. Its `created` event is added to `events`, for the
+/// caller to write with [`insert_events`] (a job's go in with its batch's commit, see
+/// [`crate::store::Tx::defer_events`]).
 pub async fn insert_prepared(
     db: &impl ConnectionTrait,
     p: &PreparedThread,
+    events: &mut Vec<thread_events::Model>,
 ) -> Result<(), StoreError> {
-    insert_thread_rows(db, p, &p.thread).await
+    insert_thread_rows(db, p, &p.thread, events).await
 }
 
 /// Writes a prepared thread together with its first message: the thread row goes in with
 /// the inbox card already showing the message (and the version the message's change gives
-/// it), instead of an insert and an update right after. Returns the card and the message.
+/// it), instead of an insert and an update right after. Returns the card and the message;
+/// the `created` event is added to `events` as by [`insert_prepared`].
 pub async fn create_with_message(
     db: &impl ConnectionTrait,
     p: &PreparedThread,
     msg: NewMessage,
     now: DateTime<Utc>,
+    events: &mut Vec<thread_events::Model>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
     let (row, attachments) = message_row(p.thread.id, msg, now);
     let mut card = with_message(&p.thread, &row, &attachments, now);
     card.version = p.thread.version + 1;
     card.updated_at = now;
-    insert_thread_rows(db, p, &card).await?;
+    insert_thread_rows(db, p, &card, events).await?;
     insert_message(db, &row, &attachments, now).await?;
     Ok((card, row))
 }
@@ -279,14 +286,14 @@ async fn insert_thread_rows(
     db: &impl ConnectionTrait,
     p: &PreparedThread,
     row: &threads::Model,
+    events: &mut Vec<thread_events::Model>,
 ) -> Result<(), StoreError> {
     threads::Entity::insert(row.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
     let created = p.thread.created_at;
     link_customers(db, row.id, &p.customers, created).await?;
-    insert_event(
-        db,
+    events.push(event_row(
         row.id,
         "created",
         &p.actor,
@@ -294,8 +301,7 @@ async fn insert_thread_rows(
         Some(json!({"status": p.thread.status})),
         p.detail.clone(),
         created,
-    )
-    .await?;
+    ));
     Ok(())
 }
 
@@ -805,17 +811,38 @@ pub async fn add_flag(
     Ok(saved)
 }
 
-/// Records an audit event with a `detail` (why a mail joined a thread, ...).
-pub async fn record_event_detail(
-    db: &impl ConnectionTrait,
+/// An audit event with a `detail` (why a mail joined a thread, ...), built for
+/// [`insert_events`].
+pub fn event_with_detail(
     thread_id: Uuid,
     kind: &str,
     actor: &Value,
     detail: Value,
     now: DateTime<Utc>,
-) -> Result<thread_events::Model, StoreError> {
-    insert_event(db, thread_id, kind, actor, None, None, Some(detail), now).await
+) -> thread_events::Model {
+    event_row(thread_id, kind, actor, None, None, Some(detail), now)
 }
+
+/// Writes audit events, several rows a statement.
+pub async fn insert_events(
+    db: &impl ConnectionTrait,
+    events: Vec<thread_events::Model>,
+) -> Result<(), StoreError> {
+    let mut rows = events
+        .into_iter()
+        .map(IntoActiveModel::into_active_model)
+        .peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(EVENT_CHUNK).collect();
+        thread_events::Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Events a statement: eight columns each, well under SQLite's 32,766 parameters.
+const EVENT_CHUNK: usize = 500;
 
 /// Records an audit event in the feed (with only a `before`/`after` where they matter).
 pub async fn record_event(
@@ -841,7 +868,24 @@ async fn insert_event(
     detail: Option<Value>,
     now: DateTime<Utc>,
 ) -> Result<thread_events::Model, StoreError> {
-    let event = thread_events::Model {
+    let event = event_row(thread_id, kind, actor, before, after, detail, now);
+    thread_events::Entity::insert(event.clone().into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    Ok(event)
+}
+
+#[allow(clippy::too_many_arguments)] // one row's columns, as in `insert_event`
+fn event_row(
+    thread_id: Uuid,
+    kind: &str,
+    actor: &Value,
+    before: Option<Value>,
+    after: Option<Value>,
+    detail: Option<Value>,
+    now: DateTime<Utc>,
+) -> thread_events::Model {
+    thread_events::Model {
         id: Uuid::now_v7(),
         thread_id,
         kind: kind.to_owned(),
@@ -850,11 +894,7 @@ async fn insert_event(
         after,
         detail,
         at: now,
-    };
-    thread_events::Entity::insert(event.clone().into_active_model())
-        .exec_without_returning(db)
-        .await?;
-    Ok(event)
+    }
 }
 
 /// The first `SNIPPET_CHARS` characters of `text`, whitespace collapsed.

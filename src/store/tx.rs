@@ -20,7 +20,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use gochat_entities::outbox;
+use gochat_entities::{outbox, thread_events};
 
 use super::StoreError;
 
@@ -29,6 +29,8 @@ pub struct Tx {
     current: Option<DatabaseTransaction>,
     /// Outbox rows written at the next checkpoint, dropped by a rollback.
     outbox: Vec<outbox::ActiveModel>,
+    /// Thread audit events, likewise (see [`Tx::defer_events`]).
+    events: Vec<thread_events::Model>,
     /// Set by [`Tx::hand_over`]: how long committed rows are reserved for this process.
     hand_over: Option<chrono::Duration>,
     /// Rows committed (leased) and not yet taken by [`Tx::take_committed`].
@@ -43,6 +45,7 @@ impl Tx {
             db,
             current: None,
             outbox: Vec::new(),
+            events: Vec::new(),
             hand_over: None,
             committed: Vec::new(),
             lock_wait: None,
@@ -68,6 +71,13 @@ impl Tx {
     /// Adds an outbox row to this unit of work; it is written just before the commit.
     pub fn defer_outbox(&mut self, row: outbox::ActiveModel) {
         self.outbox.push(row);
+    }
+
+    /// Adds thread audit events to this unit of work; they are written just before the
+    /// commit, a batch's in one statement instead of one each. Nothing a job does reads
+    /// the audit back (only the feed views do), so writing it late changes no result.
+    pub fn defer_events(&mut self, events: &mut Vec<thread_events::Model>) {
+        self.events.append(events);
     }
 
     /// The open transaction, begun now if there is none. On SQLite it is begun IMMEDIATE:
@@ -115,6 +125,10 @@ impl Tx {
     /// new transaction.
     pub async fn checkpoint(&mut self) -> Result<(), StoreError> {
         let mut handed = Vec::new();
+        if !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            super::threads::insert_events(self.get().await?, events).await?;
+        }
         if !self.outbox.is_empty() {
             let mut rows = std::mem::take(&mut self.outbox);
             if let Some(lease) = self.hand_over {
@@ -138,6 +152,7 @@ impl Tx {
     /// Drops uncommitted work, deferred outbox rows included.
     pub async fn rollback(&mut self) -> Result<(), StoreError> {
         self.outbox.clear();
+        self.events.clear();
         self.lock_wait = None;
         if let Some(t) = self.current.take() {
             t.rollback().await?;

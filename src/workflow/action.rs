@@ -197,9 +197,16 @@ impl<'a> StepContext<'a> {
     /// Writes a thread opened and not written yet (see [`StepContext::open_thread`]).
     pub async fn flush(&mut self) -> Result<(), JobError> {
         if let Some(p) = self.pending_thread.take() {
-            crate::store::threads::insert_prepared(self.tx.get().await?, &p).await?;
+            let mut events = Vec::new();
+            crate::store::threads::insert_prepared(self.tx.get().await?, &p, &mut events).await?;
+            self.tx.defer_events(&mut events);
         }
         Ok(())
+    }
+
+    /// Thread audit events to write with the job's commit (see [`crate::store::Tx::defer_events`]).
+    pub fn defer_events(&mut self, events: &mut Vec<gochat_entities::thread_events::Model>) {
+        self.tx.defer_events(events);
     }
 
     /// Takes over a job's state from earlier steps of a set run.

@@ -422,7 +422,13 @@ async fn matched(
         thread =
             threads::add_flag(db, &thread, "unknown_sender", detail.clone(), actor, now).await?;
     }
-    threads::record_event_detail(db, thread.id, "mail_matched", actor, detail, now).await?;
+    ctx.defer_events(&mut vec![threads::event_with_detail(
+        thread.id,
+        "mail_matched",
+        actor,
+        detail,
+        now,
+    )]);
     ctx.facts.set("thread.created", json!(false));
     ctx.facts.set("inbound.matched_by", json!(f.by));
     ctx.set_thread(thread);
@@ -586,10 +592,12 @@ impl Action for StoreMessage {
         let now = ctx.now;
         let opened = ctx.take_pending_thread();
         let db = ctx.db().await?;
+        let mut events = Vec::new();
         let stored = match &opened {
-            Some(p) => threads::create_with_message(db, p, msg, now).await,
+            Some(p) => threads::create_with_message(db, p, msg, now, &mut events).await,
             None => threads::add_message(db, &thread, msg, now).await,
         };
+        ctx.defer_events(&mut events);
         let (card, row) = match stored {
             Err(e) if e.is_unique_violation() => {
                 // The same mail, delivered twice at once, stored by a concurrent job: the
