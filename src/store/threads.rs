@@ -552,13 +552,15 @@ pub async fn set_status(
         let detail = reason.map(|r| json!({"reason": r}));
         insert_event(
             db,
-            thread.id,
-            "status",
-            actor,
-            Some(json!({"status": thread.status})),
-            Some(json!({"status": status})),
-            detail,
-            now,
+            event_row(
+                thread.id,
+                "status",
+                actor,
+                Some(json!({"status": thread.status})),
+                Some(json!({"status": status})),
+                detail,
+                now,
+            ),
         )
         .await?;
     }
@@ -581,13 +583,15 @@ pub async fn set_assignee(
     let saved = save(db, thread, changed, now).await?;
     insert_event(
         db,
-        thread.id,
-        "assignee",
-        actor,
-        Some(json!({"assignee": thread.assignee})),
-        Some(json!({"assignee": assignee})),
-        None,
-        now,
+        event_row(
+            thread.id,
+            "assignee",
+            actor,
+            Some(json!({"assignee": thread.assignee})),
+            Some(json!({"assignee": assignee})),
+            None,
+            now,
+        ),
     )
     .await?;
     Ok(saved)
@@ -657,13 +661,15 @@ pub async fn change_tags(
     let saved = save(db, thread, thread.clone(), now).await?;
     insert_event(
         db,
-        thread.id,
-        "tags",
-        actor,
-        Some(json!({"tags": before})),
-        Some(json!({"tags": after})),
-        None,
-        now,
+        event_row(
+            thread.id,
+            "tags",
+            actor,
+            Some(json!({"tags": before})),
+            Some(json!({"tags": after})),
+            None,
+            now,
+        ),
     )
     .await?;
     Ok(saved)
@@ -734,13 +740,15 @@ pub async fn set_customers(
     let saved = save(db, thread, thread.clone(), now).await?;
     insert_event(
         db,
-        thread.id,
-        "customers",
-        actor,
-        Some(json!({"customers": before})),
-        Some(json!({"customers": after})),
-        None,
-        now,
+        event_row(
+            thread.id,
+            "customers",
+            actor,
+            Some(json!({"customers": before})),
+            Some(json!({"customers": after})),
+            None,
+            now,
+        ),
     )
     .await?;
     Ok(saved)
@@ -799,13 +807,15 @@ pub async fn add_flag(
     let saved = save(db, thread, changed, now).await?;
     insert_event(
         db,
-        thread.id,
-        "flagged",
-        actor,
-        None,
-        Some(json!({ "flag": flag })),
-        Some(detail),
-        now,
+        event_row(
+            thread.id,
+            "flagged",
+            actor,
+            None,
+            Some(json!({ "flag": flag })),
+            Some(detail),
+            now,
+        ),
     )
     .await?;
     Ok(saved)
@@ -854,28 +864,24 @@ pub async fn record_event(
     after: Option<Value>,
     now: DateTime<Utc>,
 ) -> Result<thread_events::Model, StoreError> {
-    insert_event(db, thread_id, kind, actor, before, after, None, now).await
+    insert_event(
+        db,
+        event_row(thread_id, kind, actor, before, after, None, now),
+    )
+    .await
 }
 
-#[allow(clippy::too_many_arguments)] // one row's columns; a struct would only rename them
 async fn insert_event(
     db: &impl ConnectionTrait,
-    thread_id: Uuid,
-    kind: &str,
-    actor: &Value,
-    before: Option<Value>,
-    after: Option<Value>,
-    detail: Option<Value>,
-    now: DateTime<Utc>,
+    event: thread_events::Model,
 ) -> Result<thread_events::Model, StoreError> {
-    let event = event_row(thread_id, kind, actor, before, after, detail, now);
     thread_events::Entity::insert(event.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
     Ok(event)
 }
 
-#[allow(clippy::too_many_arguments)] // one row's columns, as in `insert_event`
+#[allow(clippy::too_many_arguments)] // one row's columns; a struct would only rename them
 fn event_row(
     thread_id: Uuid,
     kind: &str,
