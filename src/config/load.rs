@@ -404,6 +404,35 @@ mod tests {
     }
 
     #[test]
+    fn outbound_delivery_keeps_more_at_once_than_the_batched_kinds_unless_configured() {
+        let defaults = crate::config::Config::default();
+        let inbound = defaults.amqp.consumer("inbound-mail");
+        let outbound = defaults.amqp.consumer("outbound-message");
+        assert_eq!(
+            (inbound.concurrency, inbound.batch_size, inbound.prefetch),
+            (4, 64, 512)
+        );
+        assert_eq!((outbound.concurrency, outbound.prefetch), (8, 512));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[amqp]\nconcurrency = 2\n[amqp.consumers.outbound-message]\nconcurrency = 3\n",
+        )
+        .expect("write");
+        let (config, _) = load_with_env(Some(&file), no_env).expect("valid");
+        assert_eq!(config.amqp.consumer("outbound-message").concurrency, 3);
+        assert_eq!(config.amqp.consumer("inbound-mail").concurrency, 2);
+        std::fs::write(&file, "[amqp]\nconcurrency = 2\n").expect("write");
+        let (config, _) = load_with_env(Some(&file), no_env).expect("valid");
+        assert_eq!(
+            config.amqp.consumer("outbound-message").concurrency,
+            8,
+            "the built-in setting beats the global default"
+        );
+    }
+
+    #[test]
     fn unknown_consumer_kind_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("k.toml");
