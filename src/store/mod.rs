@@ -62,6 +62,27 @@ impl Store {
     }
 }
 
+/// Inserts `rows`, at most `per_statement` a statement (SQLite allows 32,766 bind
+/// parameters in one).
+pub(crate) async fn insert_in_chunks<A>(
+    db: &impl sea_orm::ConnectionTrait,
+    rows: Vec<A>,
+    per_statement: usize,
+) -> Result<(), StoreError>
+where
+    A: sea_orm::ActiveModelTrait + Send,
+{
+    use sea_orm::EntityTrait;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(per_statement.max(1)).collect();
+        A::Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The first three bind placeholders in the backend's syntax, for the few statements
 /// written as SQL (claims with `RETURNING` and `SKIP LOCKED`).
 pub(crate) fn placeholders(

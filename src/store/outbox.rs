@@ -86,14 +86,7 @@ pub async fn insert_all(
     db: &impl ConnectionTrait,
     rows: Vec<outbox::ActiveModel>,
 ) -> Result<(), StoreError> {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
-        outbox::Entity::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    super::insert_in_chunks(db, rows, INSERT_CHUNK).await
 }
 
 /// Claims up to `limit` unpublished rows for `lease`: other relays skip them until the lease

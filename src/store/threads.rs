@@ -838,17 +838,11 @@ pub async fn insert_events(
     db: &impl ConnectionTrait,
     events: Vec<thread_events::Model>,
 ) -> Result<(), StoreError> {
-    let mut rows = events
+    let rows = events
         .into_iter()
         .map(IntoActiveModel::into_active_model)
-        .peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(EVENT_CHUNK).collect();
-        thread_events::Entity::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+        .collect();
+    super::insert_in_chunks::<thread_events::ActiveModel>(db, rows, EVENT_CHUNK).await
 }
 
 /// Events a statement: eight columns each, well under SQLite's 32,766 parameters.
