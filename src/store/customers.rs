@@ -463,22 +463,19 @@ pub async fn attach_contacts(
 }
 
 /// Runs a contacts insert and returns the id of each row it inserted or updated, by (kind,
-/// address), in one round trip (`RETURNING`, native on PostgreSQL and SQLite ≥ 3.35).
-/// SeaORM's own returning is emulated on SQLite by a select of the *proposed* key, which is
-/// the wrong row after a conflict, so the statement is built here.
+/// address).
 async fn contact_ids_of(
     db: &impl ConnectionTrait,
-    mut insert: sea_orm::InsertMany<contacts::ActiveModel>,
+    insert: sea_orm::InsertMany<contacts::ActiveModel>,
 ) -> Result<Vec<((String, String), Uuid)>, StoreError> {
-    insert.query().returning(Query::returning().columns([
+    let columns = [
         contacts::Column::Id,
         contacts::Column::Kind,
         contacts::Column::Address,
-    ]));
-    let rows = db
-        .query_all_raw(insert.build(db.get_database_backend()))
-        .await?;
-    rows.iter()
+    ];
+    returning(db, insert, columns)
+        .await?
+        .iter()
         .map(|row| {
             let id: Uuid = row.try_get_by_index(0)?;
             Ok(((row.try_get_by_index(1)?, row.try_get_by_index(2)?), id))
@@ -489,20 +486,37 @@ async fn contact_ids_of(
 /// Runs a customers insert and returns the id of each row it wrote, by external id.
 async fn customer_ids_of(
     db: &impl ConnectionTrait,
-    mut insert: sea_orm::InsertMany<customers::ActiveModel>,
+    insert: sea_orm::InsertMany<customers::ActiveModel>,
 ) -> Result<Vec<(String, Uuid)>, StoreError> {
-    insert.query().returning(
-        Query::returning().columns([customers::Column::Id, customers::Column::ExternalId]),
-    );
-    let rows = db
-        .query_all_raw(insert.build(db.get_database_backend()))
-        .await?;
-    rows.iter()
+    let columns = [customers::Column::Id, customers::Column::ExternalId];
+    returning(db, insert, columns)
+        .await?
+        .iter()
         .map(|row| {
             let id: Uuid = row.try_get_by_index(0)?;
             Ok((row.try_get_by_index(1)?, id))
         })
         .collect()
+}
+
+/// Runs an insert with `RETURNING columns`, in one round trip (native on PostgreSQL and
+/// SQLite ≥ 3.35). SeaORM's own returning is emulated on SQLite by a select of the
+/// *proposed* key, which is the wrong row after a conflict, so the statement is built here.
+async fn returning<A, C>(
+    db: &impl ConnectionTrait,
+    mut insert: sea_orm::InsertMany<A>,
+    columns: impl IntoIterator<Item = C>,
+) -> Result<Vec<sea_orm::QueryResult>, StoreError>
+where
+    A: sea_orm::ActiveModelTrait,
+    C: sea_orm::sea_query::IntoColumnRef,
+{
+    insert
+        .query()
+        .returning(Query::returning().columns(columns));
+    Ok(db
+        .query_all_raw(insert.build(db.get_database_backend()))
+        .await?)
 }
 
 /// Attaches `contact` to `customer` (already attached: nothing changes).
