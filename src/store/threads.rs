@@ -259,7 +259,18 @@ pub async fn insert_prepared(
     p: &PreparedThread,
     events: &mut Vec<thread_events::Model>,
 ) -> Result<(), StoreError> {
-    insert_thread_rows(db, p, &p.thread, events).await
+    insert_prepared_many(db, &[p], events).await
+}
+
+/// [`insert_prepared`] for several threads, in one statement per table.
+pub async fn insert_prepared_many(
+    db: &impl ConnectionTrait,
+    prepared: &[&PreparedThread],
+    events: &mut Vec<thread_events::Model>,
+) -> Result<(), StoreError> {
+    let opened: Vec<(&PreparedThread, &threads::Model)> =
+        prepared.iter().map(|p| (*p, &p.thread)).collect();
+    insert_opened(db, &opened, events).await
 }
 
 /// Writes a prepared thread together with its first message: the thread row goes in with
@@ -273,35 +284,139 @@ pub async fn create_with_message(
     now: DateTime<Utc>,
     events: &mut Vec<thread_events::Model>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
-    let (row, attachments) = message_row(p.thread.id, msg, now);
-    let mut card = with_message(&p.thread, &row, &attachments, now);
-    card.version = p.thread.version + 1;
-    card.updated_at = now;
-    insert_thread_rows(db, p, &card, events).await?;
-    insert_message(db, &row, &attachments, now).await?;
-    Ok((card, row))
+    let stored = add_messages(db, vec![(Target::Open(p.clone()), msg)], now, events).await?;
+    stored
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Invalid("storing one message returned none".into()))
 }
 
-async fn insert_thread_rows(
+/// Where [`add_messages`] puts a message.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A thread prepared and not written yet: it goes in with its first messages.
+    Open(PreparedThread),
+    /// A stored thread, as read (its version is checked when its card is saved).
+    Existing(threads::Model),
+}
+
+impl Target {
+    pub fn thread_id(&self) -> Uuid {
+        match self {
+            Target::Open(p) => p.thread.id,
+            Target::Existing(t) => t.id,
+        }
+    }
+}
+
+/// A thread of [`add_messages`]: as it was, and its card with the batch's messages on it.
+struct Card {
+    before: Target,
+    after: threads::Model,
+}
+
+/// Stores several messages, each on its thread, in a few statements whatever their number:
+/// the new threads with their cards already filled, their customers, the messages, the
+/// attachments, then one version-checked update per stored thread. Messages on one thread
+/// go on its card in the order given. Returns, for each message, its thread's card once all
+/// of them are on it, and the message; the new threads' `created` events are added to
+/// `events`. A thread given twice as [`Target::Existing`] must be the same version each time.
+pub async fn add_messages(
     db: &impl ConnectionTrait,
-    p: &PreparedThread,
-    row: &threads::Model,
+    batch: Vec<(Target, NewMessage)>,
+    now: DateTime<Utc>,
+    events: &mut Vec<thread_events::Model>,
+) -> Result<Vec<(threads::Model, messages::Model)>, StoreError> {
+    let mut cards: Vec<Card> = Vec::new();
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut of_card = Vec::with_capacity(batch.len());
+    let mut files: Vec<(Uuid, Vec<NewAttachment>)> = Vec::new();
+    for (target, msg) in batch {
+        let id = target.thread_id();
+        let (row, attachments) = message_row(id, msg, now);
+        let at = match cards.iter().position(|c| c.after.id == id) {
+            Some(at) => at,
+            None => {
+                let after = match &target {
+                    Target::Open(p) => p.thread.clone(),
+                    Target::Existing(t) => t.clone(),
+                };
+                cards.push(Card {
+                    before: target,
+                    after,
+                });
+                cards.len() - 1
+            }
+        };
+        cards[at].after = with_message(&cards[at].after, &row, &attachments, now);
+        of_card.push(at);
+        if !attachments.is_empty() {
+            files.push((row.id, attachments));
+        }
+        rows.push(row);
+    }
+    let mut opened = Vec::new();
+    for card in &mut cards {
+        if let Target::Open(p) = &card.before {
+            card.after.version = p.thread.version + 1;
+            card.after.updated_at = now;
+            opened.push((p, &card.after));
+        }
+    }
+    insert_opened(db, &opened, events).await?;
+    let models: Vec<messages::ActiveModel> =
+        rows.iter().map(|r| r.clone().into_active_model()).collect();
+    super::insert_in_chunks(db, models, MESSAGE_CHUNK).await?;
+    store_attachments(db, &files, now).await?;
+    for card in &mut cards {
+        if let Target::Existing(before) = &card.before {
+            card.after = save(db, before, card.after.clone(), now).await?;
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .zip(of_card)
+        .map(|(row, at)| (cards[at].after.clone(), row))
+        .collect())
+}
+
+/// Messages a statement: 28 columns each, under SQLite's 32,766 parameters.
+const MESSAGE_CHUNK: usize = 1000;
+
+/// Threads a statement: 21 columns each.
+const THREAD_CHUNK: usize = 1000;
+
+/// Writes new threads (`row` is what goes in: the prepared thread, or its card with its
+/// first messages), their customers and `created` events (added to `events`).
+async fn insert_opened(
+    db: &impl ConnectionTrait,
+    opened: &[(&PreparedThread, &threads::Model)],
     events: &mut Vec<thread_events::Model>,
 ) -> Result<(), StoreError> {
-    threads::Entity::insert(row.clone().into_active_model())
-        .exec_without_returning(db)
-        .await?;
-    let created = p.thread.created_at;
-    link_customers(db, row.id, &p.customers, created).await?;
-    events.push(event_row(
-        row.id,
-        "created",
-        &p.actor,
-        None,
-        Some(json!({"status": p.thread.status})),
-        p.detail.clone(),
-        created,
-    ));
+    if opened.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<threads::ActiveModel> = opened
+        .iter()
+        .map(|(_, row)| (*row).clone().into_active_model())
+        .collect();
+    super::insert_in_chunks(db, rows, THREAD_CHUNK).await?;
+    let links: Vec<(Uuid, &[Uuid], DateTime<Utc>)> = opened
+        .iter()
+        .map(|(p, row)| (row.id, p.customers.as_slice(), p.thread.created_at))
+        .collect();
+    link_customers(db, &links).await?;
+    for (p, row) in opened {
+        events.push(event_row(
+            row.id,
+            "created",
+            &p.actor,
+            None,
+            Some(json!({"status": p.thread.status})),
+            p.detail.clone(),
+            p.thread.created_at,
+        ));
+    }
     Ok(())
 }
 
@@ -338,11 +453,13 @@ pub async fn add_message(
     msg: NewMessage,
     now: DateTime<Utc>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
-    let (row, attachments) = message_row(thread.id, msg, now);
-    insert_message(db, &row, &attachments, now).await?;
-    let card = with_message(thread, &row, &attachments, now);
-    let card = save(db, thread, card, now).await?;
-    Ok((card, row))
+    let mut no_events = Vec::new();
+    let batch = vec![(Target::Existing(thread.clone()), msg)];
+    add_messages(db, batch, now, &mut no_events)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Invalid("storing one message returned none".into()))
 }
 
 /// The `messages` row for `msg` on thread `thread_id`, and its attachments.
@@ -384,18 +501,6 @@ fn message_row(
     (row, msg.attachments)
 }
 
-async fn insert_message(
-    db: &impl ConnectionTrait,
-    row: &messages::Model,
-    attachments: &[NewAttachment],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    messages::Entity::insert(row.clone().into_active_model())
-        .exec_without_returning(db)
-        .await?;
-    store_attachments(db, row.id, attachments, now).await
-}
-
 /// The thread's inbox card once `row` is on it (last message time, item count, snippet,
 /// latest contact, attachments), not yet saved.
 fn with_message(
@@ -431,30 +536,35 @@ fn with_message(
     card
 }
 
-/// A message's attachments: the blobs not stored yet, then the attachment rows, in at most
+/// Messages' attachments: the blobs not stored yet, then the attachment rows, in at most
 /// three statements per thousand. The stored blobs are asked for first because the same
 /// files come again and again (signature logos, a document quoted back in every reply): an
 /// insert that meets an existing blob would still ship its bytes to the server.
 async fn store_attachments(
     db: &impl ConnectionTrait,
-    message_id: Uuid,
-    list: &[NewAttachment],
+    messages: &[(Uuid, Vec<NewAttachment>)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let all: Vec<(Uuid, &NewAttachment)> = messages
+        .iter()
+        .flat_map(|(id, list)| list.iter().map(move |a| (*id, a)))
+        .collect();
     // Nine columns a row stays under SQLite's 32,766 bind variables.
-    for chunk in list.chunks(1000) {
-        store_attachment_rows(db, message_id, chunk, now).await?;
+    for chunk in all.chunks(1000) {
+        store_attachment_rows(db, chunk, now).await?;
     }
     Ok(())
 }
 
 async fn store_attachment_rows(
     db: &impl ConnectionTrait,
-    message_id: Uuid,
-    list: &[NewAttachment],
+    list: &[(Uuid, &NewAttachment)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let shas: Vec<String> = list.iter().map(|a| hex(&Sha256::digest(&a.data))).collect();
+    let shas: Vec<String> = list
+        .iter()
+        .map(|(_, a)| hex(&Sha256::digest(&a.data)))
+        .collect();
     let stored: HashSet<String> = blobs::Entity::find()
         .select_only()
         .column(blobs::Column::Sha256)
@@ -469,7 +579,7 @@ async fn store_attachment_rows(
         .iter()
         .zip(&shas)
         .filter(|(_, sha)| !stored.contains(*sha) && new.insert(sha.as_str()))
-        .map(|(a, sha)| blobs::ActiveModel {
+        .map(|((_, a), sha)| blobs::ActiveModel {
             sha256: Set(sha.clone()),
             size: Set(a.data.len() as i64),
             data: Set(a.data.clone()),
@@ -490,9 +600,9 @@ async fn store_attachment_rows(
     let rows = list
         .iter()
         .zip(shas)
-        .map(|(a, sha)| attachments::ActiveModel {
+        .map(|((message_id, a), sha)| attachments::ActiveModel {
             id: Set(Uuid::now_v7()),
-            message_id: Set(message_id),
+            message_id: Set(*message_id),
             name: Set(a.name.clone()),
             content_type: Set(a.content_type.clone()),
             size: Set(a.data.len() as i64),
@@ -736,7 +846,7 @@ pub async fn set_customers(
         .iter()
         .filter_map(|e| found.iter().find(|c| &c.external_id == e).map(|c| c.id))
         .collect();
-    link_customers(db, thread.id, &ordered, now).await?;
+    link_customers(db, &[(thread.id, &ordered, now)]).await?;
     let saved = save(db, thread, thread.clone(), now).await?;
     insert_event(
         db,
@@ -754,36 +864,39 @@ pub async fn set_customers(
     Ok(saved)
 }
 
+/// Links threads to customers: for each, the thread, its customers in order and when.
 async fn link_customers(
     db: &impl ConnectionTrait,
-    thread_id: Uuid,
-    customer_ids: &[Uuid],
-    now: DateTime<Utc>,
+    links: &[(Uuid, &[Uuid], DateTime<Utc>)],
 ) -> Result<(), StoreError> {
     // Distinct `added_at` keep the order customers were given in.
-    let rows: Vec<thread_customers::ActiveModel> = customer_ids
+    let rows: Vec<thread_customers::ActiveModel> = links
         .iter()
-        .enumerate()
-        .map(|(i, c)| thread_customers::ActiveModel {
-            thread_id: Set(thread_id),
-            customer_id: Set(*c),
-            added_at: Set(now + chrono::Duration::microseconds(i as i64)),
+        .flat_map(|(thread_id, customers, at)| {
+            customers
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| thread_customers::ActiveModel {
+                    thread_id: Set(*thread_id),
+                    customer_id: Set(*c),
+                    added_at: Set(*at + chrono::Duration::microseconds(i as i64)),
+                })
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
+    // Three columns a row.
+    for chunk in rows.chunks(5000) {
+        thread_customers::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    thread_customers::Column::ThreadId,
+                    thread_customers::Column::CustomerId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
     }
-    thread_customers::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([
-                thread_customers::Column::ThreadId,
-                thread_customers::Column::CustomerId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
     Ok(())
 }
 

@@ -15,6 +15,8 @@
 //! committed leased, so another relay's sweep leaves them alone while this one publishes;
 //! if this process dies first, the lease ends and any relay's sweep publishes them.
 
+use std::collections::HashSet;
+
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
     TransactionTrait,
@@ -37,6 +39,9 @@ pub struct Tx {
     committed: Vec<super::outbox::OutboxMessage>,
     /// The current transaction's lock-wait bound, if [`Tx::bound_lock_waits`] set one.
     lock_wait: Option<std::time::Duration>,
+    /// Message-IDs of mails matched to a thread and not stored yet (see
+    /// [`Tx::note_unstored_mail`]).
+    unstored_mails: HashSet<String>,
 }
 
 impl Tx {
@@ -49,6 +54,7 @@ impl Tx {
             hand_over: None,
             committed: Vec::new(),
             lock_wait: None,
+            unstored_mails: HashSet::new(),
         }
     }
 
@@ -78,6 +84,24 @@ impl Tx {
     /// the audit back (only the feed views do), so writing it late changes no result.
     pub fn defer_events(&mut self, events: &mut Vec<thread_events::Model>) {
         self.events.append(events);
+    }
+
+    /// Notes that the mail with this Message-ID has its thread in this unit of work but is
+    /// not stored yet. A batch's mails are stored together once all of them are matched, so
+    /// a later mail of the batch that answers this one would not find it in the database:
+    /// it asks [`Tx::answers_unstored_mail`] and runs after the batch instead.
+    pub fn note_unstored_mail(&mut self, message_id: &str) {
+        self.unstored_mails.insert(message_id.to_owned());
+    }
+
+    /// The mail with this Message-ID is stored now (see [`Tx::note_unstored_mail`]).
+    pub fn mail_stored(&mut self, message_id: &str) {
+        self.unstored_mails.remove(message_id);
+    }
+
+    /// Whether one of `ids` is a mail of this unit of work not stored yet.
+    pub fn answers_unstored_mail(&self, ids: &[String]) -> bool {
+        ids.iter().any(|id| self.unstored_mails.contains(id))
     }
 
     /// The open transaction, begun now if there is none. On SQLite it is begun IMMEDIATE:
@@ -142,6 +166,7 @@ impl Tx {
             super::outbox::insert_all(self.get().await?, rows).await?;
         }
         self.lock_wait = None;
+        self.unstored_mails.clear();
         if let Some(t) = self.current.take() {
             t.commit().await?;
         }
@@ -154,6 +179,7 @@ impl Tx {
         self.outbox.clear();
         self.events.clear();
         self.lock_wait = None;
+        self.unstored_mails.clear();
         if let Some(t) = self.current.take() {
             t.rollback().await?;
         }

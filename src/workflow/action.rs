@@ -57,6 +57,13 @@ pub trait Action: Send + Sync + 'static {
         self.set_based()
     }
 
+    /// True for a set-based action that writes the threads its jobs opened and nobody wrote
+    /// yet (the [`Carried::opened`] ones), as `store_message` writes each with its first
+    /// message. Before any other set-based step the engine writes them itself, all in one go.
+    fn writes_opened_threads(&self) -> bool {
+        false
+    }
+
     /// The step for several jobs at once, all in `tx` and stamped `now`: one result per
     /// item, in order, or fewer that end with an error. An item's error cuts the batch
     /// there: the engine rolls everything
@@ -110,6 +117,8 @@ pub fn cut_at(k: usize, error: JobError) -> Vec<Result<Flow, JobError>> {
 #[derive(Default)]
 pub struct Carried {
     pub thread: Option<threads::Model>,
+    /// A thread the job opened and nobody wrote yet (see [`StepContext::open_thread`]).
+    pub opened: Option<Box<crate::store::threads::PreparedThread>>,
     pub inbound: Option<Box<crate::mail::inbound::InboundMail>>,
     pub on_commit: Vec<MetricUpdate>,
 }
@@ -212,6 +221,7 @@ impl<'a> StepContext<'a> {
     /// Takes over a job's state from earlier steps of a set run.
     pub fn resume(&mut self, carried: &mut Carried) {
         self.thread = carried.thread.take();
+        self.pending_thread = carried.opened.take();
         self.inbound = carried.inbound.take();
         self.on_commit.append(&mut carried.on_commit);
     }
@@ -219,6 +229,7 @@ impl<'a> StepContext<'a> {
     /// Hands the job's state back for the set run's next steps.
     pub fn suspend(&mut self, carried: &mut Carried) {
         carried.thread = self.thread.take();
+        carried.opened = self.pending_thread.take();
         carried.inbound = self.inbound.take();
         carried.on_commit.append(&mut self.on_commit);
     }
@@ -273,16 +284,26 @@ impl<'a> StepContext<'a> {
 
     /// Replaces the current thread and refreshes the `thread.*` facts.
     pub fn set_thread(&mut self, t: threads::Model) {
-        self.facts.set("thread.id", Value::String(t.id.to_string()));
-        self.facts.set("thread.status", serde_json::json!(t.status));
-        self.facts.set("thread.version", Value::from(t.version));
-        self.facts
-            .set("thread.assignee", serde_json::json!(t.assignee));
-        self.facts
-            .set("thread.lifecycle", Value::String(t.lifecycle.clone()));
-        self.facts
-            .set("thread.lifecycle_step", serde_json::json!(t.lifecycle_step));
+        set_thread_facts(self.facts, &t);
         self.thread = Some(t);
+    }
+}
+
+/// The `thread.*` facts of `t`.
+pub fn set_thread_facts(facts: &mut Facts, t: &threads::Model) {
+    facts.set("thread.id", Value::String(t.id.to_string()));
+    facts.set("thread.status", serde_json::json!(t.status));
+    facts.set("thread.version", Value::from(t.version));
+    facts.set("thread.assignee", serde_json::json!(t.assignee));
+    facts.set("thread.lifecycle", Value::String(t.lifecycle.clone()));
+    facts.set("thread.lifecycle_step", serde_json::json!(t.lifecycle_step));
+}
+
+impl SetItem<'_> {
+    /// Replaces the job's current thread and refreshes the `thread.*` facts.
+    pub fn set_thread(&mut self, t: threads::Model) {
+        set_thread_facts(self.facts, &t);
+        self.carried.thread = Some(t);
     }
 }
 

@@ -52,9 +52,18 @@ impl StepFailure {
 }
 
 pub async fn run(workflow: &Workflow, ctx: &mut StepContext<'_>) -> Result<Outcome, StepFailure> {
-    Ok(run_steps(&workflow.steps, ctx)
-        .await?
-        .unwrap_or(Outcome::Completed))
+    let ended = run_steps(&workflow.steps, ctx).await?;
+    // What the run left unwritten is written before its results are handed on.
+    ctx.flush().await.map_err(|error| StepFailure {
+        step: workflow
+            .steps
+            .last()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        action: workflow.steps.last().map_or("", |s| s.action.spec().name),
+        error,
+    })?;
+    Ok(ended.unwrap_or(Outcome::Completed))
 }
 
 /// Runs `steps` for one job; `Some` when a step ended the workflow.
@@ -93,12 +102,6 @@ async fn run_steps(
             Err(error) => return Err(fail(error)),
         }
     }
-    // What the run left unwritten is written before its results are handed on.
-    ctx.flush().await.map_err(|error| StepFailure {
-        step: steps.last().map(|s| s.name.clone()).unwrap_or_default(),
-        action: steps.last().map_or("", |s| s.action.spec().name),
-        error,
-    })?;
     Ok(None)
 }
 
@@ -156,6 +159,9 @@ pub async fn run_set(
     let mut rest = workflow.steps.as_slice();
     while let Some(step) = rest.first() {
         if step.action.set_based() {
+            if !step.action.writes_opened_threads() {
+                write_opened(tx, &mut carried, step).await?;
+            }
             set_step(
                 step,
                 services,
@@ -195,6 +201,9 @@ pub async fn run_set(
         }
         rest = after;
     }
+    if let Some(last) = workflow.steps.last() {
+        write_opened(tx, &mut carried, last).await?;
+    }
     Ok(ended
         .into_iter()
         .zip(carried)
@@ -203,6 +212,31 @@ pub async fn run_set(
             counted: carried.on_commit,
         })
         .collect())
+}
+
+/// Writes the threads the jobs opened that no step wrote yet, all in one go (before `step`,
+/// which would not see them otherwise, or at the end of the run).
+async fn write_opened(tx: &mut Tx, carried: &mut [Carried], step: &Step) -> Result<(), SetFailure> {
+    let opened: Vec<Box<crate::store::threads::PreparedThread>> =
+        carried.iter_mut().filter_map(|c| c.opened.take()).collect();
+    if opened.is_empty() {
+        return Ok(());
+    }
+    let fail = |error: JobError| {
+        SetFailure::Step(StepFailure {
+            step: step.name.clone(),
+            action: step.action.spec().name,
+            error,
+        })
+    };
+    let refs: Vec<&crate::store::threads::PreparedThread> = opened.iter().map(|p| &**p).collect();
+    let mut events = Vec::new();
+    let db = tx.get().await.map_err(|e| fail(e.into()))?;
+    crate::store::threads::insert_prepared_many(db, &refs, &mut events)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    tx.defer_events(&mut events);
+    Ok(())
 }
 
 /// One set-based step for the jobs not ended whose condition holds.

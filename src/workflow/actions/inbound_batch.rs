@@ -7,7 +7,7 @@
 //!
 //! [`Action::run_set`]: crate::workflow::Action::run_set
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -16,10 +16,13 @@ use super::inbound::{
     RawInput, count_item, dedupe_key_of, duplicate, duplicate_mark, loop_sender, loop_window,
     parse_one, set_loop, stored_raw,
 };
-use super::threading::{is_normal_mail, new_customer, record_sender, sender_input};
+use super::threading::{
+    inbound_message, is_normal_mail, new_customer, record_sender, sender_input, set_message_facts,
+};
 use crate::jobs::JobError;
 use crate::mail::inbound::{InboundMail, Sender};
 use crate::services::Services;
+use crate::store::threads::{self, Target};
 use crate::store::{ContactInput, Tx, customers, inbound as store};
 use crate::workflow::action::{Flow, SetItem, cut_at};
 
@@ -355,6 +358,69 @@ pub(super) async fn upsert_sender(
             contact_created,
             customer_created,
         );
+        flows.push(Ok(Flow::Continue));
+    }
+    Ok(flows)
+}
+
+/// `store_message`: the batch's mails on their threads in a few statements whatever their
+/// number (see [`threads::add_messages`]): the threads they open go in with their first
+/// message on the card. A second mail of the batch to a thread already matched by an
+/// earlier one runs after it: the steps after this one would otherwise see that thread as
+/// it was before the other mail's changes.
+pub(super) async fn store_messages(
+    tx: &mut Tx,
+    items: &mut [SetItem<'_>],
+    now: DateTime<Utc>,
+) -> Result<Flows, JobError> {
+    let mut batch = Vec::with_capacity(items.len());
+    let mut kinds = Vec::with_capacity(items.len());
+    let mut stored_threads = HashSet::new();
+    for (k, item) in items.iter_mut().enumerate() {
+        let created = item.facts.get("thread.created") == Some(&serde_json::Value::Bool(true));
+        let (msg, classification, label) = inbound_message(item.job, mail_of(item)?, created)?;
+        let target = match item.carried.opened.take() {
+            Some(opened) => Target::Open(*opened),
+            None => {
+                let thread = item.carried.thread.clone().ok_or_else(|| {
+                    JobError::permanent("no thread at this step (`match_thread` did not run)")
+                })?;
+                if !stored_threads.insert(thread.id) {
+                    return Ok(cut_at(
+                        k,
+                        JobError::transient(
+                            "a mail of its batch went to the same thread: runs after it",
+                        ),
+                    ));
+                }
+                Target::Existing(thread)
+            }
+        };
+        kinds.push((msg.message_id_header.clone(), classification, label));
+        batch.push((target, msg));
+    }
+    let mut events = Vec::new();
+    let stored = match threads::add_messages(tx.get().await?, batch, now, &mut events).await {
+        Err(e) if e.is_unique_violation() => {
+            // A copy of one of these mails, delivered twice at once, stored by a concurrent
+            // job: run one by one, that one's retry finds it and ends as a duplicate.
+            return Err(JobError::transient(format!(
+                "a copy of a mail of this batch is being stored by another job ({e})"
+            )));
+        }
+        other => other?,
+    };
+    tx.defer_events(&mut events);
+    let mut flows = Vec::with_capacity(items.len());
+    for ((item, (card, row)), (header, classification, label)) in
+        items.iter_mut().zip(stored).zip(kinds)
+    {
+        if let Some(header) = header {
+            tx.mail_stored(&header);
+        }
+        item.set_thread(card);
+        set_message_facts(item.facts, &row, classification);
+        count_item(item, label);
         flows.push(Ok(Flow::Continue));
     }
     Ok(flows)

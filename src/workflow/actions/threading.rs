@@ -295,6 +295,14 @@ impl Action for MatchThread {
         let mut ids: Vec<String> = p.in_reply_to.clone();
         ids.extend(p.references.iter().rev().cloned());
         ids.dedup();
+        if ctx.tx.answers_unstored_mail(&ids) {
+            return Err(JobError::transient(
+                "it answers a mail of its batch that is not stored yet: runs after it",
+            ));
+        }
+        if let Some(own) = &p.message_id {
+            ctx.tx.note_unstored_mail(own);
+        }
         let db = ctx.db().await?;
         if let Some((mid, thread_id)) = store::by_message_ids(db, &ids).await? {
             let by = if p.in_reply_to.contains(&mid) {
@@ -531,63 +539,10 @@ impl Action for StoreMessage {
         &STORE_MESSAGE
     }
 
-    fn interleaves(&self) -> bool {
-        true
-    }
-
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let m = mail(ctx)?;
-        let p = m
-            .parsed
-            .clone()
-            .ok_or_else(|| JobError::permanent("the mail is not parsed at this step"))?;
         let created = ctx.facts.get("thread.created") == Some(&Value::Bool(true));
-        let (classification, label) = match (&m.class, m.looping) {
-            (Some(MailClass::Bounce(_)), _) => (Classification::Bounce, "bounce"),
-            (Some(MailClass::AutoReply { .. }), _) => (Classification::AutoReply, "auto_reply"),
-            (_, true) => (Classification::Loop, "loop"),
-            _ if created => (Classification::New, "new_thread"),
-            _ => (Classification::Reply, "reply"),
-        };
-        let from = p
-            .from
-            .as_ref()
-            .map(|f| f.address.to_ascii_lowercase())
-            .or_else(|| m.envelope_from.clone())
-            .unwrap_or_else(|| "(unknown sender)".into());
-        let mut msg = threads::NewMessage::new(
-            MessageDirection::Inbound,
-            Channel::Email,
-            from,
-            p.subject.clone(),
-        );
-        msg.from_name = p.from.as_ref().and_then(|f| f.name.clone());
-        // A bounce comes from a mail server, not from the customer.
-        if classification != Classification::Bounce {
-            msg.contact_id = m.sender.as_ref().map(|s| s.contact_id);
-        }
-        msg.message_id_header = p.message_id.clone();
-        msg.in_reply_to = p.in_reply_to.first().cloned();
-        msg.references = p.references.clone();
-        msg.to = p.to.iter().map(|a| a.address.clone()).collect();
-        msg.cc = p.cc.iter().map(|a| a.address.clone()).collect();
-        msg.text_body = p.text.clone();
-        msg.html_body = p.html.clone();
-        msg.classification = Some(classification);
-        msg.raw_mail_id = Some(m.raw_id);
-        msg.job_message_id = Some(ctx.job.message_id.clone());
-        msg.dedupe_key = m.dedupe_key.clone();
-        msg.attachments = p
-            .attachments
-            .into_iter()
-            .map(|a| threads::NewAttachment {
-                name: a.name,
-                content_type: a.content_type,
-                data: a.data,
-                inline: a.inline,
-                content_id: a.content_id,
-            })
-            .collect();
+        let (msg, classification, label) = inbound_message(ctx.job, mail(ctx)?, created)?;
+        let header = msg.message_id_header.clone();
         let thread = ctx.thread()?.clone();
         let now = ctx.now;
         let opened = ctx.take_pending_thread();
@@ -608,13 +563,106 @@ impl Action for StoreMessage {
             }
             other => other?,
         };
+        if let Some(header) = &header {
+            ctx.tx.mail_stored(header);
+        }
         ctx.set_thread(card);
-        ctx.facts.set("message.id", json!(row.id));
-        ctx.facts.set(
-            "message.classification",
-            serde_json::to_value(classification).unwrap_or(Value::Null),
-        );
+        set_message_facts(ctx.facts, &row, classification);
         count(ctx, label);
         Ok(Flow::Continue)
     }
+
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    fn writes_opened_threads(&self) -> bool {
+        true
+    }
+
+    /// The batch's mails, the threads they open, their attachments and the stored threads'
+    /// cards in a few statements.
+    async fn run_set(
+        &self,
+        _services: &Services,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::inbound_batch::store_messages(tx, items, now).await
+    }
+}
+
+/// The `message.*` facts of a stored mail.
+pub(super) fn set_message_facts(
+    facts: &mut Facts,
+    row: &gochat_entities::messages::Model,
+    classification: Classification,
+) {
+    facts.set("message.id", json!(row.id));
+    facts.set(
+        "message.classification",
+        serde_json::to_value(classification).unwrap_or(Value::Null),
+    );
+}
+
+/// The message to store for inbound mail `m` of `job` (`created`: it opened its thread),
+/// its classification and the label it is counted under.
+pub(super) fn inbound_message(
+    job: &crate::jobs::Job,
+    m: &InboundMail,
+    created: bool,
+) -> Result<(threads::NewMessage, Classification, &'static str), JobError> {
+    let p = m
+        .parsed
+        .clone()
+        .ok_or_else(|| JobError::permanent("the mail is not parsed at this step"))?;
+    let (classification, label) = match (&m.class, m.looping) {
+        (Some(MailClass::Bounce(_)), _) => (Classification::Bounce, "bounce"),
+        (Some(MailClass::AutoReply { .. }), _) => (Classification::AutoReply, "auto_reply"),
+        (_, true) => (Classification::Loop, "loop"),
+        _ if created => (Classification::New, "new_thread"),
+        _ => (Classification::Reply, "reply"),
+    };
+    let from = p
+        .from
+        .as_ref()
+        .map(|f| f.address.to_ascii_lowercase())
+        .or_else(|| m.envelope_from.clone())
+        .unwrap_or_else(|| "(unknown sender)".into());
+    let mut msg = threads::NewMessage::new(
+        MessageDirection::Inbound,
+        Channel::Email,
+        from,
+        p.subject.clone(),
+    );
+    msg.from_name = p.from.as_ref().and_then(|f| f.name.clone());
+    // A bounce comes from a mail server, not from the customer.
+    if classification != Classification::Bounce {
+        msg.contact_id = m.sender.as_ref().map(|s| s.contact_id);
+    }
+    msg.message_id_header = p.message_id.clone();
+    msg.in_reply_to = p.in_reply_to.first().cloned();
+    msg.references = p.references.clone();
+    msg.to = p.to.iter().map(|a| a.address.clone()).collect();
+    msg.cc = p.cc.iter().map(|a| a.address.clone()).collect();
+    msg.text_body = p.text.clone();
+    msg.html_body = p.html.clone();
+    msg.classification = Some(classification);
+    msg.raw_mail_id = Some(m.raw_id);
+    msg.job_message_id = Some(job.message_id.clone());
+    msg.dedupe_key = m.dedupe_key.clone();
+    msg.attachments = p
+        .attachments
+        .into_iter()
+        .map(|a| threads::NewAttachment {
+            name: a.name,
+            content_type: a.content_type,
+            data: a.data,
+            inline: a.inline,
+            content_id: a.content_id,
+        })
+        .collect();
+    Ok((msg, classification, label))
 }
