@@ -9,8 +9,8 @@ use gochat_entities::raw_mails::{self, RawMailStatus};
 use gochat_entities::{customer_contacts, customers, thread_customers, threads};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -108,22 +108,21 @@ pub async fn is_contact_of_thread(
     contact: Uuid,
     thread: Uuid,
 ) -> Result<bool, StoreError> {
-    let customers: Vec<Uuid> = thread_customers::Entity::find()
-        .select_only()
-        .column(thread_customers::Column::CustomerId)
-        .filter(thread_customers::Column::ThreadId.eq(thread))
-        .into_tuple()
-        .all(db)
-        .await?;
-    if customers.is_empty() {
-        return Ok(false);
-    }
     Ok(customer_contacts::Entity::find()
         .filter(customer_contacts::Column::ContactId.eq(contact))
-        .filter(customer_contacts::Column::CustomerId.is_in(customers))
-        .count(db)
+        .filter(customer_contacts::Column::CustomerId.in_subquery(customer_ids_of_thread(thread)))
+        .one(db)
         .await?
-        > 0)
+        .is_some())
+}
+
+/// The thread's customer ids, as a subquery: a membership test then costs one statement.
+pub(crate) fn customer_ids_of_thread(thread: Uuid) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column(thread_customers::Column::CustomerId)
+        .from(thread_customers::Entity)
+        .and_where(thread_customers::Column::ThreadId.eq(thread))
+        .to_owned()
 }
 
 /// The customers `contact` belongs to, with their attributes (lifecycle selectors read

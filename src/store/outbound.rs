@@ -22,11 +22,11 @@ pub struct Recipient {
     pub time_zone: Option<String>,
 }
 
-/// Resolves `spec` (a contact id or an e-mail address) to a contact of one of `customers`;
-/// `Err` says why it may not be written to.
+/// Resolves `spec` (a contact id or an e-mail address) to a contact of one of the thread's
+/// customers; `Err` says why it may not be written to.
 pub async fn resolve_recipient(
     db: &impl ConnectionTrait,
-    customers: &[Uuid],
+    thread: Uuid,
     spec: &str,
 ) -> Result<Result<Recipient, String>, StoreError> {
     let contact = match Uuid::parse_str(spec.trim()) {
@@ -56,7 +56,10 @@ pub async fn resolve_recipient(
     }
     let linked = customer_contacts::Entity::find()
         .filter(customer_contacts::Column::ContactId.eq(contact.id))
-        .filter(customer_contacts::Column::CustomerId.is_in(customers.to_vec()))
+        .filter(
+            customer_contacts::Column::CustomerId
+                .in_subquery(super::inbound::customer_ids_of_thread(thread)),
+        )
         .one(db)
         .await?
         .is_some();
@@ -91,15 +94,20 @@ pub async fn thread_message_ids(
     db: &impl ConnectionTrait,
     thread_id: Uuid,
 ) -> Result<Vec<String>, StoreError> {
+    use sea_orm::QuerySelect;
+    // Only the header: the rows' bodies would come along otherwise, a long thread's worth.
     Ok(messages::Entity::find()
+        .select_only()
+        .column(messages::Column::MessageIdHeader)
         .filter(messages::Column::ThreadId.eq(thread_id))
         .filter(messages::Column::MessageIdHeader.is_not_null())
         .order_by_asc(messages::Column::CreatedAt)
         .order_by_asc(messages::Column::Id)
+        .into_tuple::<Option<String>>()
         .all(db)
         .await?
         .into_iter()
-        .filter_map(|m| m.message_id_header)
+        .flatten()
         .collect())
 }
 

@@ -147,6 +147,9 @@ pub struct StepContext<'a> {
     pub thread: Option<threads::Model>,
     /// An inbound mail's working state (raw bytes, parsed mail, sender), once stored.
     pub inbound: Option<Box<crate::mail::inbound::InboundMail>>,
+    /// The outbound message a step composed or found, for the steps after it to use as it
+    /// is instead of reading it back.
+    pub outbound: Option<Box<gochat_entities::messages::Model>>,
     pub names: Names,
     /// The lifecycles of the workflow set this job runs on.
     pub lifecycles: Arc<Lifecycles>,
@@ -184,6 +187,7 @@ impl<'a> StepContext<'a> {
             tx,
             thread: None,
             inbound: None,
+            outbound: None,
             on_commit: Vec::new(),
             pending_thread: None,
         }

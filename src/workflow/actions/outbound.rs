@@ -126,6 +126,7 @@ fn kind_name(k: OutboundKind) -> &'static str {
 }
 
 fn set_mail_facts(ctx: &mut StepContext<'_>, m: &messages::Model) {
+    ctx.outbound = Some(Box::new(m.clone()));
     ctx.facts.set("mail.id", json!(m.id));
     ctx.facts.set("mail.message_id", json!(m.message_id_header));
     ctx.facts.set(
@@ -220,11 +221,6 @@ impl Action for ComposeMessage {
                 thread.id, thread.lifecycle
             )));
         }
-        let customers: Vec<Uuid> = threads::customer_ids(db, thread.id)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
         let mut to = Vec::new();
         let mut cc = Vec::new();
         let mut refused = Vec::new();
@@ -236,7 +232,7 @@ impl Action for ComposeMessage {
                 .flatten()
                 .filter_map(Value::as_str)
             {
-                match outbound::resolve_recipient(db, &customers, spec).await? {
+                match outbound::resolve_recipient(db, thread.id, spec).await? {
                     Ok(r) => out.push(r),
                     Err(why) => refused.push(why),
                 }
@@ -385,10 +381,13 @@ impl Action for SendMail {
             .str("mail.id")
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| JobError::permanent("no composed message (mail.id)"))?;
-        let row = messages::Entity::find_by_id(id)
-            .one(ctx.db().await?)
-            .await?
-            .ok_or_else(|| JobError::permanent(format!("message {id} vanished")))?;
+        let row = match ctx.outbound.take() {
+            Some(row) if row.id == id => *row,
+            _ => messages::Entity::find_by_id(id)
+                .one(ctx.db().await?)
+                .await?
+                .ok_or_else(|| JobError::permanent(format!("message {id} vanished")))?,
+        };
         if row.state != Some(OutboundState::Queued) {
             set_mail_facts(ctx, &row);
             return Ok(Flow::Continue);
