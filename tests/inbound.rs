@@ -635,11 +635,10 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\
     }
 );
 
-/// A mail from `from` with the same 15-byte PDF attached.
-fn with_attachment(from: &str) -> Vec<u8> {
+/// A mail from `from` with Message-ID `<id>` and the same 15-byte PDF attached.
+fn with_attachment(from: &str, id: &str) -> Vec<u8> {
     format!(
-        "From: {from}\r\nTo: {SUPPORT}\r\nSubject: The report\r\nMessage-ID: <{}@customer.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJeLjz9MK\r\n--b--\r\n",
-        uuid::Uuid::now_v7().simple()
+        "From: {from}\r\nTo: {SUPPORT}\r\nSubject: The report\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJeLjz9MK\r\n--b--\r\n"
     )
     .into_bytes()
 }
@@ -707,6 +706,9 @@ both_backends!(
         auto = auto.header("Auto-Submitted", "auto-replied");
         let mut no_sender = mail("not an address", "Who am I");
         no_sender.from = "undisclosed".into();
+        let dora = format!("{}@customer.example", uuid::Uuid::now_v7().simple());
+        let hal = format!("{}@customer.example", uuid::Uuid::now_v7().simple());
+        let eli = mail("eli@globex.example", "Re: The report").replying_to(&dora);
         let raws: Vec<(String, serde_json::Value)> = vec![
             ("m00".into(), job(&first.bytes(), SUPPORT)),
             (
@@ -785,11 +787,33 @@ both_backends!(
             // The same file attached to two new threads' mails: one blob.
             (
                 "m16".into(),
-                job(&with_attachment("gus@example.com"), SUPPORT),
+                job(&with_attachment("dora@globex.example", &dora), SUPPORT),
             ),
             (
                 "m17".into(),
-                job(&with_attachment("hal@example.com"), SUPPORT),
+                job(&with_attachment("hal@example.com", &hal), SUPPORT),
+            ),
+            // Replies to mails of the batch not stored yet: to a thread the batch opens, from
+            // a colleague of the same customer; to that reply in turn; and one from a
+            // stranger (it runs after them, alone: flagged).
+            ("m18".into(), job(&eli.bytes(), SUPPORT)),
+            (
+                "m19".into(),
+                job(
+                    &mail("fay@globex.example", "Re: Re: The report")
+                        .replying_to(&eli.id())
+                        .bytes(),
+                    SUPPORT,
+                ),
+            ),
+            (
+                "m20".into(),
+                job(
+                    &mail("ivy@example.com", "Re: The report")
+                        .replying_to(&hal)
+                        .bytes(),
+                    SUPPORT,
+                ),
             ),
         ];
         let jobs: Vec<Job> = raws
@@ -848,6 +872,10 @@ both_backends!(
             "raw m13 parsed normal ok",
             "message m14 reply thread of m00 contact zed@acme.example",
             "message m15 reply thread of m00 contact yan@acme.example",
+            "message m18 reply thread of m16 contact eli@globex.example",
+            "message m19 reply thread of m16 contact fay@globex.example",
+            "thread m16 open items 4 flags []",
+            "message m20 reply thread of m17 contact ivy@example.com",
             "attachment m16 report.pdf 15 bytes",
             "attachment m17 report.pdf 15 bytes",
             "blobs 1",
@@ -863,10 +891,9 @@ both_backends!(
             "the auto-reply opened a thread: {state:#?}"
         );
 
-        // The reply to a mail of the batch (stored with the rest, after it matched), the
-        // loop's third mail and the thread's second reply were cut off to run after the
-        // others (the duplicate then met its first copy committed);
-        // nothing failed as a whole.
+        // The duplicate, the loop's third mail and the stranger's reply to a mail of the
+        // batch were cut off to run after the others; replies to mails of the batch from
+        // their customers and two mails to one thread were not; nothing failed as a whole.
         let batches = |outcome: &str| {
             batched
                 .services

@@ -19,7 +19,7 @@ use sea_orm::{DatabaseConnection, DbBackend};
 pub use customers::{ContactInput, CustomerUpsert, UpsertOutcome};
 pub use error::StoreError;
 pub use inbox::InboxFilter;
-pub use tx::Tx;
+pub use tx::{Tx, UnstoredMail};
 
 /// A pooled connection to the configured database (SQLite or PostgreSQL).
 #[derive(Clone, Debug)]

@@ -221,6 +221,13 @@ pub struct PreparedThread {
     detail: Option<Value>,
 }
 
+impl PreparedThread {
+    /// The customers it is opened for.
+    pub fn customers(&self) -> &[Uuid] {
+        &self.customers
+    }
+}
+
 /// Builds a new thread (id, reply token, version 1) without writing it.
 pub fn prepare(new: NewThread, actor: &Value, now: DateTime<Utc>) -> PreparedThread {
     PreparedThread {

@@ -15,14 +15,14 @@
 //! committed leased, so another relay's sweep leaves them alone while this one publishes;
 //! if this process dies first, the lease ends and any relay's sweep publishes them.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
     TransactionTrait,
 };
 
-use gochat_entities::{outbox, thread_events};
+use gochat_entities::{outbox, thread_events, threads};
 
 use super::StoreError;
 
@@ -39,9 +39,19 @@ pub struct Tx {
     committed: Vec<super::outbox::OutboxMessage>,
     /// The current transaction's lock-wait bound, if [`Tx::bound_lock_waits`] set one.
     lock_wait: Option<std::time::Duration>,
-    /// Message-IDs of mails matched to a thread and not stored yet (see
+    /// Mails matched to a thread and not stored yet, by Message-ID (see
     /// [`Tx::note_unstored_mail`]).
-    unstored_mails: HashSet<String>,
+    unstored_mails: HashMap<String, (usize, UnstoredMail)>,
+    /// The newest card of each thread written in this unit of work (see [`Tx::note_thread`]).
+    threads: HashMap<uuid::Uuid, threads::Model>,
+}
+
+/// A mail of a unit of work matched to its thread and not stored yet.
+#[derive(Debug, Clone)]
+pub struct UnstoredMail {
+    pub thread: uuid::Uuid,
+    /// When its thread is new and not written yet either: the thread and its customers.
+    pub opens: Option<(threads::Model, Vec<uuid::Uuid>)>,
 }
 
 impl Tx {
@@ -54,7 +64,8 @@ impl Tx {
             hand_over: None,
             committed: Vec::new(),
             lock_wait: None,
-            unstored_mails: HashSet::new(),
+            unstored_mails: HashMap::new(),
+            threads: HashMap::new(),
         }
     }
 
@@ -89,9 +100,11 @@ impl Tx {
     /// Notes that the mail with this Message-ID has its thread in this unit of work but is
     /// not stored yet. A batch's mails are stored together once all of them are matched, so
     /// a later mail of the batch that answers this one would not find it in the database:
-    /// it asks [`Tx::answers_unstored_mail`] and runs after the batch instead.
-    pub fn note_unstored_mail(&mut self, message_id: &str) {
-        self.unstored_mails.insert(message_id.to_owned());
+    /// it asks [`Tx::unstored_mail`] instead.
+    pub fn note_unstored_mail(&mut self, message_id: &str, mail: UnstoredMail) {
+        let order = self.unstored_mails.len();
+        self.unstored_mails
+            .insert(message_id.to_owned(), (order, mail));
     }
 
     /// The mail with this Message-ID is stored now (see [`Tx::note_unstored_mail`]).
@@ -99,9 +112,35 @@ impl Tx {
         self.unstored_mails.remove(message_id);
     }
 
-    /// Whether one of `ids` is a mail of this unit of work not stored yet.
-    pub fn answers_unstored_mail(&self, ids: &[String]) -> bool {
-        ids.iter().any(|id| self.unstored_mails.contains(id))
+    /// Of `ids`, the mail of this unit of work not stored yet that was matched last (the
+    /// newest, as threading prefers among stored mails), with its Message-ID.
+    pub fn unstored_mail<'a>(&'a self, ids: &'a [String]) -> Option<(&'a str, &'a UnstoredMail)> {
+        ids.iter()
+            .filter_map(|id| {
+                self.unstored_mails
+                    .get(id)
+                    .map(|(order, m)| (*order, id, m))
+            })
+            .max_by_key(|(order, _, _)| *order)
+            .map(|(_, id, m)| (id.as_str(), m))
+    }
+
+    /// Keeps `t` as its thread's newest card in this unit of work, if it is newer. In a set
+    /// run, each job carries its own copy of its thread from step to step; when two jobs of
+    /// the batch share a thread, the later one takes the newer card from here instead of
+    /// failing its version check on an old one.
+    pub fn note_thread(&mut self, t: &threads::Model) {
+        match self.threads.get(&t.id) {
+            Some(known) if known.version >= t.version => {}
+            _ => {
+                self.threads.insert(t.id, t.clone());
+            }
+        }
+    }
+
+    /// A newer card of `t`'s thread written in this unit of work, if there is one.
+    pub fn newer_thread(&self, t: &threads::Model) -> Option<&threads::Model> {
+        self.threads.get(&t.id).filter(|n| n.version > t.version)
     }
 
     /// The open transaction, begun now if there is none. On SQLite it is begun IMMEDIATE:
@@ -167,6 +206,7 @@ impl Tx {
         }
         self.lock_wait = None;
         self.unstored_mails.clear();
+        self.threads.clear();
         if let Some(t) = self.current.take() {
             t.commit().await?;
         }
@@ -180,6 +220,7 @@ impl Tx {
         self.events.clear();
         self.lock_wait = None;
         self.unstored_mails.clear();
+        self.threads.clear();
         if let Some(t) = self.current.take() {
             t.rollback().await?;
         }

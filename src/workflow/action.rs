@@ -225,6 +225,11 @@ impl<'a> StepContext<'a> {
     /// Takes over a job's state from earlier steps of a set run.
     pub fn resume(&mut self, carried: &mut Carried) {
         self.thread = carried.thread.take();
+        if let Some(newer) = self.thread.as_ref().and_then(|t| self.tx.newer_thread(t)) {
+            // Another job of the batch changed the thread since this one's copy was made.
+            let newer = newer.clone();
+            self.set_thread(newer);
+        }
         self.pending_thread = carried.opened.take();
         self.inbound = carried.inbound.take();
         self.on_commit.append(&mut carried.on_commit);
@@ -289,7 +294,13 @@ impl<'a> StepContext<'a> {
     /// Replaces the current thread and refreshes the `thread.*` facts.
     pub fn set_thread(&mut self, t: threads::Model) {
         set_thread_facts(self.facts, &t);
+        self.tx.note_thread(&t);
         self.thread = Some(t);
+    }
+
+    /// The thread this run opened and nobody wrote yet (see [`StepContext::open_thread`]).
+    pub fn opened_thread(&self) -> Option<&crate::store::threads::PreparedThread> {
+        self.pending_thread.as_deref()
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! [`Action::run_set`]: crate::workflow::Action::run_set
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -365,9 +365,7 @@ pub(super) async fn upsert_sender(
 
 /// `store_message`: the batch's mails on their threads in a few statements whatever their
 /// number (see [`threads::add_messages`]): the threads they open go in with their first
-/// message on the card. A second mail of the batch to a thread already matched by an
-/// earlier one runs after it: the steps after this one would otherwise see that thread as
-/// it was before the other mail's changes.
+/// message on the card, and mails of the batch on one thread go on its card in order.
 pub(super) async fn store_messages(
     tx: &mut Tx,
     items: &mut [SetItem<'_>],
@@ -375,7 +373,7 @@ pub(super) async fn store_messages(
 ) -> Result<Flows, JobError> {
     let mut batch = Vec::with_capacity(items.len());
     let mut kinds = Vec::with_capacity(items.len());
-    let mut stored_threads = HashSet::new();
+    let mut versions: HashMap<uuid::Uuid, i64> = HashMap::new();
     for (k, item) in items.iter_mut().enumerate() {
         let created = item.facts.get("thread.created") == Some(&serde_json::Value::Bool(true));
         let (msg, classification, label) = inbound_message(item.job, mail_of(item)?, created)?;
@@ -385,11 +383,13 @@ pub(super) async fn store_messages(
                 let thread = item.carried.thread.clone().ok_or_else(|| {
                     JobError::permanent("no thread at this step (`match_thread` did not run)")
                 })?;
-                if !stored_threads.insert(thread.id) {
+                // Two copies of one thread differ when a later mail's match changed it (an
+                // unknown sender flagged it): the card of the older would be stale.
+                if *versions.entry(thread.id).or_insert(thread.version) != thread.version {
                     return Ok(cut_at(
                         k,
                         JobError::transient(
-                            "a mail of its batch went to the same thread: runs after it",
+                            "a mail of its batch changed its thread meanwhile: runs after it",
                         ),
                     ));
                 }
@@ -418,6 +418,7 @@ pub(super) async fn store_messages(
         if let Some(header) = header {
             tx.mail_stored(&header);
         }
+        tx.note_thread(&card);
         item.set_thread(card);
         set_message_facts(item.facts, &row, classification);
         count_item(item, label);

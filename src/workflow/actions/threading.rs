@@ -266,6 +266,8 @@ struct Found {
     by: &'static str,
     /// The Message-ID or token that matched.
     key: String,
+    /// Whether the sender is a contact of the thread's customers, when already known.
+    member: Option<bool>,
 }
 
 #[async_trait::async_trait]
@@ -295,25 +297,53 @@ impl Action for MatchThread {
         let mut ids: Vec<String> = p.in_reply_to.clone();
         ids.extend(p.references.iter().rev().cloned());
         ids.dedup();
-        if ctx.tx.answers_unstored_mail(&ids) {
-            return Err(JobError::transient(
-                "it answers a mail of its batch that is not stored yet: runs after it",
-            ));
-        }
-        if let Some(own) = &p.message_id {
-            ctx.tx.note_unstored_mail(own);
-        }
-        let db = ctx.db().await?;
-        if let Some((mid, thread_id)) = store::by_message_ids(db, &ids).await? {
-            let by = if p.in_reply_to.contains(&mid) {
+        let header = |mid: &str| {
+            if p.in_reply_to.iter().any(|i| i == mid) {
                 "in_reply_to"
             } else {
                 "references"
-            };
+            }
+        };
+        // A mail of this batch not stored yet is newer than any stored one.
+        let unstored = ctx
+            .tx
+            .unstored_mail(&ids)
+            .map(|(mid, m)| (mid.to_owned(), m.clone()));
+        let mut opens = None;
+        let db = ctx.db().await?;
+        if let Some((mid, unstored)) = unstored {
+            let by = header(&mid);
+            match &unstored.opens {
+                Some((thread, customers)) => {
+                    // A thread the batch opens: who its customers are is known here only.
+                    if !sender.customers.iter().any(|(c, _)| customers.contains(c)) {
+                        return Err(JobError::transient(
+                            "it answers a mail of its batch not stored yet, from outside that thread's customers: runs after it",
+                        ));
+                    }
+                    found = Some(Found {
+                        thread: thread.clone(),
+                        by,
+                        key: mid,
+                        member: Some(true),
+                    });
+                    opens = unstored.opens.clone();
+                }
+                None => {
+                    found = Some(Found {
+                        thread: threads::get_for_update(db, unstored.thread).await?,
+                        by,
+                        key: mid,
+                        member: None,
+                    })
+                }
+            }
+        } else if let Some((mid, thread_id)) = store::by_message_ids(db, &ids).await? {
             found = Some(Found {
                 thread: threads::get_for_update(db, thread_id).await?,
-                by,
+                by: header(&mid),
                 key: mid,
+                member: None,
             });
         }
         // 2. Tokens, only for the thread's own customers' contacts.
@@ -339,6 +369,7 @@ impl Action for MatchThread {
                         thread: threads::get_for_update(db, t.id).await?,
                         by,
                         key: token,
+                        member: Some(true),
                     });
                     break;
                 }
@@ -347,23 +378,33 @@ impl Action for MatchThread {
         }
 
         ctx.facts.set("thread.linked_to", Value::Null);
-        if let Some(f) = found {
-            return matched(
+        let flow = if let Some(f) = found {
+            matched(
                 ctx, f, &sender, &actor, normal, &p.subject, mailbox, &pattern,
             )
-            .await;
-        }
-        if !normal {
+            .await?
+        } else if !normal {
             count(ctx, if m_looping(ctx) { "loop" } else { "auto_reply" });
             return Ok(Flow::Stop(
                 "an automatic mail (auto-reply or loop) answering no thread: kept as raw mail only"
                     .into(),
             ));
+        } else {
+            let subject = inbound::strip_subject_tokens(&p.subject, &pattern);
+            let detail = json!({"by": "new_thread", "ignored_token": ignored_token, "message_id": p.message_id});
+            new_thread(ctx, &sender, &actor, subject, mailbox, None, detail, now).await?
+        };
+        // Until it is stored, a later mail of its batch answering it finds it here.
+        if let (Flow::Continue, Some(own)) = (&flow, &p.message_id) {
+            let opens = match ctx.opened_thread() {
+                Some(new) => Some((new.thread.clone(), new.customers().to_vec())),
+                None => opens,
+            };
+            let thread = ctx.thread()?.id;
+            ctx.tx
+                .note_unstored_mail(own, crate::store::UnstoredMail { thread, opens });
         }
-        let subject = inbound::strip_subject_tokens(&p.subject, &pattern);
-        let detail =
-            json!({"by": "new_thread", "ignored_token": ignored_token, "message_id": p.message_id});
-        new_thread(ctx, &sender, &actor, subject, mailbox, None, detail, now).await
+        Ok(flow)
     }
 }
 
@@ -425,8 +466,11 @@ async fn matched(
         }
     }
     let db = ctx.db().await?;
-    let by_header = matches!(f.by, "in_reply_to" | "references");
-    if by_header && !store::is_contact_of_thread(db, sender.contact_id, thread.id).await? {
+    let member = match f.member {
+        Some(known) => known,
+        None => store::is_contact_of_thread(db, sender.contact_id, thread.id).await?,
+    };
+    if !member {
         thread =
             threads::add_flag(db, &thread, "unknown_sender", detail.clone(), actor, now).await?;
     }
