@@ -1061,3 +1061,64 @@ both_backends!(
         assert_eq!(outbox(&store, "outbound-message").await, 1, "acknowledged");
     }
 );
+
+// Two replies in one batch to a thread that waits for the customer: the first reopens it,
+// and the second, whose copy of the thread is older by then, takes the newer card instead
+// of failing its version check (which would cut the batch and run it alone).
+both_backends!(
+    two_replies_in_one_batch_to_a_waiting_thread_both_commit_with_it,
+    |db: TestDb| async move {
+        use gochat::queue::{Handled, Handler};
+        let config = Config {
+            database: db.config(),
+            ..Default::default()
+        };
+        let store = db.store().await;
+        let handler = common::fixtures::workflow_handler(&store, config);
+        let first = TestMail::new("Kim <kim@example.com>", SUPPORT, "Broken", "Help.\n");
+        let opened = handler
+            .handle(&inbound_job("w0", job(&first.bytes(), SUPPORT)))
+            .await;
+        assert_eq!(opened, Ok(Handled::Applied));
+        let thread = stored(&store, "w0").await.thread_id;
+        let before = threads::get(store.conn(), thread).await.expect("thread");
+        let actor = json!({"kind": "agent", "id": "a1"});
+        threads::set_status(
+            store.conn(),
+            &before,
+            ThreadStatus::Waiting,
+            None,
+            &actor,
+            None,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("waiting");
+
+        let reply = |subject: &str| {
+            TestMail::new("kim@example.com", SUPPORT, subject, "Still broken.\n")
+                .replying_to(&first.id())
+        };
+        let jobs = vec![
+            inbound_job("w1", job(&reply("Re: Broken").bytes(), SUPPORT)),
+            inbound_job("w2", job(&reply("Re: Re: Broken").bytes(), SUPPORT)),
+        ];
+        let results = handler.handle_batch(&jobs).await;
+        assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+        for id in ["w1", "w2"] {
+            assert_eq!(stored(&store, id).await.thread_id, thread, "{id}");
+        }
+        let after = threads::get(store.conn(), thread).await.expect("thread");
+        assert_eq!(after.status, ThreadStatus::Open);
+        assert_eq!(after.item_count, 3);
+        let batches = |outcome: &str| {
+            handler
+                .services
+                .metrics
+                .job_batches
+                .with_label_values(&["inbound-mail", outcome])
+                .get()
+        };
+        assert_eq!((batches("committed"), batches("cut")), (1, 0));
+    }
+);
