@@ -913,3 +913,83 @@ both_backends!(
         }
     }
 );
+
+// The recipient rule in one statement: a message may go only to an e-mail contact of one of
+// the thread's customers, named by address (any case) or by contact id.
+both_backends!(
+    a_recipient_must_be_an_email_contact_of_the_threads_customers,
+    |db: common::TestDb| async move {
+        use gochat::store::outbound::resolve_recipient;
+        let store = db.store().await;
+        let conn = store.conn();
+        let now = t0();
+        let (thread, ada) =
+            common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", now).await;
+        let upsert = |external: &str, kind: ContactKind, address: &str| CustomerUpsert {
+            external_id: external.into(),
+            name: external.into(),
+            contacts: vec![ContactInput {
+                kind,
+                address: address.into(),
+                name: None,
+                language: None,
+                time_zone: None,
+            }],
+            replace_contacts: false,
+        };
+        // A contact of another customer, and a chat contact of the thread's own.
+        gochat::store::customers::upsert_customer(
+            conn,
+            &upsert("globex", ContactKind::Email, "bob@globex.example"),
+            now,
+        )
+        .await
+        .expect("globex");
+        gochat::store::customers::upsert_customer(
+            conn,
+            &upsert("acme", ContactKind::Chat, "ada-chat"),
+            now,
+        )
+        .await
+        .expect("chat");
+        let chat = gochat_entities::contacts::Entity::find()
+            .filter(gochat_entities::contacts::Column::Address.eq("ada-chat"))
+            .one(conn)
+            .await
+            .expect("query")
+            .expect("chat contact")
+            .id;
+
+        for spec in ["Ada@ACME.example", &ada.to_string()] {
+            let r = resolve_recipient(conn, thread, spec).await.expect("query");
+            let r = r.unwrap_or_else(|why| panic!("{spec}: {why}"));
+            assert_eq!(
+                (r.contact_id, r.address.as_str()),
+                (ada, "ada@acme.example")
+            );
+            assert_eq!(r.name.as_deref(), Some("Ada"));
+        }
+        for (spec, why) in [
+            (
+                "bob@globex.example",
+                "is not a contact of the thread's customers",
+            ),
+            (
+                "eve@nowhere.example",
+                "is not a contact of the thread's customers",
+            ),
+            (
+                &uuid::Uuid::now_v7().to_string(),
+                "is not a contact of the thread's customers",
+            ),
+            (&chat.to_string(), "is a chat contact"),
+            ("not an address", "is not an e-mail address or a contact id"),
+        ] {
+            let r = resolve_recipient(conn, thread, spec).await.expect("query");
+            assert!(
+                matches!(&r, Err(e) if e.contains(why)),
+                "{spec}: {r:?}, expected {why:?}"
+            );
+        }
+    }
+);

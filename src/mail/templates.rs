@@ -48,6 +48,8 @@ pub struct Templates {
     html: Handlebars<'static>,
     /// Template name → languages it has.
     languages: BTreeMap<String, BTreeSet<String>>,
+    /// The templates that may show `quote` (see [`Templates::quotes`]).
+    quoting: BTreeSet<String>,
 }
 
 const PARTS: [&str; 3] = ["subject", "text", "html"];
@@ -93,6 +95,7 @@ impl Default for Templates {
             plain,
             html,
             languages: BTreeMap::new(),
+            quoting: BTreeSet::new(),
         }
     }
 }
@@ -105,7 +108,11 @@ impl Templates {
             mut plain,
             mut html,
             mut languages,
+            ..
         } = Templates::default();
+        // The sources, to tell which templates quote (partials by name, templates by name).
+        let mut partial_sources: BTreeMap<String, String> = BTreeMap::new();
+        let mut sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut problems = Vec::new();
         let problem =
             |file: &Path, line: usize, column: usize, message: String, hint: Option<String>| {
@@ -122,6 +129,7 @@ impl Templates {
                 plain,
                 html,
                 languages,
+                quoting: BTreeSet::new(),
             });
         };
         let mut folders: Vec<PathBuf> = entries
@@ -154,6 +162,7 @@ impl Templates {
                     }
                 };
                 if name == "partials" {
+                    partial_sources.insert(stem.to_owned(), text.clone());
                     for registry in [&mut plain, &mut html] {
                         if let Err(e) = registry.register_partial(stem, text.as_str()) {
                             let (l, c) = e.pos().unwrap_or((0, 0));
@@ -186,6 +195,7 @@ impl Templates {
                 } else {
                     text.as_str()
                 };
+                sources.entry(name.clone()).or_default().push(text.clone());
                 match registry.register_template_string(&key, source) {
                     Ok(()) => {
                         languages
@@ -204,6 +214,7 @@ impl Templates {
             plain,
             html,
             languages,
+            quoting: quoting(&sources, &partial_sources),
         };
         for (name, langs) in &templates.languages {
             for lang in langs {
@@ -306,6 +317,12 @@ impl Templates {
             .or_else(|| langs.contains("en").then(|| "en".to_owned()))
     }
 
+    /// Whether template `name` may show `quote` (the customer's latest message), itself or
+    /// through a partial: only then does composing a message read that message.
+    pub fn quotes(&self, name: &str) -> bool {
+        self.quoting.contains(name)
+    }
+
     /// Renders `name` in the first language of `chain` it has (English last).
     pub fn render(
         &self,
@@ -345,6 +362,50 @@ impl Templates {
     }
 }
 
+/// The templates whose sources may show `quote`: they mention it, or include a partial
+/// that does (or one whose name cannot be told from the source, to be safe).
+fn quoting(
+    sources: &BTreeMap<String, Vec<String>>,
+    partials: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let includes = |text: &str, quoting: &BTreeSet<String>| {
+        text.split("{{").skip(1).any(|tag| {
+            let tag = tag.trim_start_matches('~').trim_start();
+            let Some(rest) = tag.strip_prefix('>') else {
+                return false;
+            };
+            let name: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
+                .collect();
+            name.is_empty() || !partials.contains_key(&name) || quoting.contains(&name)
+        })
+    };
+    // Partials may include partials: grow the set until it holds still.
+    let mut quoting_partials = BTreeSet::new();
+    loop {
+        let grown: BTreeSet<String> = partials
+            .iter()
+            .filter(|(_, text)| text.contains("quote") || includes(text, &quoting_partials))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if grown == quoting_partials {
+            break;
+        }
+        quoting_partials = grown;
+    }
+    sources
+        .iter()
+        .filter(|(_, texts)| {
+            texts
+                .iter()
+                .any(|t| t.contains("quote") || includes(t, &quoting_partials))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +422,40 @@ mod tests {
             "contact": {"name": "Ada"},
             "mail": {"from_name": "Go!Chat Support"},
         })
+    }
+
+    #[test]
+    fn only_templates_that_show_the_quote_themselves_or_through_a_partial_quote() {
+        let t = shipped();
+        assert!(
+            t.quotes("agent-reply"),
+            "through the quoted-history partial"
+        );
+        for name in ["acknowledgement", "reminder-1", "reminder-2", "unknown"] {
+            assert!(!t.quotes(name), "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let file = dir.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        };
+        write("partials/outer.hbs", "{{~> inner}}");
+        write("partials/inner.hbs", "{{#if quote}}{{quote.text}}{{/if}}");
+        write("partials/plain.hbs", "Bye");
+        for (name, text) in [
+            ("direct", "{{quote.from}}"),
+            ("nested", "Hi {{> outer}}"),
+            ("missing", "Hi {{> nowhere}}"),
+            ("plain", "Hi {{> plain}}"),
+        ] {
+            write(&format!("{name}/en.subject.hbs"), "S");
+            write(&format!("{name}/en.text.hbs"), text);
+        }
+        // Loading reports the missing partial only when rendering; the flag is what counts.
+        let t = Templates::load(dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
+        assert!(t.quotes("direct") && t.quotes("nested") && t.quotes("missing"));
+        assert!(!t.quotes("plain"));
     }
 
     #[test]

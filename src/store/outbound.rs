@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use gochat_entities::messages::{self, OutboundState};
 use gochat_entities::{contacts, customer_contacts};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -29,51 +30,80 @@ pub async fn resolve_recipient(
     thread: Uuid,
     spec: &str,
 ) -> Result<Result<Recipient, String>, StoreError> {
-    let contact = match Uuid::parse_str(spec.trim()) {
-        Ok(id) => contacts::Entity::find_by_id(id).one(db).await?,
+    // The contact and whether it belongs to one of the thread's customers, in one statement.
+    let linked = Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(customer_contacts::Entity)
+            .and_where(
+                Expr::col((
+                    customer_contacts::Entity,
+                    customer_contacts::Column::ContactId,
+                ))
+                .equals((contacts::Entity, contacts::Column::Id)),
+            )
+            .and_where(
+                customer_contacts::Column::CustomerId
+                    .in_subquery(super::inbound::customer_ids_of_thread(thread)),
+            )
+            .to_owned(),
+    );
+    let query = contacts::Entity::find()
+        .select_only()
+        .columns([
+            contacts::Column::Id,
+            contacts::Column::Kind,
+            contacts::Column::Address,
+            contacts::Column::DisplayName,
+            contacts::Column::Language,
+            contacts::Column::TimeZone,
+        ])
+        .column_as(linked, "linked");
+    let query = match Uuid::parse_str(spec.trim()) {
+        Ok(id) => query.filter(contacts::Column::Id.eq(id)),
         Err(_) => {
             let Ok(address) = normalise_address(contacts::ContactKind::Email, spec) else {
                 return Ok(Err(format!(
                     "{spec:?} is not an e-mail address or a contact id"
                 )));
             };
-            contacts::Entity::find()
+            query
                 .filter(contacts::Column::Kind.eq(contacts::ContactKind::Email))
                 .filter(contacts::Column::Address.eq(address))
-                .one(db)
-                .await?
         }
     };
-    let Some(contact) = contact else {
+    type Row = (
+        Uuid,
+        contacts::ContactKind,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        bool,
+    );
+    let Some((contact_id, kind, address, name, language, time_zone, linked)) =
+        query.into_tuple::<Row>().one(db).await?
+    else {
         return Ok(Err(format!(
             "{spec:?} is not a contact of the thread's customers"
         )));
     };
-    if contact.kind != contacts::ContactKind::Email {
+    if kind != contacts::ContactKind::Email {
         return Ok(Err(format!(
             "{spec:?} is a chat contact; mail goes to e-mail contacts"
         )));
     }
-    let linked = customer_contacts::Entity::find()
-        .filter(customer_contacts::Column::ContactId.eq(contact.id))
-        .filter(
-            customer_contacts::Column::CustomerId
-                .in_subquery(super::inbound::customer_ids_of_thread(thread)),
-        )
-        .one(db)
-        .await?
-        .is_some();
     if !linked {
         return Ok(Err(format!(
             "{spec:?} is not a contact of the thread's customers"
         )));
     }
     Ok(Ok(Recipient {
-        contact_id: contact.id,
-        address: contact.address,
-        name: contact.display_name,
-        language: contact.language,
-        time_zone: contact.time_zone,
+        contact_id,
+        address,
+        name,
+        language,
+        time_zone,
     }))
 }
 

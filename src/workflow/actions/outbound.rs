@@ -262,8 +262,13 @@ impl Action for ComposeMessage {
             .into_iter()
             .flatten()
             .collect();
-            let quote = outbound::latest_inbound(db, thread.id)
-                .await?
+            // Read only for a template that shows it (an acknowledgement does not).
+            let latest = if templates.quotes(template) {
+                outbound::latest_inbound(db, thread.id).await?
+            } else {
+                None
+            };
+            let quote = latest
                 .and_then(|m| {
                     let text = m.text_body?;
                     Some(json!({
