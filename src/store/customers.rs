@@ -539,22 +539,16 @@ async fn insert_links(
     db: &impl ConnectionTrait,
     links: Vec<customer_contacts::ActiveModel>,
 ) -> Result<(), StoreError> {
-    let mut links = links.into_iter().peekable();
-    while links.peek().is_some() {
-        let chunk: Vec<_> = links.by_ref().take(ROWS_PER_STATEMENT).collect();
-        customer_contacts::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([
-                    customer_contacts::Column::CustomerId,
-                    customer_contacts::Column::ContactId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    super::insert_links_in_chunks(
+        db,
+        links,
+        ROWS_PER_STATEMENT,
+        [
+            customer_contacts::Column::CustomerId,
+            customer_contacts::Column::ContactId,
+        ],
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -83,6 +83,30 @@ where
     Ok(())
 }
 
+/// Inserts link rows (`key` is the table's two-column key), at most `per_statement` a
+/// statement; a link that exists already stays as it is.
+pub(crate) async fn insert_links_in_chunks<A>(
+    db: &impl sea_orm::ConnectionTrait,
+    rows: Vec<A>,
+    per_statement: usize,
+    key: [<A::Entity as sea_orm::EntityTrait>::Column; 2],
+) -> Result<(), StoreError>
+where
+    A: sea_orm::ActiveModelTrait + Send,
+{
+    use sea_orm::EntityTrait;
+    use sea_orm::sea_query::OnConflict;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(per_statement.max(1)).collect();
+        A::Entity::insert_many(chunk)
+            .on_conflict(OnConflict::columns(key).do_nothing().to_owned())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The first three bind placeholders in the backend's syntax, for the few statements
 /// written as SQL (claims with `RETURNING` and `SKIP LOCKED`).
 pub(crate) fn placeholders(

@@ -891,20 +891,16 @@ async fn link_customers(
         })
         .collect();
     // Three columns a row.
-    for chunk in rows.chunks(5000) {
-        thread_customers::Entity::insert_many(chunk.to_vec())
-            .on_conflict(
-                OnConflict::columns([
-                    thread_customers::Column::ThreadId,
-                    thread_customers::Column::CustomerId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    super::insert_links_in_chunks(
+        db,
+        rows,
+        5000,
+        [
+            thread_customers::Column::ThreadId,
+            thread_customers::Column::CustomerId,
+        ],
+    )
+    .await
 }
 
 /// Adds `flag` (e.g. `unknown_sender`) to the thread, audited with `detail`; a flag already
