@@ -42,6 +42,8 @@ pub struct Tx {
     /// Mails matched to a thread and not stored yet, by Message-ID (see
     /// [`Tx::note_unstored_mail`]).
     unstored_mails: HashMap<String, (usize, UnstoredMail)>,
+    /// How many mails [`Tx::note_unstored_mail`] noted: the order they were matched in.
+    noted_mails: usize,
     /// The newest card of each thread written in this unit of work (see [`Tx::note_thread`]).
     threads: HashMap<uuid::Uuid, threads::Model>,
 }
@@ -65,6 +67,7 @@ impl Tx {
             committed: Vec::new(),
             lock_wait: None,
             unstored_mails: HashMap::new(),
+            noted_mails: 0,
             threads: HashMap::new(),
         }
     }
@@ -102,9 +105,9 @@ impl Tx {
     /// a later mail of the batch that answers this one would not find it in the database:
     /// it asks [`Tx::unstored_mail`] instead.
     pub fn note_unstored_mail(&mut self, message_id: &str, mail: UnstoredMail) {
-        let order = self.unstored_mails.len();
+        self.noted_mails += 1;
         self.unstored_mails
-            .insert(message_id.to_owned(), (order, mail));
+            .insert(message_id.to_owned(), (self.noted_mails, mail));
     }
 
     /// The mail with this Message-ID is stored now (see [`Tx::note_unstored_mail`]).
@@ -225,5 +228,95 @@ impl Tx {
             t.rollback().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    fn thread(id: Uuid, version: i64) -> threads::Model {
+        threads::Model {
+            id,
+            subject: "s".into(),
+            status: threads::ThreadStatus::Open,
+            assignee: None,
+            lifecycle: "default".into(),
+            lifecycle_step: None,
+            reply_token: "t".into(),
+            mailbox: None,
+            linked_thread_id: None,
+            version,
+            flags: serde_json::json!([]),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            last_message_at: None,
+            snippet: None,
+            has_attachments: false,
+            attachment_names: serde_json::json!([]),
+            item_count: 0,
+            contact_id: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_unstored_mail_answered_wins_and_a_stored_one_is_forgotten() {
+        let mut tx = Tx::new(DatabaseConnection::default());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        tx.note_unstored_mail(
+            "first@x",
+            UnstoredMail {
+                thread: a,
+                opens: None,
+            },
+        );
+        tx.note_unstored_mail(
+            "second@x",
+            UnstoredMail {
+                thread: b,
+                opens: None,
+            },
+        );
+        // Matched last, so newer, wherever it stands among the headers.
+        let both = ids(&["second@x", "first@x"]);
+        let found = tx.unstored_mail(&both);
+        assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("second@x", b)));
+        tx.mail_stored("second@x");
+        let found = tx.unstored_mail(&both);
+        assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("first@x", a)));
+        // Noted after a removal, it is still newer than every mail noted before.
+        tx.note_unstored_mail(
+            "second@x",
+            UnstoredMail {
+                thread: b,
+                opens: None,
+            },
+        );
+        tx.mail_stored("first@x");
+        tx.note_unstored_mail(
+            "third@x",
+            UnstoredMail {
+                thread: a,
+                opens: None,
+            },
+        );
+        let later = ids(&["third@x", "second@x"]);
+        let found = tx.unstored_mail(&later);
+        assert_eq!(found.map(|(id, _)| id), Some("third@x"));
+        assert!(tx.unstored_mail(&ids(&["other@x"])).is_none());
+    }
+
+    #[test]
+    fn only_a_newer_card_of_a_thread_replaces_a_jobs_copy() {
+        let mut tx = Tx::new(DatabaseConnection::default());
+        let id = Uuid::now_v7();
+        tx.note_thread(&thread(id, 3));
+        tx.note_thread(&thread(id, 2)); // older: ignored
+        assert_eq!(tx.newer_thread(&thread(id, 2)).map(|t| t.version), Some(3));
+        assert!(tx.newer_thread(&thread(id, 3)).is_none());
+        assert!(tx.newer_thread(&thread(Uuid::now_v7(), 1)).is_none());
     }
 }
