@@ -72,19 +72,11 @@ pub(crate) async fn insert_in_chunks<A>(
 where
     A: sea_orm::ActiveModelTrait + Send,
 {
-    use sea_orm::EntityTrait;
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<A> = rows.by_ref().take(per_statement.max(1)).collect();
-        A::Entity::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    insert_chunks(db, rows, per_statement, None).await
 }
 
-/// Inserts link rows (`key` is the table's two-column key), at most `per_statement` a
-/// statement; a link that exists already stays as it is.
+/// Inserts link rows (`key` is the table's two-column key) as [`insert_in_chunks`] does; a
+/// link that exists already stays as it is.
 pub(crate) async fn insert_links_in_chunks<A>(
     db: &impl sea_orm::ConnectionTrait,
     rows: Vec<A>,
@@ -94,15 +86,30 @@ pub(crate) async fn insert_links_in_chunks<A>(
 where
     A: sea_orm::ActiveModelTrait + Send,
 {
+    let keep = sea_orm::sea_query::OnConflict::columns(key)
+        .do_nothing()
+        .to_owned();
+    insert_chunks(db, rows, per_statement, Some(keep)).await
+}
+
+async fn insert_chunks<A>(
+    db: &impl sea_orm::ConnectionTrait,
+    rows: Vec<A>,
+    per_statement: usize,
+    on_conflict: Option<sea_orm::sea_query::OnConflict>,
+) -> Result<(), StoreError>
+where
+    A: sea_orm::ActiveModelTrait + Send,
+{
     use sea_orm::EntityTrait;
-    use sea_orm::sea_query::OnConflict;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<A> = rows.by_ref().take(per_statement.max(1)).collect();
-        A::Entity::insert_many(chunk)
-            .on_conflict(OnConflict::columns(key).do_nothing().to_owned())
-            .exec_without_returning(db)
-            .await?;
+        let mut insert = A::Entity::insert_many(chunk);
+        if let Some(c) = &on_conflict {
+            insert = insert.on_conflict(c.clone());
+        }
+        insert.exec_without_returning(db).await?;
     }
     Ok(())
 }
