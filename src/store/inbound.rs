@@ -110,19 +110,13 @@ pub async fn is_contact_of_thread(
 ) -> Result<bool, StoreError> {
     Ok(customer_contacts::Entity::find()
         .filter(customer_contacts::Column::ContactId.eq(contact))
-        .filter(customer_contacts::Column::CustomerId.in_subquery(customer_ids_of_thread(thread)))
+        .filter(
+            customer_contacts::Column::CustomerId
+                .in_subquery(super::threads::customer_ids_query(thread)),
+        )
         .one(db)
         .await?
         .is_some())
-}
-
-/// The thread's customer ids, as a subquery: a membership test then costs one statement.
-pub(crate) fn customer_ids_of_thread(thread: Uuid) -> sea_orm::sea_query::SelectStatement {
-    sea_orm::sea_query::Query::select()
-        .column(thread_customers::Column::CustomerId)
-        .from(thread_customers::Entity)
-        .and_where(thread_customers::Column::ThreadId.eq(thread))
-        .to_owned()
 }
 
 /// The customers `contact` belongs to, with their attributes (lifecycle selectors read

@@ -44,7 +44,7 @@ pub async fn resolve_recipient(
             )
             .and_where(
                 customer_contacts::Column::CustomerId
-                    .in_subquery(super::inbound::customer_ids_of_thread(thread)),
+                    .in_subquery(super::threads::customer_ids_query(thread)),
             )
             .to_owned(),
     );

@@ -291,8 +291,19 @@ pub async fn create_with_message(
     now: DateTime<Utc>,
     events: &mut Vec<thread_events::Model>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
-    let stored = add_messages(db, vec![(Target::Open(p.clone()), msg)], now, events).await?;
-    stored
+    add_one(db, Target::Open(p.clone()), msg, now, events).await
+}
+
+/// [`add_messages`] for one message.
+async fn add_one(
+    db: &impl ConnectionTrait,
+    target: Target,
+    msg: NewMessage,
+    now: DateTime<Utc>,
+    events: &mut Vec<thread_events::Model>,
+) -> Result<(threads::Model, messages::Model), StoreError> {
+    add_messages(db, vec![(target, msg)], now, events)
+        .await?
         .into_iter()
         .next()
         .ok_or_else(|| StoreError::Invalid("storing one message returned none".into()))
@@ -461,12 +472,14 @@ pub async fn add_message(
     now: DateTime<Utc>,
 ) -> Result<(threads::Model, messages::Model), StoreError> {
     let mut no_events = Vec::new();
-    let batch = vec![(Target::Existing(thread.clone()), msg)];
-    add_messages(db, batch, now, &mut no_events)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Invalid("storing one message returned none".into()))
+    add_one(
+        db,
+        Target::Existing(thread.clone()),
+        msg,
+        now,
+        &mut no_events,
+    )
+    .await
 }
 
 /// The `messages` row for `msg` on thread `thread_id`, and its attachments.
@@ -807,6 +820,15 @@ pub async fn customer_ids(
         .into_iter()
         .filter_map(|(_, c)| c.map(|c| (c.id, c.external_id)))
         .collect())
+}
+
+/// The thread's customer ids, as a subquery: a membership test then costs one statement.
+pub(crate) fn customer_ids_query(thread: Uuid) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column(thread_customers::Column::CustomerId)
+        .from(thread_customers::Entity)
+        .and_where(thread_customers::Column::ThreadId.eq(thread))
+        .to_owned()
 }
 
 /// Replaces the thread's customers by those with `external_ids` (all must exist).
