@@ -37,6 +37,80 @@ fn the_shipped_workflows_load() {
     assert!(set.kinds().contains(&"thread-update"));
 }
 
+/// After `send_mail` the thread may have changed (its lock ended with a midway commit); the
+/// engine reads it again only before a step that reads it. Which steps do is worked out at
+/// load time from the action's declaration, the condition and the fact parameters.
+#[test]
+fn the_steps_that_read_the_thread_are_known_at_load_time() {
+    let set = WorkflowSet::load(&root().join("workflows")).expect("shipped workflows are valid");
+    let outbound = set.get("outbound-message").expect("outbound-message");
+    let reads: Vec<(&str, bool)> = outbound
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.reads_thread))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            ("load", false),
+            ("compose", true),
+            ("send", false),
+            ("announce-sent", false),
+            ("announce-reminder", false),
+            ("start-ladder", true),
+            ("announce-status", true),
+            ("announce-failed", false),
+        ]
+    );
+
+    // A condition or an event naming a fact that can change reads the thread;
+    // `thread.id` (the event's default subject) cannot change, so it does not.
+    let yaml = r#"
+kind: outbound-message
+steps:
+  - { name: load, action: load_thread }
+  - { name: compose, action: compose_message }
+  - { name: send, action: send_mail }
+  - name: by-id
+    action: emit_event
+    with: { name: a, subject: thread.id, include: [mail.id, thread.id] }
+  - name: by-status
+    when: { fact: thread.status, equals: waiting }
+    action: emit_event
+    with: { name: b }
+  - name: nested
+    when: { all: [mail.sent, { not: { fact: thread.assignee, exists: false } }] }
+    action: emit_event
+    with: { name: c }
+  - name: includes
+    action: emit_event
+    with: { name: d, include: [mail.id, thread.lifecycle_step] }
+"#;
+    let wf = parse(
+        Path::new("outbound-message.yaml"),
+        yaml,
+        &Registry::builtin(),
+    )
+    .expect("valid");
+    let reads: Vec<(&str, bool)> = wf
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.reads_thread))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            ("load", false),
+            ("compose", true),
+            ("send", false),
+            ("by-id", false),
+            ("by-status", true),
+            ("nested", true),
+            ("includes", true),
+        ]
+    );
+}
+
 #[test]
 fn unknown_action_is_located_with_a_suggestion() {
     let p = problem_in(

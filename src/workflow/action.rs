@@ -162,6 +162,9 @@ pub struct StepContext<'a> {
     pub on_commit: Vec<MetricUpdate>,
     /// A thread opened by this run and not yet written (see [`StepContext::open_thread`]).
     pending_thread: Option<Box<crate::store::threads::PreparedThread>>,
+    /// The loaded thread may have changed since it was read (see
+    /// [`StepContext::thread_may_have_changed`]).
+    thread_stale: bool,
 }
 
 /// A deferred metric update (see [`StepContext::on_commit`]).
@@ -190,6 +193,7 @@ impl<'a> StepContext<'a> {
             outbound: None,
             on_commit: Vec::new(),
             pending_thread: None,
+            thread_stale: false,
         }
     }
 
@@ -261,6 +265,12 @@ impl<'a> StepContext<'a> {
     /// The loaded thread; the loader guarantees a step that needs it runs after one that
     /// provides it, so its absence is a bug in a conditional workflow, reported as such.
     pub fn thread(&self) -> Result<&threads::Model, JobError> {
+        if self.thread_stale {
+            // The engine reads it again before a step that declares it reads `thread.*`.
+            return Err(JobError::permanent(
+                "the thread may have changed since it was loaded, and this step's action does not declare that it reads `thread.*` facts, so the engine did not read it again (a bug in the action's declaration)",
+            ));
+        }
         self.thread.as_ref().ok_or_else(|| {
             JobError::permanent(
                 "no thread is loaded at this step (a `load_thread` or `create_thread` step was skipped by its condition)",
@@ -278,15 +288,28 @@ impl<'a> StepContext<'a> {
         })
     }
 
-    /// Reads the loaded thread again, locked, in the current transaction. For steps that
-    /// committed midway (`send_mail`): the lock taken by `load_thread` ended with that
-    /// commit, and another job may have changed the thread meanwhile, so later steps must
-    /// not act on the copy loaded before it.
-    pub async fn refresh_thread(&mut self) -> Result<(), JobError> {
-        let Some(id) = self.thread.as_ref().map(|t| t.id) else {
+    /// Says the loaded thread may have changed since it was read: a midway commit
+    /// (`send_mail`) ended the lock `load_thread` took, and another job may have changed
+    /// it since. It is not read again here: the engine does that, locked, before the next
+    /// step that reads the thread ([`super::Step::reads_thread`]). An acknowledgement's
+    /// later steps only announce what was sent, so they never pay for the read.
+    pub fn thread_may_have_changed(&mut self) {
+        self.thread_stale = self.thread.is_some();
+    }
+
+    /// Reads a thread that may have changed again, locked, in the current transaction (see
+    /// [`StepContext::thread_may_have_changed`]); nothing when it has not.
+    pub async fn refresh_stale_thread(&mut self) -> Result<(), JobError> {
+        let Some(id) = self
+            .thread
+            .as_ref()
+            .filter(|_| self.thread_stale)
+            .map(|t| t.id)
+        else {
             return Ok(());
         };
         let fresh = crate::store::threads::get_for_update(self.db().await?, id).await?;
+        self.thread_stale = false;
         self.set_thread(fresh);
         Ok(())
     }
@@ -296,6 +319,7 @@ impl<'a> StepContext<'a> {
         set_thread_facts(self.facts, &t);
         self.tx.note_thread(&t);
         self.thread = Some(t);
+        self.thread_stale = false;
     }
 
     /// The thread this run opened and nobody wrote yet (see [`StepContext::open_thread`]).

@@ -73,6 +73,15 @@ async fn run_steps(
 ) -> Result<Option<Outcome>, StepFailure> {
     for step in steps {
         let spec = step.action.spec();
+        if step.reads_thread {
+            ctx.refresh_stale_thread()
+                .await
+                .map_err(|error| StepFailure {
+                    step: step.name.clone(),
+                    action: spec.name,
+                    error,
+                })?;
+        }
         if let Some(cond) = &step.when
             && !cond.eval(ctx.facts)
         {

@@ -16,7 +16,7 @@ use serde_saphyr::Spanned;
 use super::action::{Action, Params};
 use super::condition::Condition;
 use super::registry::Registry;
-use super::spec::{FactType, ParamSpec, ParamType};
+use super::spec::{ActionSpec, FactType, ParamSpec, ParamType};
 use super::{Step, Workflow, WorkflowSet};
 use crate::contract::JOB_KINDS;
 
@@ -355,11 +355,13 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
         for w in spec.writes {
             available.insert(w.name.to_owned(), w.ty);
         }
+        let reads_thread = reads_thread(spec, &values, when.as_ref());
         steps.push(Step {
             name,
             action: Arc::clone(action) as Arc<dyn Action>,
             params: Params::new(values),
             when,
+            reads_thread,
         });
     }
     if problems.is_empty() {
@@ -426,6 +428,30 @@ fn check_param(
         }
         (t, v) => Err(format!("expected {t}, found {}", json_type(v))),
     }
+}
+
+/// Whether a step reads the loaded thread (see [`Step::reads_thread`]). `thread.id` named in a
+/// condition or a parameter does not count: it cannot change, so an event that only names
+/// its thread needs no fresh copy.
+fn reads_thread(
+    spec: &ActionSpec,
+    params: &BTreeMap<String, Value>,
+    when: Option<&Condition>,
+) -> bool {
+    let changing = |f: &str| f.starts_with("thread.") && f != "thread.id";
+    let named_in_params = spec
+        .params
+        .iter()
+        .any(|p| match (p.ty, params.get(p.name)) {
+            (ParamType::Fact, Some(Value::String(f))) => changing(f),
+            (ParamType::FactList, Some(Value::Array(items))) => {
+                items.iter().filter_map(Value::as_str).any(changing)
+            }
+            _ => false,
+        });
+    spec.reads.iter().any(|f| f.starts_with("thread."))
+        || named_in_params
+        || when.is_some_and(|c| c.facts().into_iter().any(changing))
 }
 
 /// Which actions write `fact`, as a hint.

@@ -58,6 +58,11 @@ pub struct Step {
     pub action: Arc<dyn Action>,
     pub params: Params,
     pub when: Option<condition::Condition>,
+    /// Whether the step reads the loaded thread: its action declares a `thread.*` fact, or
+    /// its condition or parameters name one that can change (any but `thread.id`). Before
+    /// such a step the engine reads a thread that may have changed again (see
+    /// [`StepContext::thread_may_have_changed`]).
+    pub reads_thread: bool,
 }
 
 /// The job workflows and lifecycles in force. Swapped whole on reload, so a job runs on

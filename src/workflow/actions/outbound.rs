@@ -514,8 +514,8 @@ impl Action for SendMail {
             return Err(JobError::transient(format!("message {id}: {why}")));
         }
         // The thread lock ended with the first checkpoint, and another job may have changed
-        // the thread since: later steps (the ladder) must act on the thread as it is now.
-        ctx.refresh_thread().await?;
+        // the thread since: later steps that read it (the ladder) get it as it is now.
+        ctx.thread_may_have_changed();
         set_mail_facts(ctx, &row);
         Ok(Flow::Continue)
     }
