@@ -73,20 +73,19 @@ async fn run_steps(
 ) -> Result<Option<Outcome>, StepFailure> {
     for step in steps {
         let spec = step.action.spec();
-        if step.reads_thread {
-            ctx.refresh_stale_thread()
-                .await
-                .map_err(|error| StepFailure {
-                    step: step.name.clone(),
-                    action: spec.name,
-                    error,
-                })?;
+        // A thread that may have changed is read again for a condition that reads it, else
+        // only once the step is sure to run: a skipped step costs nothing.
+        if step.condition_reads_thread() {
+            fresh_thread(step, ctx).await?;
         }
         if let Some(cond) = &step.when
             && !cond.eval(ctx.facts)
         {
             tracing::debug!(step = %step.name, "skipped: condition is false");
             continue;
+        }
+        if step.reads_thread {
+            fresh_thread(step, ctx).await?;
         }
         let span = tracing::info_span!("step", step = %step.name, action = spec.name);
         let started = Instant::now();
@@ -112,6 +111,18 @@ async fn run_steps(
         }
     }
     Ok(None)
+}
+
+/// Reads the loaded thread again if it may have changed (see
+/// [`StepContext::thread_may_have_changed`]).
+async fn fresh_thread(step: &Step, ctx: &mut StepContext<'_>) -> Result<(), StepFailure> {
+    ctx.refresh_stale_thread()
+        .await
+        .map_err(|error| StepFailure {
+            step: step.name.clone(),
+            action: step.action.spec().name,
+            error,
+        })
 }
 
 /// How a step's flow ends the workflow, if it does.

@@ -430,15 +430,13 @@ fn check_param(
     }
 }
 
-/// Whether a step reads the loaded thread (see [`Step::reads_thread`]). `thread.id` named in a
-/// condition or a parameter does not count: it cannot change, so an event that only names
-/// its thread needs no fresh copy.
+/// Whether a step reads the loaded thread (see [`Step::reads_thread`]).
 fn reads_thread(
     spec: &ActionSpec,
     params: &BTreeMap<String, Value>,
     when: Option<&Condition>,
 ) -> bool {
-    let changing = |f: &str| f.starts_with("thread.") && f != "thread.id";
+    let changing = super::thread_fact_may_change;
     let named_in_params = spec
         .params
         .iter()

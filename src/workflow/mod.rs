@@ -65,6 +65,21 @@ pub struct Step {
     pub reads_thread: bool,
 }
 
+impl Step {
+    /// Whether its condition reads a thread fact that can change.
+    pub fn condition_reads_thread(&self) -> bool {
+        self.when
+            .as_ref()
+            .is_some_and(|c| c.facts().into_iter().any(thread_fact_may_change))
+    }
+}
+
+/// A `thread.*` fact a midway commit may have made stale: any but `thread.id`, which cannot
+/// change (an event that only names its thread needs no fresh copy).
+pub fn thread_fact_may_change(fact: &str) -> bool {
+    fact.starts_with("thread.") && fact != "thread.id"
+}
+
 /// The job workflows and lifecycles in force. Swapped whole on reload, so a job runs on
 /// one consistent set.
 #[derive(Default)]
