@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use gochat::workflow::load::parse;
-use gochat::workflow::{Registry, WorkflowSet};
+use gochat::workflow::{Registry, Workflow, WorkflowSet};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,6 +37,14 @@ fn the_shipped_workflows_load() {
     assert!(set.kinds().contains(&"thread-update"));
 }
 
+/// Each step's name, whether it reads the thread, and whether its condition does.
+fn thread_reads(wf: &Workflow) -> Vec<(&str, bool, bool)> {
+    wf.steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.reads_thread, s.condition_reads_thread()))
+        .collect()
+}
+
 /// After `send_mail` the thread may have changed (its lock ended with a midway commit); the
 /// engine reads it again only before a step that reads it. Which steps do is worked out at
 /// load time from the action's declaration, the condition and the fact parameters.
@@ -46,13 +54,8 @@ fn the_steps_that_read_the_thread_are_known_at_load_time() {
     let outbound = set.get("outbound-message").expect("outbound-message");
     // (step, reads the thread, its condition does): the ladder's condition reads only
     // `mail.*`, so an acknowledgement skips it without the thread being read again.
-    let reads: Vec<(&str, bool, bool)> = outbound
-        .steps
-        .iter()
-        .map(|s| (s.name.as_str(), s.reads_thread, s.condition_reads_thread()))
-        .collect();
     assert_eq!(
-        reads,
+        thread_reads(outbound),
         [
             ("load", false, false),
             ("compose", true, false),
@@ -94,13 +97,8 @@ steps:
         &Registry::builtin(),
     )
     .expect("valid");
-    let reads: Vec<(&str, bool, bool)> = wf
-        .steps
-        .iter()
-        .map(|s| (s.name.as_str(), s.reads_thread, s.condition_reads_thread()))
-        .collect();
     assert_eq!(
-        reads,
+        thread_reads(&wf),
         [
             ("load", false, false),
             ("compose", true, false),
