@@ -156,6 +156,8 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     let firing = firing_delays(&store, &reminders).await?;
     let peak_rss = worker.peak_rss();
     worker.stop()?;
+    // Read now: the backlog phase's worker delivers to the same sink.
+    let mails_delivered = delivered.load(Ordering::Relaxed);
     let total_secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
 
     let mut report = BTreeMap::new();
@@ -184,7 +186,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
         firing.len(),
         reminders.len(),
         args.timers,
-        delivered.load(Ordering::Relaxed),
+        mails_delivered,
         peak_rss / (1024 * 1024)
     );
 
@@ -221,10 +223,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     report.insert("reminder_delay_p50_ms".into(), json!(round2(fire_p50)));
     report.insert("reminder_delay_p99_ms".into(), json!(round2(fire_p99)));
     report.insert("future_timers".into(), json!(args.timers));
-    report.insert(
-        "mails_delivered".into(),
-        json!(delivered.load(Ordering::Relaxed)),
-    );
+    report.insert("mails_delivered".into(), json!(mails_delivered));
     report.insert(
         "peak_rss_mb".into(),
         json!(round2(peak_rss as f64 / 1048576.0)),
