@@ -2,7 +2,8 @@
 //! process. A reply is delivered once and starts the reminder ladder; a forbidden recipient
 //! is never sent to; 4xx then success; 5xx fails the message; the server down, then up; a
 //! message left `sending` by a crash is not sent again; the reminder ladder's mail goes out
-//! rendered from its template.
+//! rendered from its template; a batch of deliveries (opt-in) keeps each message at most
+//! once.
 
 mod common;
 
@@ -458,6 +459,124 @@ both_backends!(
             .filter(|l| l.contains("outcome=\"retried\"") && !l.ends_with(" 0"))
             .collect();
         assert!(retried.is_empty(), "nothing had to be retried: {retried:?}");
+        worker.stop().await;
+        broker.cleanup(&[Duration::from_millis(300); 4]).await;
+    }
+);
+
+both_backends!(
+    a_batch_of_deliveries_commits_together_and_keeps_each_message_at_most_once,
+    |db: TestDb| async move {
+        let sink = SmtpSink::start_async().await;
+        let mut broker = TestBroker::new().await;
+        let store = db.store().await;
+        let mut c = config(&db, &broker, &sink);
+        c.smtp.max_attempts = 2;
+        c.amqp.consumers.insert(
+            "outbound-message".into(),
+            gochat::config::ConsumerConfig {
+                batch_size: Some(16),
+                concurrency: Some(1),
+                ..Default::default()
+            },
+        );
+        broker.declare(&c.amqp).await;
+        let tap = broker.tap_events().await;
+        let (a, _) =
+            common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0())
+                .await;
+        let (b, _) = common::fixtures::thread_with_contact(
+            &store,
+            "default",
+            "tempfail-bob@acme.example",
+            t0(),
+        )
+        .await;
+
+        // Queued before the worker starts, so they arrive as one batch: five replies on one
+        // thread, one the server keeps turning down for now, one to a stranger.
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let id = format!("batch-ok-{i}");
+            broker
+                .publish_json("outbound-message", &id, &reply(a, "ada@acme.example"))
+                .await;
+            ids.push(id);
+        }
+        broker
+            .publish_json(
+                "outbound-message",
+                "batch-tempfail",
+                &reply(b, "tempfail-bob@acme.example"),
+            )
+            .await;
+        broker
+            .publish_json(
+                "outbound-message",
+                "batch-stranger",
+                &reply(a, "mallory@evil.example"),
+            )
+            .await;
+        for i in 5..8 {
+            let id = format!("batch-ok-{i}");
+            broker
+                .publish_json("outbound-message", &id, &reply(a, "ada@acme.example"))
+                .await;
+            ids.push(id);
+        }
+        let worker = start_worker(c, Arc::new(ManualClock::new(t0()))).await;
+
+        for id in &ids {
+            let m = wait_state(&store, id, OutboundState::Sent).await;
+            assert_eq!(m.attempts, 1, "{id}");
+        }
+        // The stranger is refused before anything is composed; the others are not held up.
+        let reason = broker.dead_letter_reason("batch-stranger", WAIT).await;
+        assert!(reason.contains("forbidden recipient"), "{reason}");
+        // Turned down twice (4xx), then given up: failed, never sent, retried in between.
+        let failed = wait_state(&store, "batch-tempfail", OutboundState::Failed).await;
+        assert_eq!(failed.attempts, 2);
+
+        eventually(WAIT, "every applied job recorded", || async {
+            (common::count(store.conn(), "SELECT COUNT(*) AS n FROM processed_jobs").await == 9)
+                .then_some(())
+        })
+        .await;
+        // Each reply reached the server once, and the thread's card counts each once.
+        let to_ada = sink
+            .received()
+            .iter()
+            .filter(|r| r.rcpt_tos.iter().any(|t| t == "ada@acme.example"))
+            .count();
+        assert_eq!(to_ada, 8, "one mail per reply");
+        let thread = gochat::store::threads::get(store.conn(), a)
+            .await
+            .expect("thread");
+        let on_a = messages::Entity::find()
+            .filter(messages::Column::ThreadId.eq(a))
+            .all(store.conn())
+            .await
+            .expect("messages");
+        assert_eq!(on_a.len(), 8, "one stored message per reply");
+        assert_eq!(thread.status, ThreadStatus::Reminder, "the ladder started");
+        let mut sent = 0;
+        let mut failed_events = 0;
+        while let Some(ev) = broker.get(&tap, Duration::from_secs(1)).await {
+            sent += usize::from(ev.routing_key == "message.sent");
+            failed_events += usize::from(ev.routing_key == "message.failed");
+        }
+        assert_eq!((sent, failed_events), (8, 1), "one event per outcome");
+        // They went as batches, not one by one.
+        let metrics = worker.services.metrics.render();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("gochat_job_batches_total")
+                    && l.contains("outbound-message")
+                    && l.contains("committed")
+                    && !l.ends_with(" 0")),
+            "{metrics}"
+        );
         worker.stop().await;
         broker.cleanup(&[Duration::from_millis(300); 4]).await;
     }

@@ -412,7 +412,10 @@ mod tests {
             (inbound.concurrency, inbound.batch_size, inbound.prefetch),
             (4, 64, 512)
         );
-        assert_eq!((outbound.concurrency, outbound.prefetch), (8, 512));
+        assert_eq!(
+            (outbound.concurrency, outbound.batch_size, outbound.prefetch),
+            (8, 1, 512)
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.toml");
         std::fs::write(

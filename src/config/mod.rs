@@ -322,13 +322,18 @@ impl AmqpConfig {
     }
 }
 
-/// Settings a kind has unless configured: outbound delivery runs one job per transaction and
-/// waits on the mail server rather than the CPU, so it keeps more deliveries going at once
-/// than the batched kinds (it is also the SMTP connection pool's size).
+/// Settings a kind has unless configured: outbound delivery waits on the mail server rather
+/// than the CPU, so it keeps more deliveries going at once than the batched kinds (it is
+/// also the SMTP connection pool's size), one job per transaction. A `batch_size` above 1
+/// delivers batches (three commits a batch instead of three a message): it raised delivery
+/// from ~200 to 270–380 messages/s in `bench e2e`, but took that machine time from the
+/// inbound mails sharing the cores (docs/BENCHMARKS.md), so it is for workers that only
+/// deliver (`consume = ["outbound-message"]`).
 pub fn built_in_consumer(kind: &str) -> ConsumerConfig {
     match kind {
         "outbound-message" => ConsumerConfig {
             concurrency: Some(8),
+            batch_size: Some(1),
             ..ConsumerConfig::default()
         },
         _ => ConsumerConfig::default(),

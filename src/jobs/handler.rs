@@ -137,14 +137,20 @@ impl Handler for WorkflowHandler {
 struct Ran {
     /// Metric updates to apply once committed.
     counted: Vec<MetricUpdate>,
-    /// The job was refused: keep its effects, dead-letter it with this reason.
-    refused: Option<String>,
+    /// The job ended without being applied: keep its effects, and dead-letter it
+    /// (permanent: refused) or retry it later (transient) with this error.
+    unapplied: Option<JobError>,
 }
 
-/// The reason a refused run gives the dead letters.
-fn refusal(outcome: engine::Outcome) -> Option<String> {
+/// The error of a run that ended without applying its job (refused, or to be retried).
+fn unapplied(outcome: engine::Outcome) -> Option<JobError> {
     match outcome {
-        engine::Outcome::Refused { step, reason } => Some(format!("step `{step}`: {reason}")),
+        engine::Outcome::Refused { step, reason } => {
+            Some(JobError::Permanent(format!("step `{step}`: {reason}")))
+        }
+        engine::Outcome::Retry { step, reason } => {
+            Some(JobError::Transient(format!("step `{step}`: {reason}")))
+        }
         _ => None,
     }
 }
@@ -179,12 +185,12 @@ impl WorkflowHandler {
                 return Err(e);
             }
         };
-        if let Some(reason) = ran.refused {
+        if let Some(error) = ran.unapplied {
             // What it did stays (committed, not recorded as processed); the job goes to the
-            // dead letters.
+            // dead letters, or is retried.
             tx.checkpoint().await?;
             self.committed(ran.counted, &mut tx);
-            return Err(JobError::Permanent(reason));
+            return Err(error);
         }
         // Stamped now, just before commit: `processed_at` is when the job's effects landed.
         let now = self.services.clock.now();
@@ -233,6 +239,8 @@ impl WorkflowHandler {
             Ok(ran) => ran,
             Err(batch) => {
                 let _ = tx.rollback().await;
+                // A set-based step that committed midway (outbound delivery) committed rows.
+                self.relay.hand_over(tx.take_committed());
                 return batch;
             }
         };
@@ -240,8 +248,8 @@ impl WorkflowHandler {
         let mut counted = Vec::new();
         for (k, mut ran) in ran {
             counted.append(&mut ran.counted);
-            results[k] = Some(match ran.refused {
-                Some(reason) => Err(JobError::Permanent(reason)),
+            results[k] = Some(match ran.unapplied {
+                Some(error) => Err(error),
                 None => {
                     applied.push((jobs[k].message_id.as_str(), jobs[k].kind.as_str()));
                     Ok(Handled::Applied)
@@ -256,6 +264,7 @@ impl WorkflowHandler {
         .await;
         if let Err(e) = recorded {
             let _ = tx.rollback().await;
+            self.relay.hand_over(tx.take_committed());
             return Batch::Failed(e.into());
         }
         self.committed(counted, &mut tx);
@@ -332,7 +341,7 @@ impl WorkflowHandler {
             .map(|(&k, run)| {
                 let ran = Ran {
                     counted: run.counted,
-                    refused: refusal(run.outcome),
+                    unapplied: unapplied(run.outcome),
                 };
                 (k, ran)
             })
@@ -358,8 +367,8 @@ impl WorkflowHandler {
         );
         let outcome = engine::run(workflow, &mut ctx).await;
         let counted = std::mem::take(&mut ctx.on_commit);
-        let refused = refusal(outcome.map_err(|f| f.into_job_error())?);
-        Ok(Ran { counted, refused })
+        let unapplied = unapplied(outcome.map_err(|f| f.into_job_error())?);
+        Ok(Ran { counted, unapplied })
     }
 
     /// A job's unit of work; its outbox rows go straight to the relay after commit when a

@@ -166,6 +166,29 @@ pub struct Delivery {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// Marks `ids` `sending` and counts an attempt each, in one statement (a batch's messages
+/// before they are handed to the mail server together).
+pub async fn mark_sending(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    messages::Entity::update_many()
+        .col_expr(messages::Column::State, Expr::value(OutboundState::Sending))
+        .col_expr(
+            messages::Column::Attempts,
+            Expr::col(messages::Column::Attempts).add(1),
+        )
+        .col_expr(messages::Column::UpdatedAt, Expr::value(now))
+        .filter(messages::Column::Id.is_in(ids.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_state(
     db: &impl ConnectionTrait,
     message: &messages::Model,

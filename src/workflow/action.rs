@@ -120,6 +120,11 @@ pub struct Carried {
     /// A thread the job opened and nobody wrote yet (see [`StepContext::open_thread`]).
     pub opened: Option<Box<crate::store::threads::PreparedThread>>,
     pub inbound: Option<Box<crate::mail::inbound::InboundMail>>,
+    /// The outbound message composed (see [`StepContext::outbound`]).
+    pub outbound: Option<Box<gochat_entities::messages::Model>>,
+    /// The thread may have changed since it was read (see
+    /// [`StepContext::thread_may_have_changed`]).
+    pub thread_stale: bool,
     pub on_commit: Vec<MetricUpdate>,
 }
 
@@ -134,6 +139,10 @@ pub enum Flow {
     /// recorded as processed, so once the cause is fixed a replay of the dead letter runs it
     /// again.
     Refuse(String),
+    /// End the workflow here, keep what it did, and retry the job later with this reason
+    /// (a set-based step's temporary failure of one job, say the mail server's 4xx for one
+    /// message, that must not undo what the step committed for the others).
+    Retry(String),
 }
 
 /// Everything one workflow run works with.
@@ -236,6 +245,8 @@ impl<'a> StepContext<'a> {
         }
         self.pending_thread = carried.opened.take();
         self.inbound = carried.inbound.take();
+        self.outbound = carried.outbound.take();
+        self.thread_stale = std::mem::take(&mut carried.thread_stale) && self.thread.is_some();
         self.on_commit.append(&mut carried.on_commit);
     }
 
@@ -244,6 +255,8 @@ impl<'a> StepContext<'a> {
         carried.thread = self.thread.take();
         carried.opened = self.pending_thread.take();
         carried.inbound = self.inbound.take();
+        carried.outbound = self.outbound.take();
+        carried.thread_stale = std::mem::take(&mut self.thread_stale);
         carried.on_commit.append(&mut self.on_commit);
     }
 

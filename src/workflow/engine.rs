@@ -29,6 +29,11 @@ pub enum Outcome {
         step: String,
         reason: String,
     },
+    /// A step failed the job for now: what was done stays, the job is retried later.
+    Retry {
+        step: String,
+        reason: String,
+    },
 }
 
 /// A failed step.
@@ -137,6 +142,10 @@ fn ending(step: &str, flow: Flow) -> Option<Outcome> {
             })
         }
         Flow::Refuse(reason) => Some(Outcome::Refused {
+            step: step.to_owned(),
+            reason,
+        }),
+        Flow::Retry(reason) => Some(Outcome::Retry {
             step: step.to_owned(),
             reason,
         }),

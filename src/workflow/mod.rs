@@ -38,18 +38,23 @@ pub struct Workflow {
 }
 
 impl Workflow {
-    /// Whether several jobs of this workflow may share one transaction: not when a step
-    /// commits midway (see [`Action::commits_midway`]).
+    /// Whether several jobs of this workflow may share one transaction: when no step
+    /// commits midway (see [`Action::commits_midway`]), or when the batch runs as a set, so
+    /// that every job stands at the committing step when it commits.
     pub fn batchable(&self) -> bool {
-        !self.steps.iter().any(|s| s.action.commits_midway())
+        !self.steps.iter().any(|s| s.action.commits_midway()) || self.set_based()
     }
 
     /// Whether a batch of this workflow runs step by step across its jobs (see
-    /// [`Action::set_based`]): only when some step gains by it and every step allows it.
+    /// [`Action::set_based`]): only when some step gains by it, every step allows it, and
+    /// every step that commits midway is set-based (run once for all the jobs).
     pub fn set_based(&self) -> bool {
-        self.batchable()
-            && self.steps.iter().any(|s| s.action.set_based())
+        self.steps.iter().any(|s| s.action.set_based())
             && self.steps.iter().all(|s| s.action.interleaves())
+            && self
+                .steps
+                .iter()
+                .all(|s| !s.action.commits_midway() || s.action.set_based())
     }
 }
 

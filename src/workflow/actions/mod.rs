@@ -8,6 +8,7 @@ mod inbound_batch;
 mod lifecycle;
 mod notify;
 mod outbound;
+mod outbound_batch;
 mod threading;
 mod threads;
 

@@ -19,6 +19,7 @@ use crate::jobs::JobError;
 use crate::mail::mime::{self, MailAttachment, OutgoingMail, Party};
 use crate::store::outbound::{self, Delivery};
 use crate::store::threads::{self, NewAttachment, NewMessage};
+use crate::workflow::Facts;
 use crate::workflow::action::{Action, Flow, Params, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
@@ -29,22 +30,24 @@ use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 /// and fail-overs, and stays well inside RabbitMQ's 30-minute consumer ack timeout.
 const RECORD_OUTCOME_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Writes the delivery outcome and commits it, retrying (backoff up to 5 s) while the
-/// failure is transient and [`RECORD_OUTCOME_FOR`] has not run out.
-async fn record_outcome(
-    ctx: &mut StepContext<'_>,
-    row: &messages::Model,
-    state: OutboundState,
-    delivery: Delivery,
+/// Writes the delivery outcomes and commits them, retrying (backoff up to 5 s) while the
+/// failure is transient and [`RECORD_OUTCOME_FOR`] has not run out. Returns the rows as
+/// saved, in order.
+pub(super) async fn record_outcomes(
+    tx: &mut crate::store::Tx,
+    outcomes: &[(&messages::Model, OutboundState, Delivery)],
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<messages::Model, JobError> {
+) -> Result<Vec<messages::Model>, JobError> {
     let deadline = std::time::Instant::now() + RECORD_OUTCOME_FOR;
     let mut wait = std::time::Duration::from_millis(200);
     loop {
         let attempt = async {
-            let saved =
-                outbound::set_state(ctx.tx.get().await?, row, state, delivery.clone(), now).await?;
-            ctx.tx.checkpoint().await?;
+            let mut saved = Vec::with_capacity(outcomes.len());
+            for (row, state, delivery) in outcomes {
+                let db = tx.get().await?;
+                saved.push(outbound::set_state(db, row, *state, delivery.clone(), now).await?);
+            }
+            tx.checkpoint().await?;
             Ok::<_, crate::store::StoreError>(saved)
         }
         .await;
@@ -52,10 +55,9 @@ async fn record_outcome(
             Ok(saved) => return Ok(saved),
             Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
                 // A transaction broken by a lost connection is of no further use.
-                let _ = ctx.tx.rollback().await;
+                let _ = tx.rollback().await;
                 tracing::warn!(
-                    message = %row.id,
-                    outcome = ?state,
+                    messages = outcomes.len(),
                     error = %e,
                     retry_in_ms = wait.as_millis() as u64,
                     "cannot record the mail server's answer yet; retrying"
@@ -66,6 +68,134 @@ async fn record_outcome(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The composed message's id (`mail.id`).
+pub(super) fn mail_id(facts: &Facts) -> Result<Uuid, JobError> {
+    facts
+        .str("mail.id")
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| JobError::permanent("no composed message (mail.id)"))
+}
+
+/// The composed message `id`: the row a step before handed on, else read back.
+pub(super) async fn composed_row(
+    db: &impl sea_orm::ConnectionTrait,
+    id: Uuid,
+    handed: Option<Box<messages::Model>>,
+) -> Result<messages::Model, JobError> {
+    match handed {
+        Some(row) if row.id == id => Ok(*row),
+        _ => messages::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .ok_or_else(|| JobError::permanent(format!("message {id} vanished"))),
+    }
+}
+
+/// The mail to hand the server for `row` (the job's attachments come from its payload).
+pub(super) fn outgoing(
+    mail: &crate::config::MailConfig,
+    payload: &Value,
+    row: &messages::Model,
+) -> Result<lettre::Message, JobError> {
+    let strings = crate::store::json_strings;
+    let parties = |v: &Value| {
+        strings(v)
+            .into_iter()
+            .map(|a| Party {
+                name: None,
+                address: a,
+            })
+            .collect()
+    };
+    let from = Party {
+        name: row.from_name.clone(),
+        address: row.from_address.clone(),
+    };
+    let kind = row.kind.unwrap_or(OutboundKind::Reply);
+    let outgoing = OutgoingMail {
+        reply_to: Some(from.clone()),
+        from,
+        to: parties(&row.to_addresses),
+        cc: parties(&row.cc_addresses),
+        subject: row.subject.clone(),
+        text: row.text_body.clone().unwrap_or_default(),
+        html: row.html_body.clone(),
+        message_id: format!("<{}>", row.message_id_header.clone().unwrap_or_default()),
+        in_reply_to: row.in_reply_to.as_ref().map(|r| format!("<{r}>")),
+        references: strings(&row.references)
+            .into_iter()
+            .map(|r| format!("<{r}>"))
+            .collect(),
+        automatic: kind != OutboundKind::Reply,
+        attachments: attachments(payload)?,
+        date: std::time::SystemTime::now(),
+        envelope_from: mime::verp_sender(row.id, &mail.domain),
+    };
+    mime::build(&outgoing).map_err(|e| JobError::permanent(format!("message {}: {e}", row.id)))
+}
+
+/// What the server's answer means for `row`: its new state, what to record and, for a
+/// temporary failure with attempts left, why the job is retried. Counts SMTP errors.
+pub(super) fn judge(
+    services: &crate::services::Services,
+    row: &messages::Model,
+    result: Result<crate::mail::smtp::Accepted, crate::mail::smtp::SendError>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (OutboundState, Delivery, Option<String>) {
+    let max = services.config.smtp.max_attempts.max(1) as i32;
+    match result {
+        Ok(accepted) => (
+            OutboundState::Sent,
+            Delivery {
+                smtp_reply: Some(format!("{} {}", accepted.code, accepted.message)),
+                sent_at: Some(now),
+                ..Default::default()
+            },
+            None,
+        ),
+        Err(e) => {
+            services
+                .metrics
+                .smtp_errors
+                .with_label_values(&[e.class()])
+                .inc();
+            let give_up = e.is_permanent() || row.attempts >= max;
+            let why = if give_up && !e.is_permanent() {
+                format!("gave up after {} attempts: {e}", row.attempts)
+            } else {
+                e.to_string()
+            };
+            (
+                if give_up {
+                    OutboundState::Failed
+                } else {
+                    OutboundState::Queued
+                },
+                Delivery {
+                    smtp_reply: Some(e.to_string()),
+                    error: give_up.then(|| why.clone()),
+                    ..Default::default()
+                },
+                (!give_up).then_some(why),
+            )
+        }
+    }
+}
+
+/// Counts a recorded delivery outcome.
+pub(super) fn count_outcome(services: &crate::services::Services, state: OutboundState) {
+    let label = match state {
+        OutboundState::Sent => "sent",
+        OutboundState::Failed => "failed",
+        _ => "queued",
+    };
+    services
+        .metrics
+        .outbound_messages
+        .with_label_values(&[label])
+        .inc();
 }
 
 const MAIL_FACTS: &[FactSpec] = &[
@@ -127,17 +257,20 @@ fn kind_name(k: OutboundKind) -> &'static str {
 
 fn set_mail_facts(ctx: &mut StepContext<'_>, m: &messages::Model) {
     ctx.outbound = Some(Box::new(m.clone()));
-    ctx.facts.set("mail.id", json!(m.id));
-    ctx.facts.set("mail.message_id", json!(m.message_id_header));
-    ctx.facts.set(
+    mail_facts(ctx.facts, m);
+}
+
+/// The `mail.*` facts of `m`.
+pub(super) fn mail_facts(facts: &mut Facts, m: &messages::Model) {
+    facts.set("mail.id", json!(m.id));
+    facts.set("mail.message_id", json!(m.message_id_header));
+    facts.set(
         "mail.kind",
         json!(kind_name(m.kind.unwrap_or(OutboundKind::Reply))),
     );
-    ctx.facts
-        .set("mail.sent", json!(m.state == Some(OutboundState::Sent)));
-    ctx.facts
-        .set("mail.failed", json!(m.state == Some(OutboundState::Failed)));
-    ctx.facts.set("mail.error", json!(m.error));
+    facts.set("mail.sent", json!(m.state == Some(OutboundState::Sent)));
+    facts.set("mail.failed", json!(m.state == Some(OutboundState::Failed)));
+    facts.set("mail.error", json!(m.error));
 }
 
 /// The job's attachments, decoded.
@@ -186,6 +319,11 @@ static COMPOSE: ActionSpec = ActionSpec {
 impl Action for ComposeMessage {
     fn spec(&self) -> &'static ActionSpec {
         &COMPOSE
+    }
+
+    /// Its own job's message; the thread's card is version-checked.
+    fn interleaves(&self) -> bool {
+        true
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
@@ -380,63 +518,31 @@ impl Action for SendMail {
         true
     }
 
+    /// A batch's messages are marked `sending` together, delivered together and their
+    /// answers recorded together: three commits a batch (see [`super::outbound_batch`]).
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    async fn run_set(
+        &self,
+        services: &crate::services::Services,
+        tx: &mut crate::store::Tx,
+        items: &mut [crate::workflow::action::SetItem<'_>],
+        _params: &Params,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::outbound_batch::send_set(services, tx, items, now).await
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let id = ctx
-            .facts
-            .str("mail.id")
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| JobError::permanent("no composed message (mail.id)"))?;
-        let row = match ctx.outbound.take() {
-            Some(row) if row.id == id => *row,
-            _ => messages::Entity::find_by_id(id)
-                .one(ctx.db().await?)
-                .await?
-                .ok_or_else(|| JobError::permanent(format!("message {id} vanished")))?,
-        };
+        let (id, handed) = (mail_id(ctx.facts)?, ctx.outbound.take());
+        let row = composed_row(ctx.db().await?, id, handed).await?;
         if row.state != Some(OutboundState::Queued) {
             set_mail_facts(ctx, &row);
             return Ok(Flow::Continue);
         }
-        let mail = &ctx.services.config.mail;
-        let strings = crate::store::json_strings;
-        let from = Party {
-            name: row.from_name.clone(),
-            address: row.from_address.clone(),
-        };
-        let kind = row.kind.unwrap_or(OutboundKind::Reply);
-        let outgoing = OutgoingMail {
-            reply_to: Some(from.clone()),
-            from,
-            to: strings(&row.to_addresses)
-                .into_iter()
-                .map(|a| Party {
-                    name: None,
-                    address: a,
-                })
-                .collect(),
-            cc: strings(&row.cc_addresses)
-                .into_iter()
-                .map(|a| Party {
-                    name: None,
-                    address: a,
-                })
-                .collect(),
-            subject: row.subject.clone(),
-            text: row.text_body.clone().unwrap_or_default(),
-            html: row.html_body.clone(),
-            message_id: format!("<{}>", row.message_id_header.clone().unwrap_or_default()),
-            in_reply_to: row.in_reply_to.as_ref().map(|r| format!("<{r}>")),
-            references: strings(&row.references)
-                .into_iter()
-                .map(|r| format!("<{r}>"))
-                .collect(),
-            automatic: kind != OutboundKind::Reply,
-            attachments: attachments(&ctx.job.payload)?,
-            date: std::time::SystemTime::now(),
-            envelope_from: mime::verp_sender(row.id, &mail.domain),
-        };
-        let message = mime::build(&outgoing)
-            .map_err(|e| JobError::permanent(format!("message {id}: {e}")))?;
+        let message = outgoing(&ctx.services.config.mail, &ctx.job.payload, &row)?;
 
         // Committed before the server hears of it: from here on, never sent twice.
         let now = ctx.now;
@@ -460,58 +566,14 @@ impl Action for SendMail {
 
         let result = ctx.services.smtp.send(&message).await;
         let now = ctx.services.clock.now();
-        let max = ctx.services.config.smtp.max_attempts.max(1) as i32;
-        let (state, delivery, retry) = match result {
-            Ok(accepted) => (
-                OutboundState::Sent,
-                Delivery {
-                    smtp_reply: Some(format!("{} {}", accepted.code, accepted.message)),
-                    sent_at: Some(now),
-                    ..Default::default()
-                },
-                None,
-            ),
-            Err(e) => {
-                ctx.services
-                    .metrics
-                    .smtp_errors
-                    .with_label_values(&[e.class()])
-                    .inc();
-                let give_up = e.is_permanent() || row.attempts >= max;
-                let why = if give_up && !e.is_permanent() {
-                    format!("gave up after {} attempts: {e}", row.attempts)
-                } else {
-                    e.to_string()
-                };
-                (
-                    if give_up {
-                        OutboundState::Failed
-                    } else {
-                        OutboundState::Queued
-                    },
-                    Delivery {
-                        smtp_reply: Some(e.to_string()),
-                        error: give_up.then(|| why.clone()),
-                        ..Default::default()
-                    },
-                    (!give_up).then_some(why),
-                )
-            }
-        };
+        let (state, delivery, retry) = judge(ctx.services, &row, result, now);
         // Recorded at once: whatever later steps do, this outcome stands.
-        let row = record_outcome(ctx, &row, state, delivery, now).await?;
-        let label = match state {
-            OutboundState::Sent => "sent",
-            OutboundState::Failed => "failed",
-            _ => "queued",
-        };
-        ctx.services
-            .metrics
-            .outbound_messages
-            .with_label_values(&[label])
-            .inc();
+        let row = record_outcomes(ctx.tx, &[(&row, state, delivery)], now)
+            .await?
+            .remove(0);
+        count_outcome(ctx.services, state);
         if let Some(why) = retry {
-            return Err(JobError::transient(format!("message {id}: {why}")));
+            return Err(JobError::transient(format!("message {}: {why}", row.id)));
         }
         // The thread lock ended with the first checkpoint, and another job may have changed
         // the thread since: later steps that read it (the ladder) get it as it is now.

@@ -98,6 +98,12 @@ impl Action for LoadThread {
         &LOAD_THREAD
     }
 
+    /// Reads and locks its own job's thread; a job after it in the batch on the same
+    /// thread reads what the jobs before it did.
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let fact = params.str("id")?;
         let raw = ctx.facts.str(fact).unwrap_or_default().to_owned();
