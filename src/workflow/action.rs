@@ -29,9 +29,10 @@ pub trait Action: Send + Sync + 'static {
     }
 
     /// True for an action that commits the job's transaction midway (outbound delivery
-    /// commits `sending` before it talks to the mail server). A workflow using one runs each
-    /// job in its own transaction: a midway commit inside a batch would commit the other
-    /// jobs' half-done work.
+    /// commits `sending` before it talks to the mail server). A workflow using one batches
+    /// only as a set with that action set-based, so every job of the batch stands at it when
+    /// it commits; otherwise each job runs in its own transaction, as a midway commit inside
+    /// a batch would commit the other jobs' half-done work.
     fn commits_midway(&self) -> bool {
         false
     }
