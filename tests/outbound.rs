@@ -495,35 +495,21 @@ both_backends!(
 
         // Queued before the worker starts, so they arrive as one batch: five replies on one
         // thread, one the server keeps turning down for now, one to a stranger.
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let id = format!("batch-ok-{i}");
+        let ok = |i: usize| (format!("batch-ok-{i}"), a, "ada@acme.example");
+        let mut jobs: Vec<(String, Uuid, &str)> = (0..5).map(ok).collect();
+        jobs.push(("batch-tempfail".into(), b, "tempfail-bob@acme.example"));
+        jobs.push(("batch-stranger".into(), a, "mallory@evil.example"));
+        jobs.extend((5..8).map(ok));
+        for (id, thread, to) in &jobs {
             broker
-                .publish_json("outbound-message", &id, &reply(a, "ada@acme.example"))
+                .publish_json("outbound-message", id, &reply(*thread, to))
                 .await;
-            ids.push(id);
         }
-        broker
-            .publish_json(
-                "outbound-message",
-                "batch-tempfail",
-                &reply(b, "tempfail-bob@acme.example"),
-            )
-            .await;
-        broker
-            .publish_json(
-                "outbound-message",
-                "batch-stranger",
-                &reply(a, "mallory@evil.example"),
-            )
-            .await;
-        for i in 5..8 {
-            let id = format!("batch-ok-{i}");
-            broker
-                .publish_json("outbound-message", &id, &reply(a, "ada@acme.example"))
-                .await;
-            ids.push(id);
-        }
+        let ids: Vec<&str> = jobs
+            .iter()
+            .map(|(id, _, _)| id.as_str())
+            .filter(|id| id.starts_with("batch-ok"))
+            .collect();
         let worker = start_worker(c, Arc::new(ManualClock::new(t0()))).await;
 
         for id in &ids {
