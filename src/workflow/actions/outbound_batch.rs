@@ -68,6 +68,12 @@ pub(super) async fn send_set(
     outbound::mark_sending(tx.get().await?, &ids, now).await?;
     let bound = tx.lock_wait();
     tx.checkpoint().await?;
+    // That commit ended every thread lock of the batch, those of jobs with nothing to send
+    // included: later steps that read a thread read it again (see
+    // `StepContext::thread_may_have_changed`).
+    for item in items.iter_mut() {
+        item.carried.thread_stale = item.carried.thread.is_some();
+    }
     for s in &mut to_send {
         s.row.state = Some(OutboundState::Sending);
         s.row.attempts += 1;
@@ -104,9 +110,6 @@ pub(super) async fn send_set(
         flows[s.item] = Ok(match retry {
             Some(why) => Flow::Retry(format!("message {}: {why}", row.id)),
             None => {
-                // The thread locks ended with the first commit: later steps that read a
-                // thread read it again (see `StepContext::thread_may_have_changed`).
-                item.carried.thread_stale = item.carried.thread.is_some();
                 mail_facts(item.facts, &row);
                 Flow::Continue
             }
