@@ -709,16 +709,15 @@ both_backends!(
         let dora = format!("{}@customer.example", uuid::Uuid::now_v7().simple());
         let hal = format!("{}@customer.example", uuid::Uuid::now_v7().simple());
         let eli = mail("eli@globex.example", "Re: The report").replying_to(&dora);
+        // A mail to support answering the mail `parent`.
+        let reply = |from: &str, subject: &str, parent: &str| {
+            job(&mail(from, subject).replying_to(parent).bytes(), SUPPORT)
+        };
         let raws: Vec<(String, serde_json::Value)> = vec![
             ("m00".into(), job(&first.bytes(), SUPPORT)),
             (
                 "m01".into(),
-                job(
-                    &mail("Ann <ann@acme.example>", "Re: Printer broken")
-                        .replying_to(&first.id())
-                        .bytes(),
-                    SUPPORT,
-                ),
+                reply("Ann <ann@acme.example>", "Re: Printer broken", &first.id()),
             ),
             ("m02".into(), job(&first.bytes(), SUPPORT)),
             (
@@ -768,21 +767,11 @@ both_backends!(
             // who are not its customer's contacts: one thread twice, flagged once.
             (
                 "m14".into(),
-                job(
-                    &mail("zed@acme.example", "Re: Printer broken")
-                        .replying_to(&first.id())
-                        .bytes(),
-                    SUPPORT,
-                ),
+                reply("zed@acme.example", "Re: Printer broken", &first.id()),
             ),
             (
                 "m15".into(),
-                job(
-                    &mail("yan@acme.example", "Re: Re: Printer broken")
-                        .replying_to(&first.id())
-                        .bytes(),
-                    SUPPORT,
-                ),
+                reply("yan@acme.example", "Re: Re: Printer broken", &first.id()),
             ),
             // The same file attached to two new threads' mails: one blob.
             (
@@ -799,21 +788,11 @@ both_backends!(
             ("m18".into(), job(&eli.bytes(), SUPPORT)),
             (
                 "m19".into(),
-                job(
-                    &mail("fay@globex.example", "Re: Re: The report")
-                        .replying_to(&eli.id())
-                        .bytes(),
-                    SUPPORT,
-                ),
+                reply("fay@globex.example", "Re: Re: The report", &eli.id()),
             ),
             (
                 "m20".into(),
-                job(
-                    &mail("ivy@example.com", "Re: The report")
-                        .replying_to(&hal)
-                        .bytes(),
-                    SUPPORT,
-                ),
+                reply("ivy@example.com", "Re: The report", &hal),
             ),
         ];
         let jobs: Vec<Job> = raws

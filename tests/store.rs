@@ -938,20 +938,14 @@ both_backends!(
             replace_contacts: false,
         };
         // A contact of another customer, and a chat contact of the thread's own.
-        gochat::store::customers::upsert_customer(
-            conn,
-            &upsert("globex", ContactKind::Email, "bob@globex.example"),
-            now,
-        )
-        .await
-        .expect("globex");
-        gochat::store::customers::upsert_customer(
-            conn,
-            &upsert("acme", ContactKind::Chat, "ada-chat"),
-            now,
-        )
-        .await
-        .expect("chat");
+        for (customer, kind, address) in [
+            ("globex", ContactKind::Email, "bob@globex.example"),
+            ("acme", ContactKind::Chat, "ada-chat"),
+        ] {
+            gochat::store::customers::upsert_customer(conn, &upsert(customer, kind, address), now)
+                .await
+                .expect("customer");
+        }
         let chat = gochat_entities::contacts::Entity::find()
             .filter(gochat_entities::contacts::Column::Address.eq("ada-chat"))
             .one(conn)

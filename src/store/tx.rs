@@ -266,20 +266,18 @@ mod tests {
         let mut tx = Tx::new(DatabaseConnection::default());
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        tx.note_unstored_mail(
-            "first@x",
-            UnstoredMail {
-                thread: a,
-                opens: None,
-            },
-        );
-        tx.note_unstored_mail(
-            "second@x",
-            UnstoredMail {
-                thread: b,
-                opens: None,
-            },
-        );
+        // A matched mail of a stored thread.
+        let note = |tx: &mut Tx, id: &str, thread: Uuid| {
+            tx.note_unstored_mail(
+                id,
+                UnstoredMail {
+                    thread,
+                    opens: None,
+                },
+            )
+        };
+        note(&mut tx, "first@x", a);
+        note(&mut tx, "second@x", b);
         // Matched last, so newer, wherever it stands among the headers.
         let both = ids(&["second@x", "first@x"]);
         let found = tx.unstored_mail(&both);
@@ -288,21 +286,9 @@ mod tests {
         let found = tx.unstored_mail(&both);
         assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("first@x", a)));
         // Noted after a removal, it is still newer than every mail noted before.
-        tx.note_unstored_mail(
-            "second@x",
-            UnstoredMail {
-                thread: b,
-                opens: None,
-            },
-        );
+        note(&mut tx, "second@x", b);
         tx.mail_stored("first@x");
-        tx.note_unstored_mail(
-            "third@x",
-            UnstoredMail {
-                thread: a,
-                opens: None,
-            },
-        );
+        note(&mut tx, "third@x", a);
         let later = ids(&["third@x", "second@x"]);
         let found = tx.unstored_mail(&later);
         assert_eq!(found.map(|(id, _)| id), Some("third@x"));

@@ -371,9 +371,13 @@ impl Params {
         Params { values }
     }
 
+    /// The parameter's value, if set.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+
     fn get(&self, name: &str) -> Result<&Value, JobError> {
-        self.values
-            .get(name)
+        self.value(name)
             .ok_or_else(|| JobError::permanent(format!("parameter `{name}` is not set")))
     }
 

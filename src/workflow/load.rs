@@ -16,7 +16,7 @@ use serde_saphyr::Spanned;
 use super::action::{Action, Params};
 use super::condition::Condition;
 use super::registry::Registry;
-use super::spec::{ActionSpec, FactType, ParamSpec, ParamType};
+use super::spec::{FactType, ParamSpec, ParamType};
 use super::{Step, Workflow, WorkflowSet};
 use crate::contract::JOB_KINDS;
 
@@ -355,14 +355,12 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
         for w in spec.writes {
             available.insert(w.name.to_owned(), w.ty);
         }
-        let reads_thread = reads_thread(spec, &values, when.as_ref());
-        steps.push(Step {
+        steps.push(Step::new(
             name,
-            action: Arc::clone(action) as Arc<dyn Action>,
-            params: Params::new(values),
+            Arc::clone(action) as Arc<dyn Action>,
+            Params::new(values),
             when,
-            reads_thread,
-        });
+        ));
     }
     if problems.is_empty() {
         Ok(Workflow {
@@ -428,28 +426,6 @@ fn check_param(
         }
         (t, v) => Err(format!("expected {t}, found {}", json_type(v))),
     }
-}
-
-/// Whether a step reads the loaded thread (see [`Step::reads_thread`]).
-fn reads_thread(
-    spec: &ActionSpec,
-    params: &BTreeMap<String, Value>,
-    when: Option<&Condition>,
-) -> bool {
-    let changing = super::thread_fact_may_change;
-    let named_in_params = spec
-        .params
-        .iter()
-        .any(|p| match (p.ty, params.get(p.name)) {
-            (ParamType::Fact, Some(Value::String(f))) => changing(f),
-            (ParamType::FactList, Some(Value::Array(items))) => {
-                items.iter().filter_map(Value::as_str).any(changing)
-            }
-            _ => false,
-        });
-    spec.reads.iter().any(|f| f.starts_with("thread."))
-        || named_in_params
-        || when.is_some_and(|c| c.facts().into_iter().any(changing))
 }
 
 /// Which actions write `fact`, as a hint.

@@ -68,14 +68,53 @@ pub struct Step {
     /// such a step the engine reads a thread that may have changed again (see
     /// [`StepContext::thread_may_have_changed`]).
     pub reads_thread: bool,
+    /// Whether its condition reads a thread fact that can change (worked out at load time,
+    /// not on every run).
+    condition_reads_thread: bool,
 }
 
 impl Step {
+    /// A checked step; what it reads of the thread is worked out here, once, from its
+    /// action's declaration, its parameters and its condition.
+    pub fn new(
+        name: String,
+        action: Arc<dyn Action>,
+        params: Params,
+        when: Option<condition::Condition>,
+    ) -> Step {
+        let spec = action.spec();
+        let condition_reads_thread = when
+            .as_ref()
+            .is_some_and(|c| c.facts().into_iter().any(thread_fact_may_change));
+        let named_in_params = spec
+            .params
+            .iter()
+            .any(|p| match (p.ty, params.value(p.name)) {
+                (spec::ParamType::Fact, Some(serde_json::Value::String(f))) => {
+                    thread_fact_may_change(f)
+                }
+                (spec::ParamType::FactList, Some(serde_json::Value::Array(items))) => items
+                    .iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .any(thread_fact_may_change),
+                _ => false,
+            });
+        let reads_thread = spec.reads.iter().any(|f| f.starts_with("thread."))
+            || named_in_params
+            || condition_reads_thread;
+        Step {
+            name,
+            action,
+            params,
+            when,
+            reads_thread,
+            condition_reads_thread,
+        }
+    }
+
     /// Whether its condition reads a thread fact that can change.
     pub fn condition_reads_thread(&self) -> bool {
-        self.when
-            .as_ref()
-            .is_some_and(|c| c.facts().into_iter().any(thread_fact_may_change))
+        self.condition_reads_thread
     }
 }
 
