@@ -29,6 +29,16 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(30);
 const SUPPORT: &str = "support@gochat.example";
 
+/// How many inbound batches `handler` ended with `outcome` (committed, cut, failed).
+fn inbound_batches(handler: &gochat::jobs::handler::WorkflowHandler, outcome: &str) -> u64 {
+    handler
+        .services
+        .metrics
+        .job_batches
+        .with_label_values(&["inbound-mail", outcome])
+        .get()
+}
+
 fn config(db: &TestDb, broker: &TestBroker, sink: &SmtpSink) -> Config {
     let mut c = common::broker::worker_config(db, broker);
     c.amqp.retry_delays = vec![Duration::from_millis(300); 3];
@@ -873,14 +883,7 @@ both_backends!(
         // The duplicate, the loop's third mail and the stranger's reply to a mail of the
         // batch were cut off to run after the others; replies to mails of the batch from
         // their customers and two mails to one thread were not; nothing failed as a whole.
-        let batches = |outcome: &str| {
-            batched
-                .services
-                .metrics
-                .job_batches
-                .with_label_values(&["inbound-mail", outcome])
-                .get()
-        };
+        let batches = |outcome: &str| inbound_batches(&batched, outcome);
         assert!(batches("cut") >= 3, "cut {}", batches("cut"));
         assert_eq!(batches("failed"), 0);
     }
@@ -932,14 +935,7 @@ async fn a_batch_waits_for_a_sender_another_batch_is_inserting_instead_of_failin
     let results = batch.await.expect("batch");
     assert_eq!(results, vec![Ok(Handled::Applied); 3]);
 
-    let batches = |outcome: &str| {
-        handler
-            .services
-            .metrics
-            .job_batches
-            .with_label_values(&["inbound-mail", outcome])
-            .get()
-    };
+    let batches = |outcome: &str| inbound_batches(&handler, outcome);
     assert_eq!(
         (batches("committed"), batches("cut"), batches("failed")),
         (1, 0, 0)
@@ -1090,14 +1086,7 @@ both_backends!(
         let after = threads::get(store.conn(), thread).await.expect("thread");
         assert_eq!(after.status, ThreadStatus::Open);
         assert_eq!(after.item_count, 3);
-        let batches = |outcome: &str| {
-            handler
-                .services
-                .metrics
-                .job_batches
-                .with_label_values(&["inbound-mail", outcome])
-                .get()
-        };
+        let batches = |outcome: &str| inbound_batches(&handler, outcome);
         assert_eq!((batches("committed"), batches("cut")), (1, 0));
     }
 );
