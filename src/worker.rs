@@ -123,11 +123,11 @@ impl Worker {
             .map(str::to_owned)
             .collect();
         let workflows = Arc::new(RwLock::new(Arc::new(set)));
-        let handler = Arc::new(WorkflowHandler {
-            services: services.clone(),
-            workflows: workflows.clone(),
-            relay: waker,
-        });
+        let handler = Arc::new(WorkflowHandler::new(
+            services.clone(),
+            workflows.clone(),
+            waker,
+        ));
         let consumers = kinds
             .into_iter()
             .map(|kind| {

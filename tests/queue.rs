@@ -841,11 +841,11 @@ async fn a_batch_meeting_a_locked_thread_commits_the_jobs_before_it_and_waits_al
 
     let set = gochat::workflow::WorkflowSet::load(&worker.services.config.workflows.dir)
         .expect("workflows");
-    let handler = Arc::new(gochat::jobs::handler::WorkflowHandler {
-        services: worker.services.clone(),
-        workflows: Arc::new(RwLock::new(Arc::new(set))),
-        relay: gochat::queue::relay::RelayWaker::default(),
-    });
+    let handler = Arc::new(gochat::jobs::handler::WorkflowHandler::new(
+        worker.services.clone(),
+        Arc::new(RwLock::new(Arc::new(set))),
+        gochat::queue::relay::RelayWaker::default(),
+    ));
     let batch = tokio::spawn({
         let handler = handler.clone();
         async move {
@@ -919,8 +919,8 @@ both_backends!(
         .await
         .unwrap();
         let handler = common::fixtures::workflow_handler(&store, config);
-        let services = handler.services.clone();
-        let set = handler.workflows.read().unwrap().clone();
+        let services = handler.services().clone();
+        let set = handler.current();
         assert!(set.get("customer-upsert").unwrap().set_based());
         let job = |id: &str, body: serde_json::Value| {
             let mut payload = json!({"schema": "customer-upsert/v1"});

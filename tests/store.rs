@@ -987,3 +987,48 @@ both_backends!(
         }
     }
 );
+
+// A gated unit of work begins its transaction only with a permit, and gives it back when
+// the transaction ends: a second one waits meanwhile (on PostgreSQL, which would otherwise
+// run both at once), and runs once the first commits or rolls back.
+both_backends!(
+    a_gated_transaction_waits_for_the_one_holding_the_permit,
+    |db: common::TestDb| async move {
+        use gochat::store::Tx;
+        use std::time::Duration;
+        let store = db.store().await;
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let gated = || {
+            let mut tx = Tx::new(store.conn().clone());
+            tx.gate(gate.clone());
+            tx
+        };
+        let (mut first, mut second) = (gated(), gated());
+        first.get().await.expect("first begins");
+        assert_eq!(gate.available_permits(), 0);
+        let waited = tokio::time::timeout(Duration::from_millis(300), second.get()).await;
+        assert!(
+            waited.is_err(),
+            "the second began while the first held the permit"
+        );
+        first.checkpoint().await.expect("commit");
+        tokio::time::timeout(Duration::from_secs(5), second.get())
+            .await
+            .expect("the second begins once the first committed")
+            .expect("begin");
+        // Its next transaction waits for the permit again; a rollback gives it back too.
+        let mut third = gated();
+        let waited = tokio::time::timeout(Duration::from_millis(300), third.get()).await;
+        assert!(
+            waited.is_err(),
+            "the third began while the second held the permit"
+        );
+        second.rollback().await.expect("rollback");
+        tokio::time::timeout(Duration::from_secs(5), third.get())
+            .await
+            .expect("the third begins once the second rolled back")
+            .expect("begin");
+        third.checkpoint().await.expect("commit");
+        assert_eq!(gate.available_permits(), 1);
+    }
+);

@@ -207,10 +207,23 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
                 ),
             ));
         }
-        if c.prefetch == Some(0) || c.concurrency == Some(0) || c.batch_size == Some(0) {
+        if c.prefetch == Some(0)
+            || c.concurrency == Some(0)
+            || c.batch_size == Some(0)
+            || c.db_concurrency == Some(0)
+        {
             return Err(fail(
                 &format!("amqp.consumers.{kind}"),
-                "prefetch, concurrency and batch_size must be at least 1".into(),
+                "prefetch, concurrency, batch_size and db_concurrency must be at least 1".into(),
+            ));
+        }
+        let concurrency = config.amqp.consumer(kind).concurrency;
+        if let Some(db) = c.db_concurrency.filter(|db| *db > concurrency) {
+            return Err(fail(
+                &format!("amqp.consumers.{kind}.db_concurrency"),
+                format!(
+                    "{db} is more than the {concurrency} jobs running at once (concurrency); lower it, or raise concurrency"
+                ),
             ));
         }
     }
@@ -432,6 +445,45 @@ mod tests {
             config.amqp.consumer("outbound-message").concurrency,
             8,
             "the built-in setting beats the global default"
+        );
+    }
+
+    #[test]
+    fn delivery_keeps_one_transaction_at_a_time_only_beside_other_kinds() {
+        let defaults = crate::config::Config::default();
+        assert_eq!(defaults.amqp.consumer("outbound-message").db_concurrency, 1);
+        assert_eq!(defaults.amqp.consumer("inbound-mail").db_concurrency, 4);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            load_with_env(Some(&file), no_env).map(|(c, _)| c)
+        };
+        let alone = load("[amqp]\nconsume = [\"outbound-message\"]\n").expect("valid");
+        assert_eq!(alone.amqp.consumer("outbound-message").db_concurrency, 8);
+        let set = load("[amqp.consumers.outbound-message]\ndb_concurrency = 3\n").expect("valid");
+        assert_eq!(set.amqp.consumer("outbound-message").db_concurrency, 3);
+        let lower = load("[amqp.consumers.inbound-mail]\nconcurrency = 2\n").expect("valid");
+        assert_eq!(lower.amqp.consumer("inbound-mail").db_concurrency, 2);
+        for (text, says) in [
+            (
+                "[amqp.consumers.outbound-message]\ndb_concurrency = 9\n",
+                "9 is more than the 8 jobs running at once",
+            ),
+            (
+                "[amqp.consumers.inbound-mail]\ndb_concurrency = 0\n",
+                "must be at least 1",
+            ),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("c.toml"), "{err}");
+        }
+        let err = load("[amqp.consumers.outbound-message]\ndb_concurrency = 9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("amqp.consumers.outbound-message.db_concurrency"),
+            "{err}"
         );
     }
 

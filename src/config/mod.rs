@@ -137,6 +137,11 @@ pub struct ConsumerConfig {
     pub prefetch: Option<u16>,
     pub concurrency: Option<usize>,
     pub batch_size: Option<usize>,
+    /// Most of the kind's jobs inside a database transaction at once (default: all of
+    /// `concurrency`). Lets a kind that waits on something else between its transactions
+    /// (outbound delivery: the mail server) keep many jobs going without taking more of the
+    /// database than the other kinds when it is busy.
+    pub db_concurrency: Option<usize>,
 }
 
 /// One kind's consumer settings, with the `[amqp]` defaults filled in.
@@ -145,6 +150,8 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     pub concurrency: usize,
     pub batch_size: usize,
+    /// At most `concurrency`.
+    pub db_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -305,26 +312,39 @@ impl AmqpConfig {
     pub fn consumer(&self, kind: &str) -> ConsumerSettings {
         let o = self.consumers.get(kind);
         let b = built_in_consumer(kind);
+        let concurrency = o
+            .and_then(|c| c.concurrency)
+            .or(b.concurrency)
+            .unwrap_or(self.concurrency);
         ConsumerSettings {
             prefetch: o
                 .and_then(|c| c.prefetch)
                 .or(b.prefetch)
                 .unwrap_or(self.prefetch),
-            concurrency: o
-                .and_then(|c| c.concurrency)
-                .or(b.concurrency)
-                .unwrap_or(self.concurrency),
+            concurrency,
             batch_size: o
                 .and_then(|c| c.batch_size)
                 .or(b.batch_size)
                 .unwrap_or(self.batch_size),
+            // The built-in bound shares the database with the other kinds this worker runs:
+            // a worker that runs this kind alone has none to share it with. It never exceeds
+            // a concurrency configured lower.
+            db_concurrency: o
+                .and_then(|c| c.db_concurrency)
+                .or(b.db_concurrency.filter(|_| self.consume != [kind]))
+                .unwrap_or(concurrency)
+                .min(concurrency),
         }
     }
 }
 
 /// Settings a kind has unless configured: outbound delivery waits on the mail server rather
 /// than the CPU, so it keeps more deliveries going at once than the batched kinds (it is
-/// also the SMTP connection pool's size), one job per transaction. A `batch_size` above 1
+/// also the SMTP connection pool's size), one job per transaction, but only one of them in a
+/// database transaction at a time while the worker runs other kinds too: eight
+/// transactions at once took the database from the inbound mails under load (in `bench
+/// e2e`, inbound rose from ~1,450 to ~1,650 mails/s, burst delivery fell from ~230 to
+/// ~140 messages/s; docs/BENCHMARKS.md). A `batch_size` above 1
 /// delivers batches (three commits a batch instead of three a message): it raised delivery
 /// from ~200 to 270–380 messages/s in `bench e2e`, but took that machine time from the
 /// inbound mails sharing the cores (docs/BENCHMARKS.md), so it is for workers that only
@@ -334,6 +354,7 @@ pub fn built_in_consumer(kind: &str) -> ConsumerConfig {
         "outbound-message" => ConsumerConfig {
             concurrency: Some(8),
             batch_size: Some(1),
+            db_concurrency: Some(1),
             ..ConsumerConfig::default()
         },
         _ => ConsumerConfig::default(),

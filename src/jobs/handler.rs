@@ -17,9 +17,10 @@
 //! replicas deadlock. The job that would wait is treated as failing job *k* above, so it
 //! runs alone, holding nothing else, and may wait as long as it needs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::jobs::{Job, JobError};
@@ -35,14 +36,43 @@ use crate::workflow::{Facts, StepContext, Workflow, WorkflowSet, engine};
 pub const BATCH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct WorkflowHandler {
-    pub services: Arc<Services>,
+    services: Arc<Services>,
     /// Swapped whole on reload (SIGHUP), so a job runs on one consistent set.
-    pub workflows: Arc<RwLock<Arc<WorkflowSet>>>,
-    pub relay: RelayWaker,
+    workflows: Arc<RwLock<Arc<WorkflowSet>>>,
+    relay: RelayWaker,
+    /// Per job kind whose `db_concurrency` is below its `concurrency`: the permits its
+    /// transactions begin with (see [`Tx::gate`]).
+    gates: HashMap<String, Arc<Semaphore>>,
 }
 
 impl WorkflowHandler {
-    fn current(&self) -> Arc<WorkflowSet> {
+    pub fn new(
+        services: Arc<Services>,
+        workflows: Arc<RwLock<Arc<WorkflowSet>>>,
+        relay: RelayWaker,
+    ) -> Self {
+        let gates = crate::contract::JOB_KINDS
+            .iter()
+            .filter_map(|kind| {
+                let c = services.config.amqp.consumer(kind);
+                (c.db_concurrency < c.concurrency)
+                    .then(|| (kind.to_string(), Arc::new(Semaphore::new(c.db_concurrency))))
+            })
+            .collect();
+        Self {
+            services,
+            workflows,
+            relay,
+            gates,
+        }
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// The workflow set jobs run on now.
+    pub fn current(&self) -> Arc<WorkflowSet> {
         match self.workflows.read() {
             Ok(w) => w.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -175,7 +205,7 @@ impl WorkflowHandler {
         }
         let set = self.current();
         let workflow = workflow_for(&set, &job.kind)?;
-        let mut tx = self.tx();
+        let mut tx = self.tx(&job.kind);
         let ran = match self.run_workflow(&set, workflow, job, &mut tx).await {
             Ok(ran) => ran,
             Err(e) => {
@@ -225,7 +255,7 @@ impl WorkflowHandler {
                 fresh.push(k);
             }
         }
-        let mut tx = self.tx();
+        let mut tx = self.tx(&jobs[0].kind);
         let set_based = set
             .get(&jobs[0].kind)
             .filter(|w| w.set_based() && jobs.iter().all(|j| j.kind == jobs[0].kind));
@@ -373,10 +403,13 @@ impl WorkflowHandler {
 
     /// A job's unit of work; its outbox rows go straight to the relay after commit when a
     /// relay is running to take them (see [`Tx::hand_over`]).
-    fn tx(&self) -> Tx {
+    fn tx(&self, kind: &str) -> Tx {
         let mut tx = Tx::new(self.services.store.conn().clone());
         if self.relay.takes_hand_overs() {
             tx.hand_over(crate::queue::relay::hand_over_lease());
+        }
+        if let Some(gate) = self.gates.get(kind) {
+            tx.gate(gate.clone());
         }
         tx
     }

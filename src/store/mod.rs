@@ -9,6 +9,7 @@ pub mod inbox;
 pub mod outbound;
 pub mod outbox;
 pub mod processed;
+pub mod read_ahead;
 pub mod threads;
 pub mod timers;
 mod tx;

@@ -14,8 +14,13 @@
 //! after every commit cost PostgreSQL more than the jobs' own inserts. The rows are
 //! committed leased, so another relay's sweep leaves them alone while this one publishes;
 //! if this process dies first, the lease ends and any relay's sweep publishes them.
+//!
+//! With [`Tx::gate`], a transaction begins only with a permit of the kind's semaphore and
+//! gives it back when it ends, so a kind can keep more jobs going than it keeps inside the
+//! database at once (see `db_concurrency` in the configuration).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions,
@@ -23,6 +28,7 @@ use sea_orm::{
 };
 
 use gochat_entities::{outbox, thread_events, threads};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::StoreError;
 
@@ -46,6 +52,11 @@ pub struct Tx {
     noted_mails: usize,
     /// The newest card of each thread written in this unit of work (see [`Tx::note_thread`]).
     threads: HashMap<uuid::Uuid, threads::Model>,
+    /// Permits to open a transaction (see [`Tx::gate`]), and the one the open one holds.
+    gate: Option<Arc<Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Lookups read ahead for a batch (see [`Tx::set_read_ahead`]).
+    read_ahead: Option<Box<super::read_ahead::MatchReadAhead>>,
 }
 
 /// A mail of a unit of work matched to its thread and not stored yet.
@@ -69,7 +80,32 @@ impl Tx {
             unstored_mails: HashMap::new(),
             noted_mails: 0,
             threads: HashMap::new(),
+            gate: None,
+            permit: None,
+            read_ahead: None,
         }
+    }
+
+    /// Keeps lookups read for a whole batch until [`Tx::end_read_ahead`] or the transaction
+    /// ends (its locks end with it).
+    pub fn set_read_ahead(&mut self, read: super::read_ahead::MatchReadAhead) {
+        self.read_ahead = Some(Box::new(read));
+    }
+
+    /// The lookups read ahead, if any are current.
+    pub fn read_ahead(&self) -> Option<&super::read_ahead::MatchReadAhead> {
+        self.read_ahead.as_deref()
+    }
+
+    pub fn end_read_ahead(&mut self) {
+        self.read_ahead = None;
+    }
+
+    /// Each transaction of this unit of work begins only once it holds a permit of `gate`,
+    /// and gives it back at commit or rollback. A unit of work never holds more than one
+    /// permit, and waits for one holding no lock, so gated jobs cannot deadlock each other.
+    pub fn gate(&mut self, gate: Arc<Semaphore>) {
+        self.gate = Some(gate);
     }
 
     /// From now on, outbox rows are committed reserved for `lease` and kept for
@@ -152,6 +188,13 @@ impl Tx {
     /// timeout). PostgreSQL ignores the mode.
     pub async fn get(&mut self) -> Result<&DatabaseTransaction, StoreError> {
         if self.current.is_none() {
+            if let (Some(gate), None) = (&self.gate, &self.permit) {
+                let permit =
+                    gate.clone().acquire_owned().await.map_err(|_| {
+                        StoreError::Invalid("the transaction gate was closed".into())
+                    })?;
+                self.permit = Some(permit);
+            }
             let options = TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
@@ -210,8 +253,11 @@ impl Tx {
         self.lock_wait = None;
         self.unstored_mails.clear();
         self.threads.clear();
+        self.read_ahead = None;
         if let Some(t) = self.current.take() {
-            t.commit().await?;
+            let committed = t.commit().await;
+            self.permit = None;
+            committed?;
         }
         self.committed.append(&mut handed);
         Ok(())
@@ -224,8 +270,11 @@ impl Tx {
         self.lock_wait = None;
         self.unstored_mails.clear();
         self.threads.clear();
+        self.read_ahead = None;
         if let Some(t) = self.current.take() {
-            t.rollback().await?;
+            let rolled_back = t.rollback().await;
+            self.permit = None;
+            rolled_back?;
         }
         Ok(())
     }

@@ -65,6 +65,21 @@ pub trait Action: Send + Sync + 'static {
         false
     }
 
+    /// Before a step that runs job by job alone between two set-based steps of a set run:
+    /// may read, for all `items` at once, what each job's [`Action::run`] would look up,
+    /// and leave it in `tx` (see [`Tx::set_read_ahead`]); the engine drops it after the
+    /// step. Only this step's runs come between, so what was read stays what each job
+    /// would read, as long as `run` takes its own changes into account. An error fails the
+    /// whole batch (its jobs then run alone).
+    async fn read_ahead(
+        &self,
+        _tx: &mut Tx,
+        _items: &mut [SetItem<'_>],
+        _params: &Params,
+    ) -> Result<(), JobError> {
+        Ok(())
+    }
+
     /// The step for several jobs at once, all in `tx` and stamped `now`: one result per
     /// item, in order, or fewer that end with an error. An item's error cuts the batch
     /// there: the engine rolls everything

@@ -210,6 +210,9 @@ pub async fn run_set(
             .position(|s| s.action.set_based())
             .unwrap_or(rest.len());
         let (segment, after) = rest.split_at(run);
+        if let [step] = segment {
+            read_ahead(step, tx, jobs, &mut facts, &mut carried, &ended).await?;
+        }
         for i in 0..jobs.len() {
             if ended[i].is_some() {
                 continue;
@@ -228,6 +231,7 @@ pub async fn run_set(
             ctx.suspend(&mut carried[i]);
             ended[i] = result.map_err(|f| SetFailure::Job(i, f))?;
         }
+        tx.end_read_ahead();
         rest = after;
     }
     if let Some(last) = workflow.steps.last() {
@@ -268,6 +272,60 @@ async fn write_opened(tx: &mut Tx, carried: &mut [Carried], step: &Step) -> Resu
     Ok(())
 }
 
+/// The jobs not ended whose condition for `step` holds, as set items.
+fn members<'a>(
+    step: &Step,
+    jobs: &[&'a Job],
+    facts: &'a mut [Facts],
+    carried: &'a mut [Carried],
+    ended: &[Option<Outcome>],
+) -> (Vec<usize>, Vec<SetItem<'a>>) {
+    let mut members = Vec::new();
+    let items = facts
+        .iter_mut()
+        .zip(carried.iter_mut())
+        .enumerate()
+        .filter(|(i, (facts, _))| {
+            ended[*i].is_none() && step.when.as_ref().is_none_or(|c| c.eval(facts))
+        })
+        .map(|(i, (facts, carried))| {
+            members.push(i);
+            SetItem {
+                job: jobs[i],
+                facts,
+                carried,
+            }
+        })
+        .collect();
+    (members, items)
+}
+
+/// Lets a step that runs alone, job by job, read ahead for all of them (see
+/// [`crate::workflow::Action::read_ahead`]).
+async fn read_ahead(
+    step: &Step,
+    tx: &mut Tx,
+    jobs: &[&Job],
+    facts: &mut [Facts],
+    carried: &mut [Carried],
+    ended: &[Option<Outcome>],
+) -> Result<(), SetFailure> {
+    let (members, mut items) = members(step, jobs, facts, carried, ended);
+    if members.len() < 2 {
+        return Ok(());
+    }
+    step.action
+        .read_ahead(tx, &mut items, &step.params)
+        .await
+        .map_err(|error| {
+            SetFailure::Step(StepFailure {
+                step: step.name.clone(),
+                action: step.action.spec().name,
+                error,
+            })
+        })
+}
+
 /// One set-based step for the jobs not ended whose condition holds.
 #[allow(clippy::too_many_arguments)] // the set run's per-job state, borrowed apart
 async fn set_step(
@@ -286,31 +344,13 @@ async fn set_step(
         action: spec.name,
         error,
     };
-    let members: Vec<usize> = (0..jobs.len())
-        .filter(|&i| ended[i].is_none())
-        .filter(|&i| step.when.as_ref().is_none_or(|c| c.eval(&facts[i])))
-        .collect();
+    let (members, mut items) = members(step, jobs, facts, carried, ended);
     if members.is_empty() {
         return Ok(());
     }
     let span =
         tracing::info_span!("step", step = %step.name, action = spec.name, jobs = members.len());
     let started = Instant::now();
-    let mut member = vec![false; jobs.len()];
-    for &i in &members {
-        member[i] = true;
-    }
-    let mut items: Vec<SetItem<'_>> = facts
-        .iter_mut()
-        .zip(carried.iter_mut())
-        .enumerate()
-        .filter(|(i, _)| member[*i])
-        .map(|(i, (facts, carried))| SetItem {
-            job: jobs[i],
-            facts,
-            carried,
-        })
-        .collect();
     let flows = step
         .action
         .run_set(services, tx, &mut items, &step.params, now)

@@ -86,9 +86,9 @@ pub fn workflow_handler(
             .expect("smtp"),
         config,
     });
-    gochat::jobs::handler::WorkflowHandler {
+    gochat::jobs::handler::WorkflowHandler::new(
         services,
-        workflows: Arc::new(RwLock::new(Arc::new(set))),
-        relay: gochat::queue::relay::RelayWaker::default(),
-    }
+        Arc::new(RwLock::new(Arc::new(set))),
+        gochat::queue::relay::RelayWaker::default(),
+    )
 }

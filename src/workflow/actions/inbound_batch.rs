@@ -28,9 +28,11 @@ use crate::workflow::action::{Flow, SetItem, cut_at};
 
 type Flows = Vec<Result<Flow, JobError>>;
 
-/// How long the senders' upserts may wait for a row another batch inserted (see
-/// [`upsert_sender`]).
-const UPSERT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a statement for a whole batch may wait for rows another batch holds (the
+/// senders' upserts, see [`upsert_sender`]; `match_thread`'s read-ahead of threads).
+/// Failing sooner would run the whole batch one job at a time; the rows go in sorted, so
+/// two batches take them in one order and cannot deadlock on them.
+pub(super) const SET_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `items` sorted by `key`, so concurrent batches lock their rows in one order, with the
 /// position each came from.
@@ -261,7 +263,7 @@ pub(super) async fn upsert_sender(
     // sorted, so two batches take them in the same order and cannot deadlock on them.
     let bound = tx.lock_wait();
     if bound.is_some() {
-        tx.bound_lock_waits(UPSERT_LOCK_WAIT).await?;
+        tx.bound_lock_waits(SET_LOCK_WAIT).await?;
     }
     let db = tx.get().await?;
     let (order, rows) = sorted(&contacts, |c| c.address.clone());

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::inbound::{count, mail, parsed};
+use super::inbound_batch::SET_LOCK_WAIT;
 use super::threads::THREAD_FACTS;
 use crate::jobs::JobError;
 use crate::lifecycle::{ClosedReply, ThreadTraits};
@@ -23,6 +24,7 @@ use crate::mail::classify::MailClass;
 use crate::mail::inbound::{self, InboundMail, Sender};
 use crate::services::Services;
 use crate::store::customers::{self, ContactInput};
+use crate::store::read_ahead::MatchReadAhead;
 use crate::store::{Tx, inbound as store, threads};
 use crate::workflow::Facts;
 use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
@@ -280,6 +282,42 @@ impl Action for MatchThread {
         true
     }
 
+    /// The messages the batch's mails answer, their threads (locked) and whether each
+    /// sender is a contact of them, in three statements (see [`MatchReadAhead`]).
+    async fn read_ahead(
+        &self,
+        tx: &mut Tx,
+        items: &mut [SetItem<'_>],
+        _params: &Params,
+    ) -> Result<(), JobError> {
+        let mut ids = Vec::new();
+        let mut contacts = Vec::new();
+        for m in items.iter().filter_map(|i| i.carried.inbound.as_deref()) {
+            if let Some(p) = &m.parsed {
+                ids.extend(threading_ids(p));
+            }
+            contacts.extend(m.sender.as_ref().map(|s| s.contact_id));
+        }
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        contacts.sort();
+        contacts.dedup();
+        // Other batches hold some of these threads until they commit; see `upsert_sender`.
+        let bound = tx.lock_wait();
+        if bound.is_some() {
+            tx.bound_lock_waits(SET_LOCK_WAIT).await?;
+        }
+        let read = MatchReadAhead::read(tx.get().await?, &ids, &contacts).await?;
+        if let Some(bound) = bound {
+            tx.bound_lock_waits(bound).await?;
+        }
+        tx.set_read_ahead(read);
+        Ok(())
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         let p = parsed(ctx)?.clone();
         let m = mail(ctx)?;
@@ -294,9 +332,7 @@ impl Action for MatchThread {
 
         let mut found = None;
         // 1. The headers: In-Reply-To first, then References newest first.
-        let mut ids: Vec<String> = p.in_reply_to.clone();
-        ids.extend(p.references.iter().rev().cloned());
-        ids.dedup();
+        let ids = threading_ids(&p);
         let header = |mid: &str| {
             if p.in_reply_to.iter().any(|i| i == mid) {
                 "in_reply_to"
@@ -310,7 +346,6 @@ impl Action for MatchThread {
             .unstored_mail(&ids)
             .map(|(mid, m)| (mid.to_owned(), m.clone()));
         let mut opens = None;
-        let db = ctx.db().await?;
         if let Some((mid, unstored)) = unstored {
             let by = header(&mid);
             match &unstored.opens {
@@ -331,20 +366,41 @@ impl Action for MatchThread {
                 }
                 None => {
                     found = Some(Found {
-                        thread: threads::get_for_update(db, unstored.thread).await?,
+                        thread: threads::get_for_update(ctx.db().await?, unstored.thread).await?,
                         by,
                         key: mid,
                         member: None,
                     })
                 }
             }
-        } else if let Some((mid, thread_id)) = store::by_message_ids(db, &ids).await? {
-            found = Some(Found {
-                thread: threads::get_for_update(db, thread_id).await?,
-                by: header(&mid),
-                key: mid,
-                member: None,
-            });
+        } else {
+            // Read ahead for the batch, or read now.
+            let ahead = ctx.tx.read_ahead();
+            let hit = match ahead.and_then(|a| a.by_message_ids(&ids)) {
+                Some(hit) => hit,
+                None => store::by_message_ids(ctx.db().await?, &ids).await?,
+            };
+            if let Some((mid, thread_id)) = hit {
+                let ahead = ctx.tx.read_ahead().and_then(|a| {
+                    let t = a.thread(thread_id)?;
+                    // An earlier mail of the batch may have changed it since.
+                    let t = ctx.tx.newer_thread(t).unwrap_or(t).clone();
+                    Some((t, a.is_member(sender.contact_id, thread_id)))
+                });
+                let (thread, member) = match ahead {
+                    Some(read) => read,
+                    None => (
+                        threads::get_for_update(ctx.db().await?, thread_id).await?,
+                        None,
+                    ),
+                };
+                found = Some(Found {
+                    thread,
+                    by: header(&mid),
+                    key: mid,
+                    member,
+                });
+            }
         }
         // 2. Tokens, only for the thread's own customers' contacts.
         let mut ignored_token = None;
@@ -360,6 +416,7 @@ impl Action for MatchThread {
             if let Some(t) = inbound::token_in_subject(&p.subject, &pattern) {
                 tokens.push((t, "subject_token"));
             }
+            let db = ctx.db().await?;
             for (token, by) in tokens {
                 let Some(t) = store::by_token(db, &token).await? else {
                     continue;
@@ -406,6 +463,15 @@ impl Action for MatchThread {
         }
         Ok(flow)
     }
+}
+
+/// The Message-IDs a mail answers, in the order threading tries them: In-Reply-To first,
+/// then References newest first.
+fn threading_ids(p: &crate::mail::parse::ParsedMail) -> Vec<String> {
+    let mut ids: Vec<String> = p.in_reply_to.clone();
+    ids.extend(p.references.iter().rev().cloned());
+    ids.dedup();
+    ids
 }
 
 fn m_looping(ctx: &StepContext<'_>) -> bool {
