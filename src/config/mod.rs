@@ -343,8 +343,8 @@ impl AmqpConfig {
 /// also the SMTP connection pool's size), one job per transaction, but only one of them in a
 /// database transaction at a time while the worker runs other kinds too: eight
 /// transactions at once took the database from the inbound mails under load (in `bench
-/// e2e`, inbound rose from ~1,450 to ~1,650 mails/s, burst delivery fell from ~230 to
-/// ~140 messages/s; docs/BENCHMARKS.md). A `batch_size` above 1
+/// e2e`, inbound rose from ~1,370 to ~1,700 mails/s, burst delivery fell from ~220 to
+/// ~130 messages/s; docs/BENCHMARKS.md). A `batch_size` above 1
 /// delivers batches (three commits a batch instead of three a message): it raised delivery
 /// from ~200 to 270–380 messages/s in `bench e2e`, but took that machine time from the
 /// inbound mails sharing the cores (docs/BENCHMARKS.md), so it is for workers that only

@@ -199,7 +199,15 @@ impl Tx {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             };
-            self.current = Some(self.db.begin_with_options(options).await?);
+            match self.db.begin_with_options(options).await {
+                Ok(t) => self.current = Some(t),
+                Err(e) => {
+                    // No transaction holds the permit: a job retrying against a database
+                    // that is down must not keep the others of its kind waiting on it.
+                    self.permit = None;
+                    return Err(e.into());
+                }
+            }
         }
         match &self.current {
             Some(t) => Ok(t),
@@ -342,6 +350,20 @@ mod tests {
         let found = tx.unstored_mail(&later);
         assert_eq!(found.map(|(id, _)| id), Some("third@x"));
         assert!(tx.unstored_mail(&ids(&["other@x"])).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_cannot_begin_gives_its_permit_back() {
+        let gate = Arc::new(Semaphore::new(1));
+        // No database behind it: every begin fails.
+        let mut tx = Tx::new(DatabaseConnection::default());
+        tx.gate(gate.clone());
+        assert!(tx.get().await.is_err());
+        assert_eq!(
+            gate.available_permits(),
+            1,
+            "a failed begin kept the permit"
+        );
     }
 
     #[test]
