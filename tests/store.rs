@@ -1003,32 +1003,27 @@ both_backends!(
             tx.gate(gate.clone());
             tx
         };
-        let (mut first, mut second) = (gated(), gated());
-        first.get().await.expect("first begins");
-        assert_eq!(gate.available_permits(), 0);
-        let waited = tokio::time::timeout(Duration::from_millis(300), second.get()).await;
-        assert!(
-            waited.is_err(),
-            "the second began while the first held the permit"
-        );
-        first.checkpoint().await.expect("commit");
-        tokio::time::timeout(Duration::from_secs(5), second.get())
-            .await
-            .expect("the second begins once the first committed")
-            .expect("begin");
-        // Its next transaction waits for the permit again; a rollback gives it back too.
-        let mut third = gated();
-        let waited = tokio::time::timeout(Duration::from_millis(300), third.get()).await;
-        assert!(
-            waited.is_err(),
-            "the third began while the second held the permit"
-        );
-        second.rollback().await.expect("rollback");
-        tokio::time::timeout(Duration::from_secs(5), third.get())
-            .await
-            .expect("the third begins once the second rolled back")
-            .expect("begin");
-        third.checkpoint().await.expect("commit");
+        let mut holder = gated();
+        holder.get().await.expect("begin");
+        for commits in [true, false] {
+            let mut next = gated();
+            let waited = tokio::time::timeout(Duration::from_millis(300), next.get()).await;
+            assert!(waited.is_err(), "began while another held the permit");
+            assert_eq!(gate.available_permits(), 0);
+            if commits {
+                holder.checkpoint().await.expect("commit");
+            } else {
+                holder.rollback().await.expect("rollback");
+            }
+            tokio::time::timeout(Duration::from_secs(5), next.get())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("still waiting after the holder's end (commit: {commits})")
+                })
+                .expect("begin");
+            holder = next;
+        }
+        holder.checkpoint().await.expect("commit");
         assert_eq!(gate.available_permits(), 1);
     }
 );
