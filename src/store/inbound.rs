@@ -203,9 +203,9 @@ pub async fn mark_bounced(
     Ok(r.rows_affected > 0)
 }
 
-/// The most rows one multi-row statement writes: under SQLite's 32,766 bind variables and
-/// PostgreSQL's 65,535 for the widest row here.
-const ROWS_PER_STATEMENT: usize = 500;
+/// The most rows one multi-row statement writes, or ids one `IN` list names: under
+/// SQLite's 32,766 bind variables and PostgreSQL's 65,535 for the widest row here.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// Raw bytes one multi-row insert carries at most; a larger mail goes in a statement of
 /// its own, so a batch of big mails never builds one huge statement.

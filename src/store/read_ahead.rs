@@ -19,9 +19,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use uuid::Uuid;
 
 use super::StoreError;
-
-/// Ids per statement: far below both backends' bound-parameter limits.
-const IDS_PER_STATEMENT: usize = 1000;
+use super::inbound::ROWS_PER_STATEMENT;
 
 #[derive(Debug, Default)]
 pub struct MatchReadAhead {
@@ -47,7 +45,7 @@ impl MatchReadAhead {
             contacts: contacts.iter().copied().collect(),
             ..Self::default()
         };
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let rows: Vec<(Option<String>, Uuid, DateTime<Utc>)> = messages::Entity::find()
                 .select_only()
                 .column(messages::Column::MessageIdHeader)
@@ -69,7 +67,7 @@ impl MatchReadAhead {
         let mut found: Vec<Uuid> = out.newest.values().flatten().map(|(_, t)| *t).collect();
         found.sort();
         found.dedup();
-        for chunk in found.chunks(IDS_PER_STATEMENT) {
+        for chunk in found.chunks(ROWS_PER_STATEMENT) {
             // In id order, as every batch takes them, so two batches cannot deadlock here.
             let mut q = threads::Entity::find()
                 .filter(threads::Column::Id.is_in(chunk.iter().copied()))
@@ -80,8 +78,9 @@ impl MatchReadAhead {
             out.threads
                 .extend(q.all(db).await?.into_iter().map(|t| (t.id, t)));
         }
-        if !found.is_empty() && !contacts.is_empty() {
-            for chunk in contacts.chunks(IDS_PER_STATEMENT) {
+        // Two id lists a statement, each within the bound.
+        for thread_ids in found.chunks(ROWS_PER_STATEMENT) {
+            for contact_ids in contacts.chunks(ROWS_PER_STATEMENT) {
                 let q = Query::select()
                     .column((
                         customer_contacts::Entity,
@@ -106,11 +105,11 @@ impl MatchReadAhead {
                             customer_contacts::Entity,
                             customer_contacts::Column::ContactId,
                         ))
-                        .is_in(chunk.iter().copied()),
+                        .is_in(contact_ids.iter().copied()),
                     )
                     .and_where(
                         Expr::col((thread_customers::Entity, thread_customers::Column::ThreadId))
-                            .is_in(found.iter().copied()),
+                            .is_in(thread_ids.iter().copied()),
                     )
                     .to_owned();
                 for row in db

@@ -65,6 +65,12 @@ pub trait Action: Send + Sync + 'static {
         false
     }
 
+    /// Whether [`Action::read_ahead`] reads anything: the engine gathers a batch's items
+    /// for it only then.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
+
     /// Before a step that runs job by job alone between two set-based steps of a set run:
     /// may read, for all `items` at once, what each job's [`Action::run`] would look up,
     /// and leave it in `tx` (see [`Tx::set_read_ahead`]); the engine drops it after the

@@ -210,7 +210,9 @@ pub async fn run_set(
             .position(|s| s.action.set_based())
             .unwrap_or(rest.len());
         let (segment, after) = rest.split_at(run);
-        if let [step] = segment {
+        if let [step] = segment
+            && step.action.reads_ahead()
+        {
             read_ahead(step, tx, jobs, &mut facts, &mut carried, &ended).await?;
         }
         for i in 0..jobs.len() {

@@ -282,6 +282,10 @@ impl Action for MatchThread {
         true
     }
 
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     /// The messages the batch's mails answer, their threads (locked) and whether each
     /// sender is a contact of them, in three statements (see [`MatchReadAhead`]).
     async fn read_ahead(
