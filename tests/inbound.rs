@@ -1080,7 +1080,91 @@ both_backends!(
         let after = threads::get(store.conn(), thread).await.expect("thread");
         assert_eq!(after.status, ThreadStatus::Open);
         assert_eq!(after.item_count, 3);
+        // Reopened once, by the first reply: the second found it open already. One version
+        // for the two messages on the card, one for the reopening.
+        assert_eq!(after.version, before.version + 3);
+        let status_changes = {
+            use gochat_entities::thread_events;
+            use sea_orm::PaginatorTrait;
+            thread_events::Entity::find()
+                .filter(thread_events::Column::ThreadId.eq(thread))
+                .filter(thread_events::Column::Kind.eq("status"))
+                .count(store.conn())
+                .await
+                .expect("events")
+        };
+        assert_eq!(status_changes, 2, "to waiting, then open again");
         let batches = |outcome: &str| inbound_batches(&handler, outcome);
         assert_eq!((batches("committed"), batches("cut")), (1, 0));
+    }
+);
+
+// Ops may make a customer's reply restart the reminder ladder (a lifecycle is data). Two
+// replies in one batch then arm one reminder, the second's: each change cancels what the
+// one before it armed, as one by one the second reply cancels the first's timer. (The
+// first's is never written: armed and cancelled within one commit, nobody could see it.)
+both_backends!(
+    two_replies_in_one_batch_that_restart_the_ladder_leave_one_reminder,
+    |db: TestDb| async move {
+        use gochat::queue::{Handled, Handler};
+        use gochat_entities::timers::{self, TimerState};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workflows = dir.path().join("workflows");
+        copy_tree(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
+            &workflows,
+        );
+        let file = workflows.join("lifecycles/default.yaml");
+        let default = std::fs::read_to_string(&file).expect("default lifecycle");
+        let restart = default.replace(
+            "customer_replied: { to: open }",
+            "customer_replied: { to: ladder }",
+        );
+        assert_ne!(restart, default);
+        std::fs::write(&file, restart).expect("write");
+        let store = db.store().await;
+        let mut config = Config {
+            database: db.config(),
+            ..Default::default()
+        };
+        config.workflows.dir = workflows;
+        let handler = common::fixtures::workflow_handler(&store, config);
+        let first = TestMail::new("Lou <lou@example.com>", SUPPORT, "Broken", "Help.\n");
+        let opened = handler
+            .handle(&inbound_job("r0", job(&first.bytes(), SUPPORT)))
+            .await;
+        assert_eq!(opened, Ok(Handled::Applied));
+        let thread = stored(&store, "r0").await.thread_id;
+
+        let reply = |subject: &str| {
+            TestMail::new("lou@example.com", SUPPORT, subject, "Still broken.\n")
+                .replying_to(&first.id())
+        };
+        let jobs = vec![
+            inbound_job("r1", job(&reply("Re: Broken").bytes(), SUPPORT)),
+            inbound_job("r2", job(&reply("Re: Re: Broken").bytes(), SUPPORT)),
+        ];
+        let results = handler.handle_batch(&jobs).await;
+        assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+        assert_eq!(
+            (
+                inbound_batches(&handler, "committed"),
+                inbound_batches(&handler, "cut")
+            ),
+            (1, 0)
+        );
+        let after = threads::get(store.conn(), thread).await.expect("thread");
+        assert_eq!(
+            (after.status, after.lifecycle_step),
+            (ThreadStatus::Reminder, Some(1))
+        );
+        let pending = timers::Entity::find()
+            .filter(timers::Column::ThreadId.eq(thread))
+            .filter(timers::Column::State.eq(TimerState::Pending))
+            .all(store.conn())
+            .await
+            .expect("timers");
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].expected_version, after.version);
     }
 );

@@ -1,6 +1,7 @@
 //! Persistence: the one place that knows SQL. Other modules call domain operations
 //! (upsert a customer, list the inbox, claim due timers, ...) and never build queries.
 
+pub mod cards;
 mod connect;
 pub mod customers;
 mod error;

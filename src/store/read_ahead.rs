@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use gochat_entities::{customer_contacts, messages, thread_customers, threads};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -67,17 +67,7 @@ impl MatchReadAhead {
         let mut found: Vec<Uuid> = out.newest.values().flatten().map(|(_, t)| *t).collect();
         found.sort();
         found.dedup();
-        for chunk in found.chunks(ROWS_PER_STATEMENT) {
-            // In id order, as every batch takes them, so two batches cannot deadlock here.
-            let mut q = threads::Entity::find()
-                .filter(threads::Column::Id.is_in(chunk.iter().copied()))
-                .order_by_asc(threads::Column::Id);
-            if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-                q = q.lock_exclusive();
-            }
-            out.threads
-                .extend(q.all(db).await?.into_iter().map(|t| (t.id, t)));
-        }
+        out.threads = super::cards::get_many_for_update(db, &found).await?;
         // Two id lists a statement, each within the bound.
         for thread_ids in found.chunks(ROWS_PER_STATEMENT) {
             for contact_ids in contacts.chunks(ROWS_PER_STATEMENT) {

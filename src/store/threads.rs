@@ -335,7 +335,7 @@ struct Card {
 
 /// Stores several messages, each on its thread, in a few statements whatever their number:
 /// the new threads with their cards already filled, their customers, the messages, the
-/// attachments, then one version-checked update per stored thread. Messages on one thread
+/// attachments, then the stored threads' cards (version-checked, one statement). Messages on one thread
 /// go on its card in the order given. Returns, for each message, its thread's card once all
 /// of them are on it, and the message; the new threads' `created` events are added to
 /// `events`. A thread given twice as [`Target::Existing`] must be the same version each time.
@@ -386,11 +386,17 @@ pub async fn add_messages(
         rows.iter().map(|r| r.clone().into_active_model()).collect();
     super::insert_in_chunks(db, models, MESSAGE_CHUNK).await?;
     store_attachments(db, &files, now).await?;
+    let mut writes = Vec::new();
     for card in &mut cards {
         if let Target::Existing(before) = &card.before {
-            card.after = save(db, before, card.after.clone(), now).await?;
+            card.after = bump(before, card.after.clone(), now);
+            writes.push(super::cards::CardWrite {
+                base: before.version,
+                card: card.after.clone(),
+            });
         }
     }
+    super::cards::save_many(db, &writes).await?;
     Ok(rows
         .into_iter()
         .zip(of_card)
@@ -443,11 +449,10 @@ async fn insert_opened(
 async fn save(
     db: &impl ConnectionTrait,
     current: &threads::Model,
-    mut changed: threads::Model,
+    changed: threads::Model,
     now: DateTime<Utc>,
 ) -> Result<threads::Model, StoreError> {
-    changed.version = current.version + 1;
-    changed.updated_at = now;
+    let changed = bump(current, changed, now);
     let am = changed.clone().into_active_model().reset_all();
     let res = threads::Entity::update_many()
         .set(am)
@@ -462,6 +467,19 @@ async fn save(
         });
     }
     Ok(changed)
+}
+
+/// `changed` (a modified copy of `current`) as one change further: the next version,
+/// stamped `now`. What [`save`] writes, and what a set-based step keeps in memory until
+/// it writes a batch's cards together ([`super::cards::save_many`]).
+pub fn bump(
+    current: &threads::Model,
+    mut changed: threads::Model,
+    now: DateTime<Utc>,
+) -> threads::Model {
+    changed.version = current.version + 1;
+    changed.updated_at = now;
+    changed
 }
 
 /// Appends a message (with its attachments) and updates the inbox card.
@@ -645,19 +663,47 @@ pub async fn add_comment(
     body: &str,
     now: DateTime<Utc>,
 ) -> Result<(threads::Model, comments::Model), StoreError> {
-    let row = comments::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        thread_id: Set(thread.id),
-        author: Set(author.clone()),
-        body: Set(body.to_owned()),
-        created_at: Set(now),
+    let row = comment_row(thread.id, author, body, now);
+    comments::Entity::insert(row.clone().into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    let card = save(db, thread, with_comment(thread), now).await?;
+    Ok((card, row))
+}
+
+/// The `comments` row of a new internal comment.
+pub fn comment_row(
+    thread_id: Uuid,
+    author: &Value,
+    body: &str,
+    now: DateTime<Utc>,
+) -> comments::Model {
+    comments::Model {
+        id: Uuid::now_v7(),
+        thread_id,
+        author: author.clone(),
+        body: body.to_owned(),
+        created_at: now,
     }
-    .insert(db)
-    .await?;
+}
+
+/// The thread's card with one more comment counted, not yet saved.
+pub fn with_comment(thread: &threads::Model) -> threads::Model {
     let mut card = thread.clone();
     card.item_count += 1;
-    let card = save(db, thread, card, now).await?;
-    Ok((card, row))
+    card
+}
+
+/// Writes comments, several rows a statement.
+pub async fn insert_comments(
+    db: &impl ConnectionTrait,
+    rows: Vec<comments::Model>,
+) -> Result<(), StoreError> {
+    let rows = rows
+        .into_iter()
+        .map(IntoActiveModel::into_active_model)
+        .collect();
+    super::insert_in_chunks::<comments::ActiveModel>(db, rows, EVENT_CHUNK).await
 }
 
 /// Sets the status (and the lifecycle step, `None` off the reminder ladder); records a
@@ -671,30 +717,44 @@ pub async fn set_status(
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<threads::Model, StoreError> {
-    if thread.status == status && thread.lifecycle_step == step {
+    let Some((changed, event)) = status_change(thread, status, step, actor, reason, now) else {
         return Ok(thread.clone());
+    };
+    let saved = save(db, thread, changed, now).await?;
+    if let Some(event) = event {
+        insert_event(db, event).await?;
+    }
+    Ok(saved)
+}
+
+/// What [`set_status`] changes, not yet saved: the card with its new status and step, and
+/// the `status` event when the status itself changes. `None` when nothing changes.
+pub fn status_change(
+    thread: &threads::Model,
+    status: threads::ThreadStatus,
+    step: Option<i32>,
+    actor: &Value,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<(threads::Model, Option<thread_events::Model>)> {
+    if thread.status == status && thread.lifecycle_step == step {
+        return None;
     }
     let mut changed = thread.clone();
     changed.status = status;
     changed.lifecycle_step = step;
-    let saved = save(db, thread, changed, now).await?;
-    if thread.status != status {
-        let detail = reason.map(|r| json!({"reason": r}));
-        insert_event(
-            db,
-            event_row(
-                thread.id,
-                "status",
-                actor,
-                Some(json!({"status": thread.status})),
-                Some(json!({"status": status})),
-                detail,
-                now,
-            ),
+    let event = (thread.status != status).then(|| {
+        event_row(
+            thread.id,
+            "status",
+            actor,
+            Some(json!({"status": thread.status})),
+            Some(json!({"status": status})),
+            reason.map(|r| json!({"reason": r})),
+            now,
         )
-        .await?;
-    }
-    Ok(saved)
+    });
+    Some((changed, event))
 }
 
 /// Assigns the thread to an agent (`None` unassigns).

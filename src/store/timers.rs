@@ -26,7 +26,18 @@ pub async fn schedule(
     due_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<timers::Model, StoreError> {
-    let row = timers::ActiveModel {
+    let row = timer_row(thread, step, due_at, now);
+    Ok(timers::Entity::insert(row).exec_with_returning(db).await?)
+}
+
+/// The row [`schedule`] writes.
+pub fn timer_row(
+    thread: &threads::Model,
+    step: i32,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> timers::ActiveModel {
+    timers::ActiveModel {
         id: Set(Uuid::now_v7()),
         thread_id: Set(thread.id),
         lifecycle: Set(thread.lifecycle.clone()),
@@ -39,8 +50,16 @@ pub async fn schedule(
         claimed_at: Set(None),
         fired_at: Set(None),
         created_at: Set(now),
-    };
-    Ok(timers::Entity::insert(row).exec_with_returning(db).await?)
+    }
+}
+
+/// Schedules several timers ([`timer_row`]s), several a statement.
+pub async fn schedule_many(
+    db: &impl ConnectionTrait,
+    rows: Vec<timers::ActiveModel>,
+) -> Result<(), StoreError> {
+    // Twelve columns a row: well under SQLite's 32,766 parameters.
+    super::insert_in_chunks(db, rows, 1000).await
 }
 
 /// Cancels the thread's timers that have not fired yet (pending, or claimed with their job
@@ -49,16 +68,28 @@ pub async fn cancel_for_thread(
     db: &impl ConnectionTrait,
     thread_id: Uuid,
 ) -> Result<u64, StoreError> {
-    let r = timers::Entity::update_many()
-        .col_expr(
-            timers::Column::State,
-            sea_orm::sea_query::Expr::value(TimerState::Cancelled),
-        )
-        .filter(timers::Column::ThreadId.eq(thread_id))
-        .filter(timers::Column::State.is_in([TimerState::Pending, TimerState::Claimed]))
-        .exec(db)
-        .await?;
-    Ok(r.rows_affected)
+    cancel_for_threads(db, &[thread_id]).await
+}
+
+/// [`cancel_for_thread`] for several threads, 500 a statement.
+pub async fn cancel_for_threads(
+    db: &impl ConnectionTrait,
+    thread_ids: &[Uuid],
+) -> Result<u64, StoreError> {
+    let mut cancelled = 0;
+    for chunk in thread_ids.chunks(500) {
+        let r = timers::Entity::update_many()
+            .col_expr(
+                timers::Column::State,
+                sea_orm::sea_query::Expr::value(TimerState::Cancelled),
+            )
+            .filter(timers::Column::ThreadId.is_in(chunk.iter().copied()))
+            .filter(timers::Column::State.is_in([TimerState::Pending, TimerState::Claimed]))
+            .exec(db)
+            .await?;
+        cancelled += r.rows_affected;
+    }
+    Ok(cancelled)
 }
 
 pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<timers::Model>, StoreError> {

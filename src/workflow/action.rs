@@ -86,25 +86,34 @@ pub trait Action: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The step for several jobs at once, all in `tx` and stamped `now`: one result per
-    /// item, in order, or fewer that end with an error. An item's error cuts the batch
+    /// The step for several jobs at once, all in `set.tx` and stamped `set.now`: one result
+    /// per item, in order, or fewer that end with an error. An item's error cuts the batch
     /// there: the engine rolls everything
     /// back, commits the jobs before it again and runs that job alone (through
     /// [`Action::run`]), so on an item error the action need not write anything for the
     /// others. An error of the whole (a failed statement) runs every job alone.
     async fn run_set(
         &self,
-        _services: &Services,
-        _tx: &mut Tx,
+        _set: &mut SetContext<'_>,
         _items: &mut [SetItem<'_>],
         _params: &Params,
-        _now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
         Err(JobError::permanent(format!(
             "action `{}` has no set-based form",
             self.spec().name
         )))
     }
+}
+
+/// What a set-based step runs with besides its jobs: the batch's [`StepContext`].
+pub struct SetContext<'a> {
+    pub services: &'a Services,
+    /// The batch's transaction.
+    pub tx: &'a mut Tx,
+    /// The lifecycles of the workflow set the batch runs on.
+    pub lifecycles: &'a Lifecycles,
+    /// One clock reading for the whole batch, as its jobs commit together.
+    pub now: DateTime<Utc>,
 }
 
 /// One job's share of a set-based step.
@@ -315,12 +324,7 @@ impl<'a> StepContext<'a> {
 
     /// The loaded thread's lifecycle (the default one if its own was removed).
     pub fn lifecycle(&self) -> Result<Arc<Lifecycle>, JobError> {
-        let name = &self.thread()?.lifecycle;
-        self.lifecycles.for_thread(name).cloned().ok_or_else(|| {
-            JobError::permanent(format!(
-                "thread's lifecycle `{name}` is not in workflows/lifecycles/ and there is no default lifecycle"
-            ))
-        })
+        lifecycle_of(&self.lifecycles, self.thread()?)
     }
 
     /// Says the loaded thread may have changed since it was read: a midway commit
@@ -363,6 +367,19 @@ impl<'a> StepContext<'a> {
     }
 }
 
+/// The lifecycle of thread `t` (the default one if its own was removed).
+pub fn lifecycle_of(
+    lifecycles: &Lifecycles,
+    t: &threads::Model,
+) -> Result<Arc<Lifecycle>, JobError> {
+    lifecycles.for_thread(&t.lifecycle).cloned().ok_or_else(|| {
+        JobError::permanent(format!(
+            "thread's lifecycle `{}` is not in workflows/lifecycles/ and there is no default lifecycle",
+            t.lifecycle
+        ))
+    })
+}
+
 /// The `thread.*` facts of `t`.
 pub fn set_thread_facts(facts: &mut Facts, t: &threads::Model) {
     facts.set("thread.id", Value::String(t.id.to_string()));
@@ -378,6 +395,7 @@ impl SetItem<'_> {
     pub fn set_thread(&mut self, t: threads::Model) {
         set_thread_facts(self.facts, &t);
         self.carried.thread = Some(t);
+        self.carried.thread_stale = false;
     }
 }
 

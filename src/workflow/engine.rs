@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use super::action::{Carried, Flow, MetricUpdate, SetItem, StepContext};
+use super::action::{Carried, Flow, MetricUpdate, SetContext, SetItem, StepContext};
 use super::{Facts, Step, Workflow};
 use crate::jobs::{Job, JobError};
 use crate::lifecycle::Lifecycles;
@@ -191,17 +191,13 @@ pub async fn run_set(
             if !step.action.writes_opened_threads() {
                 write_opened(tx, &mut carried, step).await?;
             }
-            set_step(
-                step,
+            let mut set = SetContext {
                 services,
                 tx,
-                jobs,
-                &mut facts,
-                &mut carried,
-                &mut ended,
+                lifecycles: &lifecycles,
                 now,
-            )
-            .await?;
+            };
+            set_step(step, &mut set, jobs, &mut facts, &mut carried, &mut ended).await?;
             rest = &rest[1..];
             continue;
         }
@@ -329,16 +325,13 @@ async fn read_ahead(
 }
 
 /// One set-based step for the jobs not ended whose condition holds.
-#[allow(clippy::too_many_arguments)] // the set run's per-job state, borrowed apart
 async fn set_step(
     step: &Step,
-    services: &Services,
-    tx: &mut Tx,
+    set: &mut SetContext<'_>,
     jobs: &[&Job],
     facts: &mut [Facts],
     carried: &mut [Carried],
     ended: &mut [Option<Outcome>],
-    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), SetFailure> {
     let spec = step.action.spec();
     let fail = |error| StepFailure {
@@ -346,6 +339,11 @@ async fn set_step(
         action: spec.name,
         error,
     };
+    if step.reads_thread {
+        fresh_threads(set.tx, facts, carried, ended)
+            .await
+            .map_err(|e| SetFailure::Step(fail(e)))?;
+    }
     let (members, mut items) = members(step, jobs, facts, carried, ended);
     if members.is_empty() {
         return Ok(());
@@ -355,7 +353,7 @@ async fn set_step(
     let started = Instant::now();
     let flows = step
         .action
-        .run_set(services, tx, &mut items, &step.params, now)
+        .run_set(set, &mut items, &step.params)
         .instrument(span)
         .await
         .map_err(|e| SetFailure::Step(fail(e)))?;
@@ -370,7 +368,8 @@ async fn set_step(
     }
     // Timed per job, amortised, so the histogram counts job steps either way.
     let each = started.elapsed().as_secs_f64() / members.len() as f64;
-    let histogram = services
+    let histogram = set
+        .services
         .metrics
         .step_duration
         .with_label_values(&[spec.name]);
@@ -380,6 +379,38 @@ async fn set_step(
             Ok(flow) => ended[i] = ending(&step.name, flow),
             Err(error) => return Err(SetFailure::Job(i, fail(error))),
         }
+    }
+    Ok(())
+}
+
+/// Reads the threads that may have changed since the jobs loaded them (see
+/// [`StepContext::thread_may_have_changed`]) again, locked, in one statement: what
+/// [`StepContext::refresh_stale_thread`] does for one job before a step that reads it.
+async fn fresh_threads(
+    tx: &mut Tx,
+    facts: &mut [Facts],
+    carried: &mut [Carried],
+    ended: &[Option<Outcome>],
+) -> Result<(), JobError> {
+    let stale: Vec<(usize, uuid::Uuid)> = carried
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| ended[*i].is_none() && c.thread_stale)
+        .filter_map(|(i, c)| c.thread.as_ref().map(|t| (i, t.id)))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = stale.iter().map(|(_, id)| *id).collect();
+    let fresh = crate::store::cards::get_many_for_update(tx.get().await?, &ids).await?;
+    for (i, id) in stale {
+        let t = fresh.get(&id).ok_or_else(|| {
+            JobError::transient(format!("thread {id} vanished while its job ran"))
+        })?;
+        tx.note_thread(t);
+        super::action::set_thread_facts(&mut facts[i], t);
+        carried[i].thread = Some(t.clone());
+        carried[i].thread_stale = false;
     }
     Ok(())
 }

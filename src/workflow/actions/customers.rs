@@ -2,15 +2,13 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::jobs::{Job, JobError};
-use crate::services::Services;
-use crate::store::{CustomerUpsert, Tx, UpsertOutcome, customers};
+use crate::store::{CustomerUpsert, UpsertOutcome, customers};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext, cut_at};
+use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext, cut_at};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// `upsert_customer`: the `customer-upsert` job's payload applied to the store.
@@ -65,11 +63,9 @@ impl Action for UpsertCustomer {
     /// sequence of syncs of one customer must apply.
     async fn run_set(
         &self,
-        _services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
         let mut inputs = Vec::with_capacity(items.len());
         let mut taken = HashSet::new();
@@ -93,7 +89,7 @@ impl Action for UpsertCustomer {
             taken.extend(keys);
             inputs.push(input);
         }
-        let written = customers::upsert_customers(tx.get().await?, &inputs, now).await?;
+        let written = customers::upsert_customers(set.tx.get().await?, &inputs, set.now).await?;
         for ((item, input), (id, outcome)) in items.iter_mut().zip(&inputs).zip(written) {
             record(item.facts, input, id, outcome);
         }

@@ -15,9 +15,9 @@ use crate::mail::classify::{self, MailClass};
 use crate::mail::inbound::{self, InboundMail};
 use crate::mail::parse;
 use crate::services::Services;
-use crate::store::{StoreError, Tx, inbound as store, threads};
+use crate::store::{StoreError, inbound as store, threads};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 pub(super) const CLASSES: &[&str] = &["normal", "auto_reply", "bounce", "feedback_report"];
@@ -107,13 +107,11 @@ impl Action for StoreRawMail {
     /// The batch's raw mails in one multi-row insert.
     async fn run_set(
         &self,
-        services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::store_raw(services, tx, items, now).await
+        super::inbound_batch::store_raw(set.services, set.tx, items, set.now).await
     }
 }
 
@@ -291,13 +289,11 @@ impl Action for ParseMail {
     /// Parsed mail by mail; the raw rows marked in one statement per distinct outcome.
     async fn run_set(
         &self,
-        _services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::parse(tx, items, now).await
+        super::inbound_batch::parse(set.tx, items, set.now).await
     }
 }
 
@@ -447,13 +443,11 @@ impl Action for DedupeMail {
     /// stores.
     async fn run_set(
         &self,
-        _services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::dedupe(tx, items, now).await
+        super::inbound_batch::dedupe(set.tx, items, set.now).await
     }
 }
 
@@ -542,13 +536,11 @@ impl Action for CheckLoop {
     /// One grouped count for the batch's senders.
     async fn run_set(
         &self,
-        services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::check_loop(services, tx, items, now).await
+        super::inbound_batch::check_loop(set.services, set.tx, items, set.now).await
     }
 }
 

@@ -4,16 +4,18 @@
 //! step, its earlier timers cancelled, the next timer armed.
 
 use chrono::{DateTime, Utc};
+use gochat_entities::threads::ThreadStatus;
 use gochat_entities::timers::TimerState;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::threads::{ACTOR, actor};
+use super::threads::{ACTOR, actor_in};
 use crate::contract::STATUSES;
 use crate::jobs::JobError;
-use crate::lifecycle::{Change, parse_status, status_name};
+use crate::lifecycle::{Change, Lifecycle, parse_status, status_name};
 use crate::store::{threads, timers};
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::Facts;
+use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// The facts both actions write (the `thread.*` facts are refreshed too, as
@@ -146,13 +148,45 @@ impl Action for Transition {
         }
     }
 
+    /// The batch's timers cancelled, cards saved and next timers armed in one statement
+    /// each (see [`super::threads_batch::transitions`]).
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    async fn run_set(
+        &self,
+        set: &mut SetContext<'_>,
+        items: &mut [SetItem<'_>],
+        params: &Params,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::threads_batch::transitions(set, items, params).await
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+        let asked = Asked::of(ctx.facts, params);
+        let change = asked.change(&*ctx.lifecycle()?, ctx.thread()?.status, ctx.now)?;
+        apply(ctx, change, &asked.who, asked.reason.as_deref()).await?;
+        Ok(Flow::Continue)
+    }
+}
+
+/// What a job asks `transition` for: a status or an event, who asks and why.
+pub(super) struct Asked {
+    to: Option<String>,
+    event: Option<String>,
+    pub reason: Option<String>,
+    pub who: Value,
+}
+
+impl Asked {
+    pub fn of(facts: &Facts, params: &Params) -> Self {
         let fact = |name: &str| -> Option<String> {
             params
                 .str(name)
                 .ok()
                 .filter(|_| params.is_set(name))
-                .and_then(|f| ctx.facts.str(f))
+                .and_then(|f| facts.str(f))
                 .map(str::to_owned)
         };
         let literal = params
@@ -160,20 +194,30 @@ impl Action for Transition {
             .ok()
             .filter(|_| params.is_set("on"))
             .map(str::to_owned);
-        let (to, event) = (fact("to"), fact("event").or(literal));
-        let reason = fact("reason");
-        let who = actor(ctx, params);
-        let lifecycle = ctx.lifecycle()?;
-        let from = ctx.thread()?.status;
-        let now = ctx.now;
-        let change = match (to, event) {
+        Asked {
+            to: fact("to"),
+            event: fact("event").or(literal),
+            reason: fact("reason"),
+            who: actor_in(facts, params),
+        }
+    }
+
+    /// The lifecycle's answer from status `from`: the change, `None` for none, or a
+    /// permanent failure for an illegal or malformed request.
+    pub fn change(
+        &self,
+        lifecycle: &Lifecycle,
+        from: ThreadStatus,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Change>, JobError> {
+        match (&self.to, &self.event) {
             (Some(to), None) => {
-                let status = parse_status(&to).ok_or_else(|| {
+                let status = parse_status(to).ok_or_else(|| {
                     JobError::permanent(format!("{to:?} is not a status ({})", STATUSES.join(", ")))
                 })?;
                 lifecycle.set_status(from, status, now)
             }
-            (None, Some(event)) => lifecycle.event(from, &event, now).map(Some),
+            (None, Some(event)) => lifecycle.event(from, event, now).map(Some),
             (Some(_), Some(_)) => {
                 return Err(JobError::permanent(
                     "the job names both `to` and `event`; name one",
@@ -185,9 +229,7 @@ impl Action for Transition {
                 ));
             }
         }
-        .map_err(|e| JobError::permanent(format!("illegal transition: {e}")))?;
-        apply(ctx, change, &who, reason.as_deref()).await?;
-        Ok(Flow::Continue)
+        .map_err(|e| JobError::permanent(format!("illegal transition: {e}")))
     }
 }
 

@@ -11,6 +11,7 @@ mod outbound;
 mod outbound_batch;
 mod threading;
 mod threads;
+mod threads_batch;
 
 use std::sync::Arc;
 

@@ -20,7 +20,7 @@ use crate::mail::mime::{self, MailAttachment, OutgoingMail, Party};
 use crate::store::outbound::{self, Delivery};
 use crate::store::threads::{self, NewAttachment, NewMessage};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::action::{Action, Flow, Params, SetContext, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// How long `send_mail` keeps trying to record the server's answer while the database is
@@ -526,13 +526,11 @@ impl Action for SendMail {
 
     async fn run_set(
         &self,
-        services: &crate::services::Services,
-        tx: &mut crate::store::Tx,
+        set: &mut SetContext<'_>,
         items: &mut [crate::workflow::action::SetItem<'_>],
         _params: &Params,
-        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::outbound_batch::send_set(services, tx, items, now).await
+        super::outbound_batch::send_set(set.services, set.tx, items, set.now).await
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {

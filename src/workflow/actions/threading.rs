@@ -9,7 +9,6 @@
 //! A sender who is not (a colleague in Cc answering) is stored on the thread and flagged,
 //! never added to its customers. Why a thread matched is recorded in its feed.
 
-use chrono::{DateTime, Utc};
 use gochat_entities::messages::{Channel, Classification, MessageDirection};
 use gochat_entities::threads::{self as thread_entity, ThreadStatus};
 use serde_json::{Value, json};
@@ -27,7 +26,7 @@ use crate::store::customers::{self, ContactInput};
 use crate::store::read_ahead::MatchReadAhead;
 use crate::store::{Tx, inbound as store, threads};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// The sender as the actor of the changes its mail makes.
@@ -142,13 +141,11 @@ impl Action for UpsertSender {
     /// gets what it would get running after the other.
     async fn run_set(
         &self,
-        services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::upsert_sender(services, tx, items, now).await
+        super::inbound_batch::upsert_sender(set.services, set.tx, items, set.now).await
     }
 }
 
@@ -698,13 +695,11 @@ impl Action for StoreMessage {
     /// cards in a few statements.
     async fn run_set(
         &self,
-        _services: &Services,
-        tx: &mut Tx,
+        set: &mut SetContext<'_>,
         items: &mut [SetItem<'_>],
         _params: &Params,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::store_messages(tx, items, now).await
+        super::inbound_batch::store_messages(set.tx, items, set.now).await
     }
 }
 

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use crate::contract::STATUSES;
 use crate::jobs::JobError;
 use crate::store::{StoreError, threads};
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::Facts;
+use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// Facts describing the current thread, written by every action that loads or changes it.
@@ -47,10 +48,15 @@ pub(super) const THREAD_FACTS: &[FactSpec] = &[
 
 /// The actor of a change: the fact named by parameter `actor`, or the system.
 pub(super) fn actor(ctx: &StepContext<'_>, params: &Params) -> Value {
+    actor_in(ctx.facts, params)
+}
+
+/// [`actor`] from a job's facts (a set-based step has no [`StepContext`]).
+pub(super) fn actor_in(facts: &Facts, params: &Params) -> Value {
     params
         .str("actor")
         .ok()
-        .and_then(|f| ctx.facts.get(f).cloned())
+        .and_then(|f| facts.get(f).cloned())
         .unwrap_or_else(|| json!({"kind": "system", "id": "gochat", "name": "Go!Chat"}))
 }
 
@@ -98,43 +104,70 @@ impl Action for LoadThread {
         &LOAD_THREAD
     }
 
-    /// Reads and locks its own job's thread; a job after it in the batch on the same
-    /// thread reads what the jobs before it did.
-    fn interleaves(&self) -> bool {
+    /// The batch's threads read and locked in one statement (see
+    /// [`super::threads_batch::load_threads`]).
+    fn set_based(&self) -> bool {
         true
     }
 
+    async fn run_set(
+        &self,
+        set: &mut SetContext<'_>,
+        items: &mut [SetItem<'_>],
+        params: &Params,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::threads_batch::load_threads(set, items, params).await
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
-        let fact = params.str("id")?;
-        let raw = ctx.facts.str(fact).unwrap_or_default().to_owned();
-        let id = Uuid::parse_str(&raw)
-            .map_err(|_| JobError::permanent(format!("`{fact}` is not a thread id: {raw:?}")))?;
+        let id = thread_id(ctx.facts, params)?;
         let thread = match threads::get_for_update(ctx.db().await?, id).await {
-            Err(StoreError::NotFound { .. }) => {
-                return Err(JobError::permanent(format!("unknown thread {id}")));
-            }
+            Err(StoreError::NotFound { .. }) => return Err(unknown_thread(id)),
             other => other?,
-        };
-        let expected = if params.is_set("expected_version") {
-            ctx.facts
-                .get(params.str("expected_version")?)
-                .and_then(Value::as_i64)
-        } else {
-            None
         };
         let version = thread.version;
         ctx.set_thread(thread);
-        match expected {
-            Some(want) if want != version => {
-                let why = format!("thread {id} is at version {version}, the job expected {want}");
-                if params.str("on_stale")? == "stop" {
-                    Ok(Flow::Stop(why))
-                } else {
-                    Err(JobError::permanent(why))
-                }
+        expected_version(ctx.facts, params, id, version)
+    }
+}
+
+/// The id of the thread `load_thread` loads, from the fact its `id` parameter names.
+pub(super) fn thread_id(facts: &Facts, params: &Params) -> Result<Uuid, JobError> {
+    let fact = params.str("id")?;
+    let raw = facts.str(fact).unwrap_or_default();
+    Uuid::parse_str(raw)
+        .map_err(|_| JobError::permanent(format!("`{fact}` is not a thread id: {raw:?}")))
+}
+
+pub(super) fn unknown_thread(id: Uuid) -> JobError {
+    JobError::permanent(format!("unknown thread {id}"))
+}
+
+/// How `load_thread` goes on with thread `id` at `version`: on, or, when the job expected
+/// another version, stopped or failed as `on_stale` says.
+pub(super) fn expected_version(
+    facts: &Facts,
+    params: &Params,
+    id: Uuid,
+    version: i64,
+) -> Result<Flow, JobError> {
+    let expected = if params.is_set("expected_version") {
+        facts
+            .get(params.str("expected_version")?)
+            .and_then(Value::as_i64)
+    } else {
+        None
+    };
+    match expected {
+        Some(want) if want != version => {
+            let why = format!("thread {id} is at version {version}, the job expected {want}");
+            if params.str("on_stale")? == "stop" {
+                Ok(Flow::Stop(why))
+            } else {
+                Err(JobError::permanent(why))
             }
-            _ => Ok(Flow::Continue),
         }
+        _ => Ok(Flow::Continue),
     }
 }
 
@@ -173,6 +206,11 @@ static SET_STATUS: ActionSpec = ActionSpec {
 impl Action for SetStatus {
     fn spec(&self) -> &'static ActionSpec {
         &SET_STATUS
+    }
+
+    /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
+    fn interleaves(&self) -> bool {
+        true
     }
 
     fn validate(&self, params: &Params) -> Result<(), String> {
@@ -246,6 +284,11 @@ impl Action for SetAssignee {
         &SET_ASSIGNEE
     }
 
+    /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let assignee = match ctx.facts.get(params.str("assignee")?) {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -296,6 +339,11 @@ impl Action for ChangeTags {
         &CHANGE_TAGS
     }
 
+    /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
+    fn interleaves(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let add = ctx.facts.strings(params.str("add")?);
         let remove = ctx.facts.strings(params.str("remove")?);
@@ -333,6 +381,11 @@ static SET_CUSTOMERS: ActionSpec = ActionSpec {
 impl Action for SetCustomers {
     fn spec(&self) -> &'static ActionSpec {
         &SET_CUSTOMERS
+    }
+
+    /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
+    fn interleaves(&self) -> bool {
+        true
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
@@ -376,21 +429,23 @@ impl Action for AddComment {
         &ADD_COMMENT
     }
 
+    /// The batch's comments in one statement and their threads' cards in another (see
+    /// [`super::threads_batch::add_comments`]).
+    fn set_based(&self) -> bool {
+        true
+    }
+
+    async fn run_set(
+        &self,
+        set: &mut SetContext<'_>,
+        items: &mut [SetItem<'_>],
+        params: &Params,
+    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+        super::threads_batch::add_comments(set, items, params).await
+    }
+
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
-        let body = ctx
-            .facts
-            .str(params.str("body")?)
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        if body.is_empty() {
-            return Err(JobError::permanent("the comment is empty"));
-        }
-        let author = ctx
-            .facts
-            .get(params.str("author")?)
-            .cloned()
-            .unwrap_or(Value::Null);
+        let (body, author) = comment(ctx.facts, params)?;
         let current = ctx.thread()?.clone();
         let now = ctx.now;
         let (saved, _) =
@@ -398,4 +453,21 @@ impl Action for AddComment {
         ctx.set_thread(saved);
         Ok(Flow::Continue)
     }
+}
+
+/// The comment `add_comment` adds (trimmed; an empty one is refused) and its author.
+pub(super) fn comment(facts: &Facts, params: &Params) -> Result<(String, Value), JobError> {
+    let body = facts
+        .str(params.str("body")?)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if body.is_empty() {
+        return Err(JobError::permanent("the comment is empty"));
+    }
+    let author = facts
+        .get(params.str("author")?)
+        .cloned()
+        .unwrap_or(Value::Null);
+    Ok((body, author))
 }

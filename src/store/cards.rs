@@ -1,0 +1,160 @@
+//! Threads read and written a batch at a time, for the set-based steps: a batch's threads
+//! read and locked in one statement, and the cards its jobs changed written back in one,
+//! where the one-job path spends a statement on each.
+//!
+//! A card changed in memory keeps the version each change gave it (one more per change, as
+//! [`super::threads::bump`] counts), and is written only if the database still holds the
+//! version it was read at: the same compare-and-set as [`super::threads`]'s one-row save,
+//! for many rows.
+
+use std::collections::HashMap;
+
+use gochat_entities::threads;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Iterable, ModelTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// Threads a statement: 19 parameters a row, under SQLite's 32,766.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A thread's card as a set-based step left it, to write with [`save_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardWrite {
+    /// The version the database holds; the write is refused if it holds another.
+    pub base: i64,
+    /// The card now, its version one more than `base` per change made to it.
+    pub card: threads::Model,
+}
+
+/// The threads with these ids, locked until the transaction ends as
+/// [`super::threads::get_for_update`] locks one. In id order, as every batch takes them,
+/// so two batches locking overlapping sets cannot deadlock on them. Unknown ids are
+/// missing from the map.
+pub async fn get_many_for_update(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, threads::Model>, StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut q = threads::Entity::find()
+            .filter(threads::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(threads::Column::Id);
+        if db.get_database_backend() == DbBackend::Postgres {
+            q = q.lock_exclusive();
+        }
+        out.extend(q.all(db).await?.into_iter().map(|t| (t.id, t)));
+    }
+    Ok(out)
+}
+
+/// Writes the cards, a statement per 500, each only where the database still holds its
+/// `base` version: [`StoreError::Conflict`] (transient) if any changed meanwhile, and the
+/// caller rolls back. One write per thread: a thread given twice is refused as invalid.
+pub async fn save_many(db: &impl ConnectionTrait, writes: &[CardWrite]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    if let Some(w) = writes.iter().find(|w| !seen.insert(w.card.id)) {
+        return Err(StoreError::Invalid(format!(
+            "thread {} written twice in one statement",
+            w.card.id
+        )));
+    }
+    let backend = db.get_database_backend();
+    for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len() * (written_columns().count() + 1));
+        for w in chunk {
+            values.push(sea_orm::Value::from(w.base));
+            values.extend(written_columns().map(|c| w.card.get(c)));
+        }
+        let res = db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                update_sql(backend, chunk.len()),
+                values,
+            ))
+            .await?;
+        if res.rows_affected() != chunk.len() as u64 {
+            let first = &chunk[0];
+            return Err(StoreError::Conflict {
+                thread_id: first.card.id,
+                version: first.base,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every column a card write sets, the id first (it picks the row): all but `created_at`.
+fn written_columns() -> impl Iterator<Item = threads::Column> {
+    threads::Column::iter().filter(|c| !matches!(c, threads::Column::CreatedAt))
+}
+
+/// `UPDATE threads ... FROM (VALUES ...)` for `rows` rows of (base, columns...): one
+/// statement both databases run (SQLite since 3.33), each row matched by id and base
+/// version.
+fn update_sql(backend: DbBackend, rows: usize) -> String {
+    use sea_orm::IdenStatic;
+    let columns: Vec<&str> = written_columns().map(|c| c.as_str()).collect();
+    let width = columns.len() + 1;
+    let mut n = 0;
+    let tuples: Vec<String> = (0..rows)
+        .map(|_| {
+            let marks: Vec<String> = (0..width)
+                .map(|_| {
+                    n += 1;
+                    match backend {
+                        DbBackend::Postgres => format!("${n}"),
+                        _ => "?".to_owned(),
+                    }
+                })
+                .collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+    let sets: Vec<String> = names
+        .iter()
+        .filter(|c| c.as_str() != "\"id\"")
+        .map(|c| format!("{c} = v.{c}"))
+        .collect();
+    format!(
+        "WITH v (\"gochat_base\", {}) AS (VALUES {}) UPDATE \"threads\" SET {} FROM v \
+         WHERE \"threads\".\"id\" = v.\"id\" AND \"threads\".\"version\" = v.\"gochat_base\"",
+        names.join(", "),
+        tuples.join(", "),
+        sets.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_update_names_every_column_but_created_at_and_checks_the_base_version() {
+        let sql = update_sql(DbBackend::Postgres, 2);
+        assert!(sql.contains("VALUES ($1, $2,"), "{sql}");
+        let width = written_columns().count() + 1;
+        assert!(sql.contains(&format!("${})", 2 * width)), "{sql}");
+        assert!(!sql.contains(&format!("${}", 2 * width + 1)), "{sql}");
+        assert!(!sql.contains("created_at"), "{sql}");
+        assert!(sql.contains("\"status\" = v.\"status\""), "{sql}");
+        assert!(
+            !sql.contains("\"id\" = v.\"id\","),
+            "the id is matched, not set: {sql}"
+        );
+        assert!(
+            sql.ends_with("\"threads\".\"version\" = v.\"gochat_base\""),
+            "{sql}"
+        );
+        let lite = update_sql(DbBackend::Sqlite, 3);
+        assert_eq!(lite.matches('?').count(), 3 * width);
+        assert!(!lite.contains('$'));
+    }
+}
