@@ -66,6 +66,7 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", config.amqp.url))?;
     let worker = super::start_worker(&config).await?;
+    let threads_before = super::threads_before(&worker.services.store).await?;
     let warm = uuid::Uuid::now_v7().simple().to_string();
     super::warm_up(
         &conn,
@@ -107,7 +108,7 @@ pub async fn run(mut config: Config, args: InboundArgs) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "bench": "inbound", "mails": n, "database": backend,
+            "bench": "inbound", "mails": n, "database": backend, "threads_before": threads_before,
             "mails_per_sec": round2(f.per_sec), "p50_ms": round2(f.p50), "p99_ms": round2(f.p99), "p999_ms": round2(f.p999),
             "parse_only_per_sec": round2(parse_only), "acknowledgements_queued": acks, "mean_batch": f.mean_batch.map(round2),
         })

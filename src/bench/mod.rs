@@ -76,6 +76,23 @@ pub(crate) async fn warm_up(
     Ok(())
 }
 
+/// Threads the scratch database held before this run, with a note when it is not empty.
+/// `--database-url` keeps what earlier runs stored (the bench migrates, it never empties),
+/// and a database grown run after run measures differently from a new one: the report
+/// carries the count so figures from the two are not compared as one.
+pub(crate) async fn threads_before(store: &crate::store::Store) -> anyhow::Result<u64> {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let n = gochat_entities::threads::Entity::find()
+        .count(store.conn())
+        .await?;
+    if n > 0 {
+        println!(
+            "note: the scratch database already holds {n} threads from earlier runs; for figures comparable with a new database, drop and create it first"
+        );
+    }
+    Ok(n)
+}
+
 /// On PostgreSQL, refresh the scratch database's statistics before measuring. Its planner
 /// works from statistics that autovacuum keeps fresh, and autovacuum clears the dead rows
 /// the outbox's updates leave. On a server running without it (CI images turn it off), a

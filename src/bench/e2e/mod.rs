@@ -74,6 +74,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     let store = Store::connect(&config.database).await?;
     store.ensure_schema(true).await?;
     let backend = format!("{:?}", store.backend()).to_lowercase();
+    let threads_before = super::threads_before(&store).await?;
     let conn = Connection::connect(config.amqp.url.expose(), ConnectionProperties::default())
         .await
         .with_context(|| format!("connecting to {}", config.amqp.url))?;
@@ -214,6 +215,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     store.close().await;
     report.insert("bench".into(), json!("e2e"));
     report.insert("database".into(), json!(backend));
+    report.insert("threads_before".into(), json!(threads_before));
     report.insert("rate".into(), json!(args.rate));
     report.insert("fixed_jobs".into(), json!(fixed));
     report.insert("max_jobs".into(), json!(args.burst));
