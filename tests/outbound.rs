@@ -482,9 +482,18 @@ both_backends!(
         );
         broker.declare(&c.amqp).await;
         let tap = broker.tap_events().await;
-        let (a, _) =
-            common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0())
-                .await;
+        // Ada's threads: one for each reply, and one more the stranger's reply names. A
+        // batch runs as a set on distinct threads (`load_thread` cuts it at a thread an
+        // earlier job loaded: docs/outbound.md), so replies to one thread would go one
+        // commit each, and whether any batch committed whole would depend on how the
+        // deliveries happened to be grouped.
+        let mut ada = Vec::new();
+        for _ in 0..9 {
+            let (thread, _) =
+                common::fixtures::thread_with_contact(&store, "default", "ada@acme.example", t0())
+                    .await;
+            ada.push(thread);
+        }
         let (b, _) = common::fixtures::thread_with_contact(
             &store,
             "default",
@@ -493,12 +502,13 @@ both_backends!(
         )
         .await;
 
-        // Queued before the worker starts, so they arrive as one batch: five replies on one
-        // thread, one the server keeps turning down for now, one to a stranger.
-        let ok = |i: usize| (format!("batch-ok-{i}"), a, "ada@acme.example");
+        // Queued before the worker starts, so they arrive as one batch (or two, the first
+        // delivery alone): five replies, one the server keeps turning down for now, one to
+        // a stranger, three more.
+        let ok = |i: usize| (format!("batch-ok-{i}"), ada[i], "ada@acme.example");
         let mut jobs: Vec<(String, Uuid, &str)> = (0..5).map(ok).collect();
         jobs.push(("batch-tempfail".into(), b, "tempfail-bob@acme.example"));
-        jobs.push(("batch-stranger".into(), a, "mallory@evil.example"));
+        jobs.push(("batch-stranger".into(), ada[8], "mallory@evil.example"));
         jobs.extend((5..8).map(ok));
         for (id, thread, to) in &jobs {
             broker
@@ -528,23 +538,31 @@ both_backends!(
                 .then_some(())
         })
         .await;
-        // Each reply reached the server once, and the thread's card counts each once.
+        // Each reply reached the server once, is stored once on its thread, and started
+        // that thread's ladder; the stranger's thread got nothing.
         let to_ada = sink
             .received()
             .iter()
             .filter(|r| r.rcpt_tos.iter().any(|t| t == "ada@acme.example"))
             .count();
         assert_eq!(to_ada, 8, "one mail per reply");
-        let thread = gochat::store::threads::get(store.conn(), a)
-            .await
-            .expect("thread");
-        let on_a = messages::Entity::find()
-            .filter(messages::Column::ThreadId.eq(a))
-            .all(store.conn())
-            .await
-            .expect("messages");
-        assert_eq!(on_a.len(), 8, "one stored message per reply");
-        assert_eq!(thread.status, ThreadStatus::Reminder, "the ladder started");
+        for (i, id) in ada.iter().enumerate() {
+            let thread = gochat::store::threads::get(store.conn(), *id)
+                .await
+                .expect("thread");
+            let stored = messages::Entity::find()
+                .filter(messages::Column::ThreadId.eq(*id))
+                .all(store.conn())
+                .await
+                .expect("messages");
+            let (want_messages, want_status) = if i < 8 {
+                (1, ThreadStatus::Reminder)
+            } else {
+                (0, ThreadStatus::Open)
+            };
+            assert_eq!(stored.len(), want_messages, "thread {i}: stored messages");
+            assert_eq!(thread.status, want_status, "thread {i}: the ladder");
+        }
         let mut sent = 0;
         let mut failed_events = 0;
         while let Some(ev) = broker.get(&tap, Duration::from_secs(1)).await {
