@@ -968,6 +968,33 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// A handler on a copy of the project's `workflows/` that `edit` changed first (given the
+/// copy's folder), as ops would change theirs. The folder lives as long as the `TempDir`.
+async fn handler_on_edited_workflows(
+    db: &TestDb,
+    edit: impl FnOnce(&std::path::Path),
+) -> (
+    tempfile::TempDir,
+    Store,
+    gochat::jobs::handler::WorkflowHandler,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workflows = dir.path().join("workflows");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
+        &workflows,
+    );
+    edit(&workflows);
+    let store = db.store().await;
+    let mut config = Config {
+        database: db.config(),
+        ..Default::default()
+    };
+    config.workflows.dir = workflows;
+    let handler = common::fixtures::workflow_handler(&store, config);
+    (dir, store, handler)
+}
+
 // A new thread is written together with its first message when `store_message` follows
 // `match_thread`; ops may drop that step, and then the thread is still written (with its
 // customers and `created` event) by the end of the run.
@@ -975,32 +1002,22 @@ both_backends!(
     a_new_thread_is_written_even_when_no_step_stores_its_message,
     |db: TestDb| async move {
         use gochat::queue::{Handled, Handler};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let workflows = dir.path().join("workflows");
-        copy_tree(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
-            &workflows,
-        );
-        let file = workflows.join("jobs/inbound-mail.yaml");
-        let yaml = std::fs::read_to_string(&file).expect("read");
-        let mut kept = Vec::new();
-        let mut skipping = false;
-        for line in yaml.lines() {
-            if line.starts_with("  - name: ") {
-                skipping = line == "  - name: store" || line == "  - name: announce-message";
+        let (_dir, store, handler) = handler_on_edited_workflows(&db, |workflows| {
+            let file = workflows.join("jobs/inbound-mail.yaml");
+            let yaml = std::fs::read_to_string(&file).expect("read");
+            let mut kept = Vec::new();
+            let mut skipping = false;
+            for line in yaml.lines() {
+                if line.starts_with("  - name: ") {
+                    skipping = line == "  - name: store" || line == "  - name: announce-message";
+                }
+                if !skipping {
+                    kept.push(line);
+                }
             }
-            if !skipping {
-                kept.push(line);
-            }
-        }
-        std::fs::write(&file, kept.join("\n")).expect("write");
-        let store = db.store().await;
-        let mut config = Config {
-            database: db.config(),
-            ..Default::default()
-        };
-        config.workflows.dir = workflows;
-        let handler = common::fixtures::workflow_handler(&store, config);
+            std::fs::write(&file, kept.join("\n")).expect("write");
+        })
+        .await;
         let mail = TestMail::new("ann@acme.example", SUPPORT, "Printer broken", "Help.\n");
         let job = inbound_job("no-store", job(&mail.bytes(), SUPPORT));
         assert_eq!(handler.handle(&job).await, Ok(Handled::Applied));
@@ -1108,27 +1125,17 @@ both_backends!(
     |db: TestDb| async move {
         use gochat::queue::{Handled, Handler};
         use gochat_entities::timers::{self, TimerState};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let workflows = dir.path().join("workflows");
-        copy_tree(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
-            &workflows,
-        );
-        let file = workflows.join("lifecycles/default.yaml");
-        let default = std::fs::read_to_string(&file).expect("default lifecycle");
-        let restart = default.replace(
-            "customer_replied: { to: open }",
-            "customer_replied: { to: ladder }",
-        );
-        assert_ne!(restart, default);
-        std::fs::write(&file, restart).expect("write");
-        let store = db.store().await;
-        let mut config = Config {
-            database: db.config(),
-            ..Default::default()
-        };
-        config.workflows.dir = workflows;
-        let handler = common::fixtures::workflow_handler(&store, config);
+        let (_dir, store, handler) = handler_on_edited_workflows(&db, |workflows| {
+            let file = workflows.join("lifecycles/default.yaml");
+            let default = std::fs::read_to_string(&file).expect("default lifecycle");
+            let restart = default.replace(
+                "customer_replied: { to: open }",
+                "customer_replied: { to: ladder }",
+            );
+            assert_ne!(restart, default);
+            std::fs::write(&file, restart).expect("write");
+        })
+        .await;
         let first = TestMail::new("Lou <lou@example.com>", SUPPORT, "Broken", "Help.\n");
         let opened = handler
             .handle(&inbound_job("r0", job(&first.bytes(), SUPPORT)))

@@ -53,11 +53,8 @@ async fn apply(
     reason: Option<&str>,
 ) -> Result<(), JobError> {
     let before = ctx.thread()?.clone();
-    ctx.facts
-        .set("transition.from", json!(status_name(before.status)));
     let Some(change) = change else {
-        ctx.facts.set("transition.changed", Value::Bool(false));
-        ctx.facts.set("transition.due_at", Value::Null);
+        transition_facts(ctx.facts, before.status, false, None);
         return Ok(());
     };
     let now = ctx.now;
@@ -73,20 +70,34 @@ async fn apply(
         now,
     )
     .await?;
-    let due = match change.arm {
-        Some(arm) => {
-            timers::schedule(db, &after, arm.step, arm.due_at, now).await?;
-            json!(arm.due_at.to_rfc3339())
-        }
-        None => Value::Null,
-    };
-    ctx.facts.set(
-        "transition.changed",
-        Value::Bool(after.status != before.status),
+    if let Some(arm) = &change.arm {
+        timers::schedule(db, &after, arm.step, arm.due_at, now).await?;
+    }
+    let changed = after.status != before.status;
+    transition_facts(
+        ctx.facts,
+        before.status,
+        changed,
+        change.arm.map(|a| a.due_at),
     );
-    ctx.facts.set("transition.due_at", due);
     ctx.set_thread(after);
     Ok(())
+}
+
+/// The facts a transition leaves for the steps after it, in its one-job and set forms:
+/// `transition.from`, `transition.changed` and `transition.due_at` (null: no timer armed).
+pub(super) fn transition_facts(
+    facts: &mut Facts,
+    from: ThreadStatus,
+    changed: bool,
+    due_at: Option<DateTime<Utc>>,
+) {
+    facts.set("transition.from", json!(status_name(from)));
+    facts.set("transition.changed", Value::Bool(changed));
+    facts.set(
+        "transition.due_at",
+        due_at.map_or(Value::Null, |d| json!(d.to_rfc3339())),
+    );
 }
 
 /// `transition`.

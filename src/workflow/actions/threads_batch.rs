@@ -16,14 +16,12 @@
 use std::collections::{HashMap, HashSet};
 
 use gochat_entities::threads::Model as Thread;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::inbound_batch::SET_LOCK_WAIT;
-use super::lifecycle::Asked;
+use super::lifecycle::{Asked, transition_facts};
 use super::threads::{comment, expected_version, thread_id, unknown_thread};
 use crate::jobs::JobError;
-use crate::lifecycle::status_name;
 use crate::store::cards::{self, CardWrite};
 use crate::store::{Tx, threads, timers};
 use crate::workflow::action::{Flow, Params, SetContext, SetItem, cut_at, lifecycle_of};
@@ -163,11 +161,8 @@ pub(super) async fn transitions(
             Ok(decided) => decided,
             Err(e) => return Ok(cut_at(k, e)),
         };
-        item.facts
-            .set("transition.from", json!(status_name(before.status)));
         let Some(change) = change else {
-            item.facts.set("transition.changed", Value::Bool(false));
-            item.facts.set("transition.due_at", Value::Null);
+            transition_facts(item.facts, before.status, false, None);
             flows.push(Ok(Flow::Continue));
             continue;
         };
@@ -191,21 +186,19 @@ pub(super) async fn transitions(
             }
             None => before.clone(),
         };
-        let due = match change.arm {
-            Some(arm) => {
-                armed.push((
-                    before.id,
-                    timers::timer_row(&after, arm.step, arm.due_at, now),
-                ));
-                json!(arm.due_at.to_rfc3339())
-            }
-            None => Value::Null,
-        };
-        item.facts.set(
-            "transition.changed",
-            Value::Bool(after.status != before.status),
+        if let Some(arm) = &change.arm {
+            armed.push((
+                before.id,
+                timers::timer_row(&after, arm.step, arm.due_at, now),
+            ));
+        }
+        let changed = after.status != before.status;
+        transition_facts(
+            item.facts,
+            before.status,
+            changed,
+            change.arm.map(|a| a.due_at),
         );
-        item.facts.set("transition.due_at", due);
         item.set_thread(after);
         flows.push(Ok(Flow::Continue));
     }
