@@ -1027,3 +1027,66 @@ both_backends!(
         assert_eq!(gate.available_permits(), 1);
     }
 );
+
+/// Mail-sized values (raw mails, bodies, attachments) are compressed with lz4 on
+/// PostgreSQL, about twice as fast as the default pglz (see the migration): the columns
+/// say so, and a stored raw mail is lz4 on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_compresses_mail_sized_values_with_lz4() {
+    use gochat::store::inbound::{NewRawMail, store_raw};
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let text = |sql: &str| {
+        let sql = sql.to_owned();
+        async move {
+            conn.query_all_raw(Statement::from_string(conn.get_database_backend(), &sql))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| r.try_get::<String>("", "r").expect("r"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let columns = text(
+        "SELECT CAST(attrelid::regclass AS TEXT) || '.' || attname || ' ' || \
+         CAST(attcompression AS TEXT) AS r FROM pg_attribute \
+         WHERE attrelid IN ('raw_mails'::regclass, 'messages'::regclass, 'blobs'::regclass) \
+         AND attname IN ('data', 'text_body', 'html_body') ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        columns,
+        [
+            "blobs.data l",
+            "messages.html_body l",
+            "messages.text_body l",
+            "raw_mails.data l"
+        ]
+    );
+    let mail: Vec<u8> = (0..400)
+        .flat_map(|i| format!("line {i} of a long mail that compresses well\r\n").into_bytes())
+        .collect();
+    let row = store_raw(
+        conn,
+        &NewRawMail {
+            job_message_id: "big",
+            envelope_from: None,
+            recipients: &[],
+            mailbox: None,
+            data: &mail,
+            sha256: "0",
+            received_at: Utc::now(),
+            known: None,
+        },
+    )
+    .await
+    .expect("stored");
+    let how = text(&format!(
+        "SELECT pg_column_compression(data) AS r FROM raw_mails WHERE id = '{}'",
+        row.id
+    ))
+    .await;
+    assert_eq!(how, ["lz4"]);
+}

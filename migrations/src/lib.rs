@@ -11,6 +11,7 @@ mod m20261124_000003_jobs;
 mod m20261125_000004_inbound;
 mod m20261125_000005_contact_time_zone;
 mod m20261125_000006_outbox_unpublished;
+mod m20261203_000007_toast_lz4;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_inbound::Migration),
             Box::new(m20261125_000005_contact_time_zone::Migration),
             Box::new(m20261125_000006_outbox_unpublished::Migration),
+            Box::new(m20261203_000007_toast_lz4::Migration),
         ]
     }
 }
