@@ -1175,3 +1175,143 @@ both_backends!(
         assert_eq!(pending[0].expected_version, after.version);
     }
 );
+
+/// The one text column `r` of each row `sql` returns.
+async fn texts(store: &Store, sql: &str) -> Vec<String> {
+    use sea_orm::ConnectionTrait;
+    let conn = store.conn();
+    conn.query_all_raw(sea_orm::Statement::from_string(
+        conn.get_database_backend(),
+        sql,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    .iter()
+    .map(|r| r.try_get::<String>("", "r").expect("r"))
+    .collect()
+}
+
+// A raw mail is parsed before its row is written, so the row goes in saying what it is:
+// one write of a mail-sized row, not an insert and then an update. A row the job stored
+// before (an older worker's `pending` row, or a failed attempt's) is not what this run
+// wrote, so `parse_mail` marks it. One job alone and a batch alike.
+both_backends!(
+    a_raw_mail_is_stored_marked_and_a_row_stored_before_is_marked_again,
+    |db: TestDb| async move {
+        use gochat::queue::{Handled, Handler};
+        use gochat::store::inbound::{NewRawMail, store_raw};
+        let config = Config {
+            database: db.config(),
+            ..Default::default()
+        };
+        let store = db.store().await;
+        let conn = store.conn();
+        let handler = common::fixtures::workflow_handler(&store, config);
+        let mail = |n: u32| {
+            TestMail::new(
+                &format!("c{n}@acme.example"),
+                SUPPORT,
+                &format!("Case {n}"),
+                "Help.\n",
+            )
+            .bytes()
+        };
+        let one = |id: &str, n: u32| inbound_job(id, job(&mail(n), SUPPORT));
+
+        // New mails, one alone and two as a set, into an empty table.
+        assert_eq!(
+            handler.handle(&one("a-fresh", 1)).await,
+            Ok(Handled::Applied)
+        );
+        let results = handler
+            .handle_batch(&[one("b-fresh", 2), one("c-fresh", 3)])
+            .await;
+        assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+        assert_eq!(inbound_batches(&handler, "committed"), 1, "ran as a set");
+        if db.backend == common::Backend::Postgres {
+            // A row updated lives on as a new tuple further down the page: each row
+            // written once is still where it went in, the first three of the table.
+            let sql = "SELECT job_message_id || ' ' || CAST(ctid AS TEXT) AS r \
+                       FROM raw_mails ORDER BY job_message_id";
+            assert_eq!(
+                texts(&store, sql).await,
+                ["a-fresh (0,1)", "b-fresh (0,2)", "c-fresh (0,3)"]
+            );
+        }
+
+        // Rows stored before, `pending`, under the jobs "d-older" and "e-older".
+        let mut before = Vec::new();
+        for (id, n) in [("d-older", 4), ("e-older", 5)] {
+            let raw = mail(n);
+            let row = store_raw(
+                conn,
+                &NewRawMail {
+                    job_message_id: id,
+                    envelope_from: None,
+                    recipients: &[SUPPORT.to_owned()],
+                    mailbox: Some(SUPPORT),
+                    data: &raw,
+                    sha256: "0",
+                    received_at: chrono::Utc::now(),
+                    known: None,
+                },
+            )
+            .await
+            .expect("stored before");
+            assert!(row.written);
+            before.push(row.id);
+        }
+        let again = store_raw(
+            conn,
+            &NewRawMail {
+                job_message_id: "d-older",
+                envelope_from: None,
+                recipients: &[],
+                mailbox: None,
+                data: b"x",
+                sha256: "0",
+                received_at: chrono::Utc::now(),
+                known: None,
+            },
+        )
+        .await
+        .expect("found");
+        assert_eq!((again.id, again.written), (before[0], false));
+        assert_eq!(
+            handler.handle(&one("d-older", 4)).await,
+            Ok(Handled::Applied)
+        );
+        let results = handler
+            .handle_batch(&[one("e-older", 5), one("f-fresh", 6)])
+            .await;
+        assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+
+        let rows = raw_mails::Entity::find()
+            .order_by_asc(raw_mails::Column::JobMessageId)
+            .all(conn)
+            .await
+            .expect("raw mails");
+        let jobs: Vec<&str> = rows
+            .iter()
+            .map(|r| r.job_message_id.as_deref().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                "a-fresh", "b-fresh", "c-fresh", "d-older", "e-older", "f-fresh"
+            ]
+        );
+        for (r, id) in rows.iter().zip(jobs) {
+            assert_eq!(r.status, raw_mails::RawMailStatus::Parsed, "{id}");
+            assert_eq!(r.classification.as_deref(), Some("normal"), "{id}");
+            assert!(r.processed_at.is_some(), "{id}");
+            assert_eq!(r.error, None, "{id}");
+            assert_eq!(stored(&store, id).await.raw_mail_id, Some(r.id), "{id}");
+        }
+        assert_eq!(
+            [rows[3].id, rows[4].id],
+            [before[0], before[1]],
+            "kept their rows"
+        );
+    }
+);

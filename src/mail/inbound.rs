@@ -9,8 +9,8 @@
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::classify::MailClass;
-use super::parse::ParsedMail;
+use super::classify::{self, MailClass};
+use super::parse::{self, ParsedMail};
 
 /// The mail as the inbound actions pass it along.
 #[derive(Debug, Clone)]
@@ -31,6 +31,57 @@ pub struct InboundMail {
     pub dedupe_key: Option<String>,
     /// Set by `check_loop`.
     pub looping: bool,
+    /// Set by `store_raw_mail`, taken by `parse_mail`.
+    pub early: Option<EarlyParse>,
+}
+
+/// The mail as parsed and classified before its raw row was written, so the row goes in
+/// with what it is (one write, not an insert and then an update of a mail-sized row) and
+/// the mail is parsed once.
+#[derive(Debug, Clone)]
+pub struct EarlyParse {
+    pub outcome: Parsed,
+    /// The row went in marked with this outcome; `false`: the row was there before (a
+    /// retried or reprocessed job) and says what it said then.
+    pub on_row: bool,
+}
+
+/// What parsing and classifying one raw mail gave.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    Mail {
+        parsed: Box<ParsedMail>,
+        class: MailClass,
+        /// What the parser found odd but got past, if anything.
+        defects: Option<String>,
+    },
+    Unparseable(String),
+}
+
+/// Parses and classifies a raw mail with its envelope (pure: no database).
+pub fn parse_and_classify(
+    raw: &[u8],
+    envelope_from: Option<&str>,
+    recipients: &[String],
+) -> Parsed {
+    let parsed = match parse::parse(raw) {
+        Ok(p) => p,
+        Err(e) => return Parsed::Unparseable(format!("the mail cannot be parsed: {e}")),
+    };
+    let class = classify::classify(
+        &parsed,
+        raw,
+        &classify::Envelope {
+            from: envelope_from,
+            recipients,
+        },
+    );
+    let defects = (!parsed.defects.is_empty()).then(|| parsed.defects.join("; "));
+    Parsed::Mail {
+        parsed: Box::new(parsed),
+        class,
+        defects,
+    }
 }
 
 /// The sending contact.

@@ -28,10 +28,25 @@ pub struct NewRawMail<'a> {
     pub data: &'a [u8],
     pub sha256: &'a str,
     pub received_at: DateTime<Utc>,
+    /// What it is already known to be, and since when (it was parsed before it was
+    /// written): the row goes in marked, and needs no second write. `None`: `pending`.
+    pub known: Option<(&'a RawState, DateTime<Utc>)>,
 }
 
-/// Stores the raw bytes (once per job) and returns the row's id.
-pub async fn store_raw(db: &impl ConnectionTrait, m: &NewRawMail<'_>) -> Result<Uuid, StoreError> {
+/// A raw mail's row once stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRaw {
+    pub id: Uuid,
+    /// This call wrote the row (with [`NewRawMail::known`]); `false`: the job had stored it
+    /// before, and the row says what it said then.
+    pub written: bool,
+}
+
+/// Stores the raw bytes (once per job).
+pub async fn store_raw(
+    db: &impl ConnectionTrait,
+    m: &NewRawMail<'_>,
+) -> Result<StoredRaw, StoreError> {
     store_raw_many(db, std::slice::from_ref(m))
         .await?
         .pop()
@@ -212,14 +227,17 @@ pub(super) const ROWS_PER_STATEMENT: usize = 500;
 const BYTES_PER_STATEMENT: usize = 8 << 20;
 
 /// Stores several raw mails (once per job) in as few statements as their size allows;
-/// returns each one's id, in order. The jobs must be distinct.
+/// returns each one's row, in order. The jobs must be distinct.
 pub async fn store_raw_many(
     db: &impl ConnectionTrait,
     mails: &[NewRawMail<'_>],
-) -> Result<Vec<Uuid>, StoreError> {
+) -> Result<Vec<StoredRaw>, StoreError> {
     use sea_orm::QueryTrait;
+    // Each row's id is made here, so a returned id that differs is a row stored before.
+    let fresh: Vec<Uuid> = mails.iter().map(|_| Uuid::now_v7()).collect();
     let mut ids = std::collections::HashMap::with_capacity(mails.len());
     let mut rest = mails;
+    let mut fresh_rest = fresh.as_slice();
     while !rest.is_empty() {
         let mut take = 0;
         let mut bytes = 0;
@@ -231,23 +249,29 @@ pub async fn store_raw_many(
             take += 1;
         }
         let (chunk, after) = rest.split_at(take);
+        let (chunk_ids, ids_after) = fresh_rest.split_at(take);
         rest = after;
+        fresh_rest = ids_after;
         let mut insert =
-            raw_mails::Entity::insert_many(chunk.iter().map(|m| raw_mails::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                job_message_id: Set(Some(m.job_message_id.to_owned())),
-                envelope_from: Set(m.envelope_from.map(str::to_owned)),
-                recipients: Set(json!(m.recipients)),
-                mailbox: Set(m.mailbox.map(str::to_owned)),
-                size: Set(m.data.len() as i64),
-                sha256: Set(m.sha256.to_owned()),
-                data: Set(m.data.to_vec()),
-                status: Set(RawMailStatus::Pending),
-                error: Set(None),
-                classification: Set(None),
-                message_row_id: Set(None),
-                received_at: Set(m.received_at),
-                processed_at: Set(None),
+            raw_mails::Entity::insert_many(chunk.iter().zip(chunk_ids).map(|(m, id)| {
+                raw_mails::ActiveModel {
+                    id: Set(*id),
+                    job_message_id: Set(Some(m.job_message_id.to_owned())),
+                    envelope_from: Set(m.envelope_from.map(str::to_owned)),
+                    recipients: Set(json!(m.recipients)),
+                    mailbox: Set(m.mailbox.map(str::to_owned)),
+                    size: Set(m.data.len() as i64),
+                    sha256: Set(m.sha256.to_owned()),
+                    data: Set(m.data.to_vec()),
+                    status: Set(m.known.map_or(RawMailStatus::Pending, |(k, _)| k.status)),
+                    error: Set(m.known.and_then(|(k, _)| k.error.clone())),
+                    classification: Set(m
+                        .known
+                        .and_then(|(k, _)| k.classification.map(str::to_owned))),
+                    message_row_id: Set(None),
+                    received_at: Set(m.received_at),
+                    processed_at: Set(m.known.map(|(_, at)| at)),
+                }
             }))
             .on_conflict(
                 OnConflict::column(raw_mails::Column::JobMessageId)
@@ -269,25 +293,36 @@ pub async fn store_raw_many(
     }
     mails
         .iter()
-        .map(|m| {
-            ids.get(m.job_message_id).copied().ok_or_else(|| {
+        .zip(fresh)
+        .map(|(m, made)| {
+            let id = ids.get(m.job_message_id).copied().ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "the insert returned no raw mail for job {}",
                     m.job_message_id
                 ))
+            })?;
+            Ok(StoredRaw {
+                id,
+                written: id == made,
             })
         })
         .collect()
 }
 
-/// What becomes of one raw mail: its status, what went wrong or was odd, and (once known)
-/// what it was classified as.
+/// What a raw mail is: its status, what went wrong or was odd, and (once known) what it
+/// was classified as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawMark {
-    pub id: Uuid,
+pub struct RawState {
     pub status: RawMailStatus,
     pub error: Option<String>,
     pub classification: Option<&'static str>,
+}
+
+/// What becomes of one stored raw mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMark {
+    pub id: Uuid,
+    pub state: RawState,
 }
 
 /// Marks several raw mails: one statement per distinct outcome (most of a batch shares one).
@@ -296,14 +331,11 @@ pub async fn mark_raw_many(
     marks: &[RawMark],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let mut groups: Vec<(&RawMark, Vec<Uuid>)> = Vec::new();
+    let mut groups: Vec<(&RawState, Vec<Uuid>)> = Vec::new();
     for m in marks {
-        let same = |g: &&mut (&RawMark, Vec<Uuid>)| {
-            g.0.status == m.status && g.0.error == m.error && g.0.classification == m.classification
-        };
-        match groups.iter_mut().find(same) {
+        match groups.iter_mut().find(|g| *g.0 == m.state) {
             Some(g) => g.1.push(m.id),
-            None => groups.push((m, vec![m.id])),
+            None => groups.push((&m.state, vec![m.id])),
         }
     }
     for (mark, ids) in groups {

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::threads::THREAD_FACTS;
 use crate::jobs::Job;
 use crate::jobs::JobError;
-use crate::mail::classify::{self, MailClass};
-use crate::mail::inbound::{self, InboundMail};
+use crate::mail::classify::MailClass;
+use crate::mail::inbound::{self, EarlyParse, InboundMail, Parsed};
 use crate::mail::parse;
 use crate::services::Services;
 use crate::store::{StoreError, inbound as store, threads};
@@ -25,10 +25,20 @@ pub(super) const CLASSES: &[&str] = &["normal", "auto_reply", "bounce", "feedbac
 /// The mail's working state; the loader guarantees `store_raw_mail` ran first, so its
 /// absence is a workflow whose first step was skipped by a condition.
 pub(super) fn mail<'c>(ctx: &'c StepContext<'_>) -> Result<&'c InboundMail, JobError> {
-    ctx.inbound.as_deref().ok_or_else(|| {
-        JobError::permanent("no inbound mail at this step (`store_raw_mail` did not run)")
-    })
+    ctx.inbound
+        .as_deref()
+        .ok_or_else(|| JobError::permanent(NO_MAIL))
 }
+
+/// [`mail`], to change.
+fn mail_mut<'c>(ctx: &'c mut StepContext<'_>) -> Result<&'c mut InboundMail, JobError> {
+    ctx.inbound
+        .as_deref_mut()
+        .ok_or_else(|| JobError::permanent(NO_MAIL))
+}
+
+/// Why a step finds no mail to work on.
+pub(super) const NO_MAIL: &str = "no inbound mail at this step (`store_raw_mail` did not run)";
 
 pub(super) fn parsed<'c>(ctx: &'c StepContext<'_>) -> Result<&'c parse::ParsedMail, JobError> {
     mail(ctx)?.parsed.as_ref().ok_or_else(|| {
@@ -52,9 +62,10 @@ pub struct StoreRawMail;
 static STORE_RAW: ActionSpec = ActionSpec {
     name: "store_raw_mail",
     summary: "Decodes `job.raw_base64` and stores the bytes with the envelope before anything \
-              else, once per job (a retried or replayed job finds its row). A mail over \
-              `mail.max_size` or not in base64 is refused to the dead letters (it is in the \
-              dead letter's body), stored nowhere else.",
+              else, once per job (a retried or replayed job finds its row). The mail is parsed \
+              and classified first, so the row goes in saying what it is; `parse_mail` takes \
+              that parse. A mail over `mail.max_size` or not in base64 is refused to the dead \
+              letters (it is in the dead letter's body), stored nowhere else.",
     params: &[],
     reads: &["job.raw_base64", "job.recipients"],
     writes: &[
@@ -90,13 +101,20 @@ impl Action for StoreRawMail {
                 return Ok(Flow::Refuse(why));
             }
         };
-        let job = ctx.job;
+        let (job, now) = (ctx.job, ctx.now);
         let db = ctx.db().await?;
-        let raw_id = match input.reprocess {
-            Some(id) => stored_raw(db, id).await?,
-            None => store::store_raw(db, &input.row(&job.message_id)).await?,
+        let (raw_id, early) = match input.reprocess {
+            Some(id) => (stored_raw(db, id).await?, None),
+            None => {
+                let outcome = input.parse();
+                let state = raw_state(&outcome);
+                let row =
+                    store::store_raw(db, &input.row(&job.message_id, Some((&state, now)))).await?;
+                let on_row = row.written;
+                (row.id, Some(EarlyParse { outcome, on_row }))
+            }
         };
-        ctx.inbound = Some(input.stored(raw_id, ctx.facts));
+        ctx.inbound = Some(input.stored(raw_id, early, ctx.facts));
         Ok(Flow::Continue)
     }
 
@@ -172,8 +190,17 @@ impl RawInput {
         })
     }
 
-    /// The `raw_mails` row to insert for job `job_id`.
-    pub fn row<'a>(&'a self, job_id: &'a str) -> store::NewRawMail<'a> {
+    /// Parses and classifies it (before it is stored, so its row goes in marked).
+    pub fn parse(&self) -> Parsed {
+        inbound::parse_and_classify(&self.raw, self.envelope_from.as_deref(), &self.recipients)
+    }
+
+    /// The `raw_mails` row to insert for job `job_id`, marked with `known` if given.
+    pub fn row<'a>(
+        &'a self,
+        job_id: &'a str,
+        known: Option<(&'a store::RawState, DateTime<Utc>)>,
+    ) -> store::NewRawMail<'a> {
         store::NewRawMail {
             job_message_id: job_id,
             envelope_from: self.envelope_from.as_deref(),
@@ -182,11 +209,17 @@ impl RawInput {
             data: &self.raw,
             sha256: &self.sha,
             received_at: self.received_at,
+            known,
         }
     }
 
     /// The mail's working state once stored as `raw_id`, its facts set.
-    pub fn stored(self, raw_id: uuid::Uuid, facts: &mut Facts) -> Box<InboundMail> {
+    pub fn stored(
+        self,
+        raw_id: uuid::Uuid,
+        early: Option<EarlyParse>,
+        facts: &mut Facts,
+    ) -> Box<InboundMail> {
         facts.set("inbound.raw_id", json!(raw_id));
         facts.set("inbound.size", json!(self.raw.len()));
         facts.set("inbound.mailbox", json!(self.mailbox));
@@ -201,6 +234,7 @@ impl RawInput {
             sender: None,
             dedupe_key: None,
             looping: false,
+            early,
         })
     }
 }
@@ -227,7 +261,9 @@ static PARSE: ActionSpec = ActionSpec {
               charset) and classifies it: a normal mail, an auto-reply (RFC 3834 and the \
               usual vacation and list markers), a bounce (RFC 3464 reports and the common \
               non-standard ones) or an abuse feedback report. A mail that cannot be parsed at \
-              all keeps its raw row, marked failed, and the job is refused to the dead letters.",
+              all keeps its raw row, marked failed, and the job is refused to the dead letters. \
+              Takes the parse `store_raw_mail` made, and marks the raw row only if it does not \
+              say so yet (a reprocessed mail's row).",
     params: &[],
     reads: &["inbound.raw_id"],
     writes: &[
@@ -271,11 +307,18 @@ impl Action for ParseMail {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let m = mail(ctx)?;
-        let (raw_id, now) = (m.raw_id, ctx.now);
-        let outcome = parse_one(m);
-        store::mark_raw_many(ctx.db().await?, &[outcome.mark(raw_id)], now).await?;
-        let (flow, label) = outcome.apply(ctx.facts, ctx.inbound.as_deref_mut());
+        let now = ctx.now;
+        let m = mail_mut(ctx)?;
+        let raw_id = m.raw_id;
+        let (outcome, on_row) = take_parse(m);
+        if !on_row {
+            let mark = store::RawMark {
+                id: raw_id,
+                state: raw_state(&outcome),
+            };
+            store::mark_raw_many(ctx.db().await?, &[mark], now).await?;
+        }
+        let (flow, label) = apply_parse(outcome, ctx.facts, ctx.inbound.as_deref_mut());
         if let Some(label) = label {
             count(ctx, label);
         }
@@ -297,99 +340,75 @@ impl Action for ParseMail {
     }
 }
 
-/// What parsing one mail gave.
-pub(super) enum Parsed {
-    Mail {
-        parsed: Box<parse::ParsedMail>,
-        class: MailClass,
-        defects: Option<String>,
-    },
-    Unparseable(String),
+/// The mail's parse: what `store_raw_mail` found before writing the row, else parsed now;
+/// and whether the row already says so.
+pub(super) fn take_parse(m: &mut InboundMail) -> (Parsed, bool) {
+    match m.early.take() {
+        Some(early) => (early.outcome, early.on_row),
+        None => (
+            inbound::parse_and_classify(&m.raw, m.envelope_from.as_deref(), &m.recipients),
+            false,
+        ),
+    }
 }
 
-/// Parses and classifies the stored mail (pure: no database).
-pub(super) fn parse_one(m: &InboundMail) -> Parsed {
-    let parsed = match parse::parse(&m.raw) {
-        Ok(p) => p,
-        Err(e) => return Parsed::Unparseable(format!("the mail cannot be parsed: {e}")),
-    };
-    let class = classify::classify(
-        &parsed,
-        &m.raw,
-        &classify::Envelope {
-            from: m.envelope_from.as_deref(),
-            recipients: &m.recipients,
+/// How a raw row is marked for what parsing it gave.
+pub(super) fn raw_state(outcome: &Parsed) -> store::RawState {
+    match outcome {
+        Parsed::Mail { class, defects, .. } => store::RawState {
+            status: RawMailStatus::Parsed,
+            error: defects.clone(),
+            classification: Some(inbound::class_name(class)),
         },
-    );
-    let defects = (!parsed.defects.is_empty()).then(|| parsed.defects.join("; "));
-    Parsed::Mail {
-        parsed: Box::new(parsed),
-        class,
-        defects,
+        Parsed::Unparseable(why) => store::RawState {
+            status: RawMailStatus::Failed,
+            error: Some(why.clone()),
+            classification: None,
+        },
     }
 }
 
-impl Parsed {
-    /// How its raw row is marked.
-    pub fn mark(&self, raw_id: uuid::Uuid) -> store::RawMark {
-        match self {
-            Parsed::Mail { class, defects, .. } => store::RawMark {
-                id: raw_id,
-                status: RawMailStatus::Parsed,
-                error: defects.clone(),
-                classification: Some(inbound::class_name(class)),
-            },
-            Parsed::Unparseable(why) => store::RawMark {
-                id: raw_id,
-                status: RawMailStatus::Failed,
-                error: Some(why.clone()),
-                classification: None,
-            },
+/// Sets the facts and the mail's parsed state from its parse; the flow, and the
+/// classification to count when the job ends here.
+pub(super) fn apply_parse(
+    outcome: Parsed,
+    facts: &mut Facts,
+    mail: Option<&mut InboundMail>,
+) -> (Flow, Option<&'static str>) {
+    let (parsed, class) = match outcome {
+        Parsed::Unparseable(why) => {
+            let raw = mail.map(|m| m.raw_id.to_string()).unwrap_or_default();
+            return (
+                Flow::Refuse(format!("{why} (kept as raw mail {raw})")),
+                Some("refused"),
+            );
         }
-    }
-
-    /// Sets the facts and the mail's parsed state; the flow, and the classification to
-    /// count when the job ends here.
-    pub fn apply(
-        self,
-        facts: &mut Facts,
-        mail: Option<&mut InboundMail>,
-    ) -> (Flow, Option<&'static str>) {
-        let (parsed, class) = match self {
-            Parsed::Unparseable(why) => {
-                let raw = mail.map(|m| m.raw_id.to_string()).unwrap_or_default();
-                return (
-                    Flow::Refuse(format!("{why} (kept as raw mail {raw})")),
-                    Some("refused"),
-                );
-            }
-            Parsed::Mail { parsed, class, .. } => (parsed, class),
-        };
-        let reason = match &class {
-            MailClass::Normal => Value::Null,
-            MailClass::AutoReply { reason } | MailClass::FeedbackReport { reason } => {
-                json!(reason)
-            }
-            MailClass::Bounce(b) => json!(b.reason),
-        };
-        facts.set("inbound.message_id", json!(parsed.message_id));
-        facts.set(
-            "inbound.from",
-            json!(parsed.from.as_ref().map(|f| f.address.clone())),
-        );
-        facts.set("inbound.subject", json!(parsed.subject));
-        facts.set("inbound.class", json!(inbound::class_name(&class)));
-        facts.set("inbound.class_reason", reason);
-        facts.set(
-            "inbound.attachments",
-            json!(parsed.attachments.iter().filter(|a| !a.inline).count()),
-        );
-        if let Some(m) = mail {
-            m.parsed = Some(*parsed);
-            m.class = Some(class);
+        Parsed::Mail { parsed, class, .. } => (parsed, class),
+    };
+    let reason = match &class {
+        MailClass::Normal => Value::Null,
+        MailClass::AutoReply { reason } | MailClass::FeedbackReport { reason } => {
+            json!(reason)
         }
-        (Flow::Continue, None)
+        MailClass::Bounce(b) => json!(b.reason),
+    };
+    facts.set("inbound.message_id", json!(parsed.message_id));
+    facts.set(
+        "inbound.from",
+        json!(parsed.from.as_ref().map(|f| f.address.clone())),
+    );
+    facts.set("inbound.subject", json!(parsed.subject));
+    facts.set("inbound.class", json!(inbound::class_name(&class)));
+    facts.set("inbound.class_reason", reason);
+    facts.set(
+        "inbound.attachments",
+        json!(parsed.attachments.iter().filter(|a| !a.inline).count()),
+    );
+    if let Some(m) = mail {
+        m.parsed = Some(*parsed);
+        m.class = Some(class);
     }
+    (Flow::Continue, None)
 }
 
 /// `dedupe_mail`.
@@ -474,9 +493,11 @@ pub(super) fn dedupe_key_of(m: &InboundMail) -> Result<String, JobError> {
 pub(super) fn duplicate_mark(raw_id: uuid::Uuid) -> store::RawMark {
     store::RawMark {
         id: raw_id,
-        status: RawMailStatus::Duplicate,
-        error: None,
-        classification: None,
+        state: store::RawState {
+            status: RawMailStatus::Duplicate,
+            error: None,
+            classification: None,
+        },
     }
 }
 

@@ -13,14 +13,14 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::inbound::{
-    RawInput, count_item, dedupe_key_of, duplicate, duplicate_mark, loop_sender, loop_window,
-    parse_one, set_loop, stored_raw,
+    NO_MAIL, RawInput, apply_parse, count_item, dedupe_key_of, duplicate, duplicate_mark,
+    loop_sender, loop_window, raw_state, set_loop, stored_raw, take_parse,
 };
 use super::threading::{
     inbound_message, is_normal_mail, new_customer, record_sender, sender_input, set_message_facts,
 };
 use crate::jobs::JobError;
-use crate::mail::inbound::{InboundMail, Sender};
+use crate::mail::inbound::{EarlyParse, InboundMail, Parsed, Sender};
 use crate::services::Services;
 use crate::store::threads::{self, Target};
 use crate::store::{ContactInput, Tx, customers, inbound as store};
@@ -56,12 +56,14 @@ fn unsorted<R>(order: &[usize], results: Vec<R>) -> Result<Vec<R>, JobError> {
 
 /// The working mail of an item; the loader guarantees `store_raw_mail` ran before.
 fn mail_of<'i>(item: &'i SetItem<'_>) -> Result<&'i InboundMail, JobError> {
-    item.carried.inbound.as_deref().ok_or_else(|| {
-        JobError::permanent("no inbound mail at this step (`store_raw_mail` did not run)")
-    })
+    item.carried
+        .inbound
+        .as_deref()
+        .ok_or_else(|| JobError::permanent(NO_MAIL))
 }
 
-/// `store_raw_mail`: one multi-row insert (a reprocessed mail finds its stored row).
+/// `store_raw_mail`: each mail parsed, then one multi-row insert of the rows marked with
+/// what they are (a reprocessed mail finds its stored row).
 pub(super) async fn store_raw(
     services: &Services,
     tx: &mut Tx,
@@ -73,19 +75,33 @@ pub(super) async fn store_raw(
         .iter()
         .map(|item| RawInput::of(item.job, max, now))
         .collect();
+    // Parsed here, so each row goes in once, marked (a reprocessed mail is parsed by
+    // `parse_mail`, which marks its stored row).
+    let outcomes: Vec<Option<(Parsed, store::RawState)>> = inputs
+        .iter()
+        .map(|input| match input {
+            Ok(i) if i.reprocess.is_none() => {
+                let outcome = i.parse();
+                let state = raw_state(&outcome);
+                Some((outcome, state))
+            }
+            _ => None,
+        })
+        .collect();
     let db = tx.get().await?;
     let new: Vec<store::NewRawMail<'_>> = items
         .iter()
         .zip(&inputs)
-        .filter_map(|(item, input)| match input {
-            Ok(i) if i.reprocess.is_none() => Some(i.row(&item.job.message_id)),
+        .zip(&outcomes)
+        .filter_map(|((item, input), outcome)| match (input, outcome) {
+            (Ok(i), Some((_, state))) => Some(i.row(&item.job.message_id, Some((state, now)))),
             _ => None,
         })
         .collect();
-    let mut ids = store::store_raw_many(db, &new).await?.into_iter();
+    let mut rows = store::store_raw_many(db, &new).await?.into_iter();
     drop(new);
     let mut flows = Vec::with_capacity(items.len());
-    for (item, input) in items.iter_mut().zip(inputs) {
+    for ((item, input), outcome) in items.iter_mut().zip(inputs).zip(outcomes) {
         let input = match input {
             Ok(input) => input,
             Err(why) => {
@@ -94,36 +110,57 @@ pub(super) async fn store_raw(
                 continue;
             }
         };
-        let raw_id = match input.reprocess {
-            Some(id) => stored_raw(db, id).await?,
-            None => ids.next().ok_or_else(|| {
-                JobError::permanent("the raw mail insert returned fewer rows than mails")
-            })?,
+        let (raw_id, early) = match (input.reprocess, outcome) {
+            (Some(id), _) => (stored_raw(db, id).await?, None),
+            (None, Some((outcome, _))) => {
+                let row = rows.next().ok_or_else(|| {
+                    JobError::permanent("the raw mail insert returned fewer rows than mails")
+                })?;
+                let on_row = row.written;
+                (row.id, Some(EarlyParse { outcome, on_row }))
+            }
+            (None, None) => {
+                return Err(JobError::permanent(
+                    "a new raw mail was not parsed before it was stored",
+                ));
+            }
         };
-        item.carried.inbound = Some(input.stored(raw_id, item.facts));
+        item.carried.inbound = Some(input.stored(raw_id, early, item.facts));
         flows.push(Ok(Flow::Continue));
     }
     Ok(flows)
 }
 
-/// `parse_mail`: parsed mail by mail, marked in one statement per distinct outcome.
+/// `parse_mail`: takes each mail's parse (made by `store_raw_mail`); marks, in one
+/// statement per distinct outcome, only the rows that do not say it yet.
 pub(super) async fn parse(
     tx: &mut Tx,
     items: &mut [SetItem<'_>],
     now: DateTime<Utc>,
 ) -> Result<Flows, JobError> {
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut marks = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        let m = mail_of(item)?;
-        let outcome = parse_one(m);
-        marks.push(outcome.mark(m.raw_id));
+    let mut marks = Vec::new();
+    for item in items.iter_mut() {
+        let m = item
+            .carried
+            .inbound
+            .as_deref_mut()
+            .ok_or_else(|| JobError::permanent(NO_MAIL))?;
+        let (outcome, on_row) = take_parse(m);
+        if !on_row {
+            marks.push(store::RawMark {
+                id: m.raw_id,
+                state: raw_state(&outcome),
+            });
+        }
         outcomes.push(outcome);
     }
-    store::mark_raw_many(tx.get().await?, &marks, now).await?;
+    if !marks.is_empty() {
+        store::mark_raw_many(tx.get().await?, &marks, now).await?;
+    }
     let mut flows = Vec::with_capacity(items.len());
     for (item, outcome) in items.iter_mut().zip(outcomes) {
-        let (flow, label) = outcome.apply(item.facts, item.carried.inbound.as_deref_mut());
+        let (flow, label) = apply_parse(outcome, item.facts, item.carried.inbound.as_deref_mut());
         if let Some(label) = label {
             count_item(item, label);
         }
