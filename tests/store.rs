@@ -719,6 +719,97 @@ async fn the_sqlite_timer_claim_plan_never_walks_the_pending_timers() {
     );
 }
 
+/// An outbound job finds the message an earlier attempt composed through the partial
+/// index of outbound messages by job (inbound messages, the busy insert path, stay out of
+/// it), and the raw mails that need attention have their own small index. Plan checks on
+/// SQLite, whose rule-based plan does not depend on table statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partial_indexes_serve_their_queries() {
+    use sea_orm::{ConnectionTrait, QueryTrait, Statement};
+    let db = common::TestDb::new(common::Backend::Sqlite).await;
+    db.store().await.close().await;
+    // Connections opened after the migrations: a pooled SQLite connection may keep the
+    // schema it read before them (its last read snapshot) for a while.
+    let store = gochat::store::Store::connect(&db.config())
+        .await
+        .expect("connect");
+    let conn = store.conn();
+    let b = conn.get_database_backend();
+    let plan = |stmt: Statement| async move {
+        let sql = format!("EXPLAIN QUERY PLAN {}", stmt.sql);
+        let values = stmt.values.map(|v| v.0).unwrap_or_default();
+        conn.query_all_raw(Statement::from_sql_and_values(b, sql, values))
+            .await
+            .expect("explain")
+            .iter()
+            .map(|r| r.try_get::<String>("", "detail").expect("detail"))
+            .collect::<Vec<_>>()
+    };
+    let for_job = plan(gochat::store::outbound::for_job_query("job-1").build(b)).await;
+    assert!(
+        for_job
+            .iter()
+            .any(|l| l.contains("USING INDEX ix_messages_outbound_job")),
+        "{for_job:?}"
+    );
+    let unsettled = plan(Statement::from_string(
+        b,
+        "SELECT id FROM raw_mails WHERE status IN ('pending', 'failed') ORDER BY received_at",
+    ))
+    .await;
+    assert!(
+        unsettled
+            .iter()
+            .any(|l| l.contains("USING INDEX ix_raw_mails_unsettled")),
+        "{unsettled:?}"
+    );
+}
+
+/// PostgreSQL reuses a generic plan for a prepared statement, made without the bound
+/// values: the outbound job lookup still reaches the partial index, because it states the
+/// index's condition as a literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbound_job_lookup_uses_its_partial_index_in_a_generic_plan() {
+    use sea_orm::{ConnectionTrait, QueryTrait, Statement, TransactionTrait};
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let store = db.store().await;
+    let tx = store.conn().begin().await.expect("begin");
+    let b = tx.get_database_backend();
+    tx.execute_unprepared(
+        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
+    )
+    .await
+    .expect("set");
+    let stmt = gochat::store::outbound::for_job_query("job-1").build(b);
+    tx.execute_unprepared(&format!("PREPARE for_job AS {}", stmt.sql))
+        .await
+        .expect("prepare");
+    let args: Vec<String> = stmt
+        .values
+        .map(|v| v.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| match v {
+            sea_orm::Value::String(Some(s)) => format!("'{s}'"),
+            other => panic!("a value this test does not spell: {other:?}"),
+        })
+        .collect();
+    let plan: Vec<String> = tx
+        .query_all_raw(Statement::from_string(
+            b,
+            format!("EXPLAIN EXECUTE for_job({})", args.join(", ")),
+        ))
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.try_get::<String>("", "QUERY PLAN").expect("plan"))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("ix_messages_outbound_job")),
+        "{plan:?}"
+    );
+}
+
 both_backends!(
     attachments_share_one_blob_per_content_within_and_across_messages,
     |db: common::TestDb| async move {

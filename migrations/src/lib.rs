@@ -12,6 +12,7 @@ mod m20261125_000004_inbound;
 mod m20261125_000005_contact_time_zone;
 mod m20261125_000006_outbox_unpublished;
 mod m20261203_000007_toast_lz4;
+mod m20261203_000008_partial_indexes;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_contact_time_zone::Migration),
             Box::new(m20261125_000006_outbox_unpublished::Migration),
             Box::new(m20261203_000007_toast_lz4::Migration),
+            Box::new(m20261203_000008_partial_indexes::Migration),
         ]
     }
 }

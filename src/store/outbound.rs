@@ -112,11 +112,16 @@ pub async fn for_job(
     db: &impl ConnectionTrait,
     job_message_id: &str,
 ) -> Result<Option<messages::Model>, StoreError> {
-    Ok(messages::Entity::find()
+    Ok(for_job_query(job_message_id).one(db).await?)
+}
+
+/// [`for_job`]'s query. The direction is a literal: it is the condition of the partial
+/// index `ix_messages_outbound_job`, which PostgreSQL's generic plan of a prepared
+/// statement could not match to a bound parameter.
+pub fn for_job_query(job_message_id: &str) -> sea_orm::Select<messages::Entity> {
+    messages::Entity::find()
         .filter(messages::Column::JobMessageId.eq(job_message_id))
-        .filter(messages::Column::Direction.eq(messages::MessageDirection::Outbound))
-        .one(db)
-        .await?)
+        .filter(Expr::cust("direction = 'outbound'"))
 }
 
 /// The Message-IDs on the thread, oldest first (for In-Reply-To and References).
