@@ -893,12 +893,8 @@ async fn a_batch_waits_for_a_sender_another_batch_is_inserting_instead_of_failin
     use gochat::queue::{Handled, Handler};
     use sea_orm::{ConnectionTrait, TransactionTrait};
     let db = TestDb::new(common::Backend::Postgres).await;
-    let store = db.store().await;
-    let config = Config {
-        database: db.config(),
-        ..Default::default()
-    };
-    let handler = Arc::new(common::fixtures::workflow_handler(&store, config));
+    let (store, handler) = handler_on(&db).await;
+    let handler = Arc::new(handler);
     let jobs: Vec<Job> = ["held@shared.example", "a@one.example", "b@two.example"]
         .iter()
         .enumerate()
@@ -966,6 +962,18 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
+}
+
+/// A store on `db` and a handler on the project's own `workflows/`, to hand jobs to
+/// directly.
+async fn handler_on(db: &TestDb) -> (Store, gochat::jobs::handler::WorkflowHandler) {
+    let store = db.store().await;
+    let config = Config {
+        database: db.config(),
+        ..Default::default()
+    };
+    let handler = common::fixtures::workflow_handler(&store, config);
+    (store, handler)
 }
 
 /// A handler on a copy of the project's `workflows/` that `edit` changed first (given the
@@ -1055,12 +1063,7 @@ both_backends!(
     two_replies_in_one_batch_to_a_waiting_thread_both_commit_with_it,
     |db: TestDb| async move {
         use gochat::queue::{Handled, Handler};
-        let config = Config {
-            database: db.config(),
-            ..Default::default()
-        };
-        let store = db.store().await;
-        let handler = common::fixtures::workflow_handler(&store, config);
+        let (store, handler) = handler_on(&db).await;
         let first = TestMail::new("Kim <kim@example.com>", SUPPORT, "Broken", "Help.\n");
         let opened = handler
             .handle(&inbound_job("w0", job(&first.bytes(), SUPPORT)))
@@ -1200,13 +1203,8 @@ both_backends!(
     |db: TestDb| async move {
         use gochat::queue::{Handled, Handler};
         use gochat::store::inbound::{NewRawMail, store_raw};
-        let config = Config {
-            database: db.config(),
-            ..Default::default()
-        };
-        let store = db.store().await;
+        let (store, handler) = handler_on(&db).await;
         let conn = store.conn();
-        let handler = common::fixtures::workflow_handler(&store, config);
         let mail = |n: u32| {
             TestMail::new(
                 &format!("c{n}@acme.example"),
@@ -1240,42 +1238,29 @@ both_backends!(
         }
 
         // Rows stored before, `pending`, under the jobs "d-older" and "e-older".
-        let mut before = Vec::new();
-        for (id, n) in [("d-older", 4), ("e-older", 5)] {
-            let raw = mail(n);
-            let row = store_raw(
-                conn,
-                &NewRawMail {
-                    job_message_id: id,
-                    envelope_from: None,
-                    recipients: &[SUPPORT.to_owned()],
-                    mailbox: Some(SUPPORT),
-                    data: &raw,
-                    sha256: "0",
-                    received_at: chrono::Utc::now(),
-                    known: None,
-                },
-            )
-            .await
-            .expect("stored before");
-            assert!(row.written);
-            before.push(row.id);
-        }
-        let again = store_raw(
-            conn,
-            &NewRawMail {
-                job_message_id: "d-older",
+        let to = [SUPPORT.to_owned()];
+        let to = &to[..];
+        let pending = |id: &'static str, data: Vec<u8>| async move {
+            let row = NewRawMail {
+                job_message_id: id,
                 envelope_from: None,
-                recipients: &[],
-                mailbox: None,
-                data: b"x",
+                recipients: to,
+                mailbox: Some(SUPPORT),
+                data: &data,
                 sha256: "0",
                 received_at: chrono::Utc::now(),
                 known: None,
-            },
-        )
-        .await
-        .expect("found");
+            };
+            store_raw(conn, &row).await.expect("store raw")
+        };
+        let mut before = Vec::new();
+        for (id, n) in [("d-older", 4), ("e-older", 5)] {
+            let row = pending(id, mail(n)).await;
+            assert!(row.written);
+            before.push(row.id);
+        }
+        // Stored again under the same job, whatever the bytes: the row is found.
+        let again = pending("d-older", b"x".to_vec()).await;
         assert_eq!((again.id, again.written), (before[0], false));
         assert_eq!(
             handler.handle(&one("d-older", 4)).await,

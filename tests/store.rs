@@ -677,6 +677,23 @@ both_backends!(
     }
 );
 
+/// SQLite's plan for `stmt`: the `detail` of each `EXPLAIN QUERY PLAN` line.
+async fn sqlite_plan(conn: &sea_orm::DatabaseConnection, stmt: sea_orm::Statement) -> Vec<String> {
+    use sea_orm::ConnectionTrait;
+    let sql = format!("EXPLAIN QUERY PLAN {}", stmt.sql);
+    let values = stmt.values.map(|v| v.0).unwrap_or_default();
+    conn.query_all_raw(sea_orm::Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        sql,
+        values,
+    ))
+    .await
+    .expect("explain")
+    .iter()
+    .map(|r| r.try_get::<String>("", "detail").expect("detail"))
+    .collect()
+}
+
 /// The claim's cost must follow the timers due, not those stored: on SQLite (whose planner
 /// is rule-based, so the plan is the same on an empty table) rows are reached through the
 /// `(state, due_at)` range and the primary key, never by walking every pending timer.
@@ -684,25 +701,21 @@ both_backends!(
 /// plan depends on table statistics, so the bench covers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_timer_claim_plan_never_walks_the_pending_timers() {
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::Statement;
     let db = common::TestDb::new(common::Backend::Sqlite).await;
     let store = db.store().await;
     let conn = store.conn();
     let b = conn.get_database_backend();
-    let sql = format!("EXPLAIN QUERY PLAN {}", gochat::store::timers::claim_sql(b));
     let now = Utc::now();
-    let rows = conn
-        .query_all_raw(Statement::from_sql_and_values(
+    let plan = sqlite_plan(
+        conn,
+        Statement::from_sql_and_values(
             b,
-            sql,
+            gochat::store::timers::claim_sql(b),
             ["w".into(), now.into(), now.into(), 10i64.into()],
-        ))
-        .await
-        .expect("explain");
-    let plan: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String>("", "detail").expect("detail"))
-        .collect();
+        ),
+    )
+    .await;
     assert!(
         plan.iter().any(|l| l.contains("(state=? AND due_at<?)")),
         "due timers are found by range: {plan:?}"
@@ -725,7 +738,7 @@ async fn the_sqlite_timer_claim_plan_never_walks_the_pending_timers() {
 /// SQLite, whose rule-based plan does not depend on table statistics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partial_indexes_serve_their_queries() {
-    use sea_orm::{ConnectionTrait, QueryTrait, Statement};
+    use sea_orm::{QueryTrait, Statement};
     let db = common::TestDb::new(common::Backend::Sqlite).await;
     db.store().await.close().await;
     // Connections opened after the migrations: a pooled SQLite connection may keep the
@@ -735,27 +748,24 @@ async fn the_partial_indexes_serve_their_queries() {
         .expect("connect");
     let conn = store.conn();
     let b = conn.get_database_backend();
-    let plan = |stmt: Statement| async move {
-        let sql = format!("EXPLAIN QUERY PLAN {}", stmt.sql);
-        let values = stmt.values.map(|v| v.0).unwrap_or_default();
-        conn.query_all_raw(Statement::from_sql_and_values(b, sql, values))
-            .await
-            .expect("explain")
-            .iter()
-            .map(|r| r.try_get::<String>("", "detail").expect("detail"))
-            .collect::<Vec<_>>()
-    };
-    let for_job = plan(gochat::store::outbound::for_job_query("job-1").build(b)).await;
+    let for_job = sqlite_plan(
+        conn,
+        gochat::store::outbound::for_job_query("job-1").build(b),
+    )
+    .await;
     assert!(
         for_job
             .iter()
             .any(|l| l.contains("USING INDEX ix_messages_outbound_job")),
         "{for_job:?}"
     );
-    let unsettled = plan(Statement::from_string(
-        b,
-        "SELECT id FROM raw_mails WHERE status IN ('pending', 'failed') ORDER BY received_at",
-    ))
+    let unsettled = sqlite_plan(
+        conn,
+        Statement::from_string(
+            b,
+            "SELECT id FROM raw_mails WHERE status IN ('pending', 'failed') ORDER BY received_at",
+        ),
+    )
     .await;
     assert!(
         unsettled
