@@ -106,8 +106,7 @@ impl Action for StoreRawMail {
         let (raw_id, early) = match input.reprocess {
             Some(id) => (stored_raw(db, id).await?, None),
             None => {
-                let outcome = input.parse();
-                let state = raw_state(&outcome);
+                let (outcome, state) = input.parse();
                 let row =
                     store::store_raw(db, &input.row(&job.message_id, Some((&state, now)))).await?;
                 let on_row = row.written;
@@ -190,9 +189,13 @@ impl RawInput {
         })
     }
 
-    /// Parses and classifies it (before it is stored, so its row goes in marked).
-    pub fn parse(&self) -> Parsed {
-        inbound::parse_and_classify(&self.raw, self.envelope_from.as_deref(), &self.recipients)
+    /// Parses and classifies it (before it is stored, so its row goes in marked): the
+    /// outcome, and how its row is marked for it.
+    pub fn parse(&self) -> (Parsed, store::RawState) {
+        let outcome =
+            inbound::parse_and_classify(&self.raw, self.envelope_from.as_deref(), &self.recipients);
+        let state = raw_state(&outcome);
+        (outcome, state)
     }
 
     /// The `raw_mails` row to insert for job `job_id`, marked with `known` if given.
@@ -308,14 +311,8 @@ impl Action for ParseMail {
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         let now = ctx.now;
-        let m = mail_mut(ctx)?;
-        let raw_id = m.raw_id;
-        let (outcome, on_row) = take_parse(m);
-        if !on_row {
-            let mark = store::RawMark {
-                id: raw_id,
-                state: raw_state(&outcome),
-            };
+        let (outcome, mark) = take_parse(mail_mut(ctx)?);
+        if let Some(mark) = mark {
             store::mark_raw_many(ctx.db().await?, &[mark], now).await?;
         }
         let (flow, label) = apply_parse(outcome, ctx.facts, ctx.inbound.as_deref_mut());
@@ -341,19 +338,24 @@ impl Action for ParseMail {
 }
 
 /// The mail's parse: what `store_raw_mail` found before writing the row, else parsed now;
-/// and whether the row already says so.
-pub(super) fn take_parse(m: &mut InboundMail) -> (Parsed, bool) {
-    match m.early.take() {
+/// and the mark its row still needs (`None`: the row already says so).
+pub(super) fn take_parse(m: &mut InboundMail) -> (Parsed, Option<store::RawMark>) {
+    let (outcome, on_row) = match m.early.take() {
         Some(early) => (early.outcome, early.on_row),
         None => (
             inbound::parse_and_classify(&m.raw, m.envelope_from.as_deref(), &m.recipients),
             false,
         ),
-    }
+    };
+    let mark = (!on_row).then(|| store::RawMark {
+        id: m.raw_id,
+        state: raw_state(&outcome),
+    });
+    (outcome, mark)
 }
 
 /// How a raw row is marked for what parsing it gave.
-pub(super) fn raw_state(outcome: &Parsed) -> store::RawState {
+fn raw_state(outcome: &Parsed) -> store::RawState {
     match outcome {
         Parsed::Mail { class, defects, .. } => store::RawState {
             status: RawMailStatus::Parsed,

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::inbound::{
     NO_MAIL, RawInput, apply_parse, count_item, dedupe_key_of, duplicate, duplicate_mark,
-    loop_sender, loop_window, raw_state, set_loop, stored_raw, take_parse,
+    loop_sender, loop_window, set_loop, stored_raw, take_parse,
 };
 use super::threading::{
     inbound_message, is_normal_mail, new_customer, record_sender, sender_input, set_message_facts,
@@ -80,11 +80,7 @@ pub(super) async fn store_raw(
     let outcomes: Vec<Option<(Parsed, store::RawState)>> = inputs
         .iter()
         .map(|input| match input {
-            Ok(i) if i.reprocess.is_none() => {
-                let outcome = i.parse();
-                let state = raw_state(&outcome);
-                Some((outcome, state))
-            }
+            Ok(i) if i.reprocess.is_none() => Some(i.parse()),
             _ => None,
         })
         .collect();
@@ -146,13 +142,8 @@ pub(super) async fn parse(
             .inbound
             .as_deref_mut()
             .ok_or_else(|| JobError::permanent(NO_MAIL))?;
-        let (outcome, on_row) = take_parse(m);
-        if !on_row {
-            marks.push(store::RawMark {
-                id: m.raw_id,
-                state: raw_state(&outcome),
-            });
-        }
+        let (outcome, mark) = take_parse(m);
+        marks.extend(mark);
         outcomes.push(outcome);
     }
     if !marks.is_empty() {

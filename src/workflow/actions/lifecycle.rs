@@ -54,7 +54,7 @@ async fn apply(
 ) -> Result<(), JobError> {
     let before = ctx.thread()?.clone();
     let Some(change) = change else {
-        transition_facts(ctx.facts, before.status, false, None);
+        transition_facts(ctx.facts, before.status, before.status, None);
         return Ok(());
     };
     let now = ctx.now;
@@ -73,27 +73,27 @@ async fn apply(
     if let Some(arm) = &change.arm {
         timers::schedule(db, &after, arm.step, arm.due_at, now).await?;
     }
-    let changed = after.status != before.status;
     transition_facts(
         ctx.facts,
         before.status,
-        changed,
+        after.status,
         change.arm.map(|a| a.due_at),
     );
     ctx.set_thread(after);
     Ok(())
 }
 
-/// The facts a transition leaves for the steps after it, in its one-job and set forms:
-/// `transition.from`, `transition.changed` and `transition.due_at` (null: no timer armed).
+/// The facts a transition from `from` to `to` leaves for the steps after it, in its
+/// one-job and set forms: `transition.from`, `transition.changed` and `transition.due_at`
+/// (null: no timer armed).
 pub(super) fn transition_facts(
     facts: &mut Facts,
     from: ThreadStatus,
-    changed: bool,
+    to: ThreadStatus,
     due_at: Option<DateTime<Utc>>,
 ) {
     facts.set("transition.from", json!(status_name(from)));
-    facts.set("transition.changed", Value::Bool(changed));
+    facts.set("transition.changed", Value::Bool(to != from));
     facts.set(
         "transition.due_at",
         due_at.map_or(Value::Null, |d| json!(d.to_rfc3339())),

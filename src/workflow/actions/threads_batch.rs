@@ -162,7 +162,7 @@ pub(super) async fn transitions(
             Err(e) => return Ok(cut_at(k, e)),
         };
         let Some(change) = change else {
-            transition_facts(item.facts, before.status, false, None);
+            transition_facts(item.facts, before.status, before.status, None);
             flows.push(Ok(Flow::Continue));
             continue;
         };
@@ -192,11 +192,10 @@ pub(super) async fn transitions(
                 timers::timer_row(&after, arm.step, arm.due_at, now),
             ));
         }
-        let changed = after.status != before.status;
         transition_facts(
             item.facts,
             before.status,
-            changed,
+            after.status,
             change.arm.map(|a| a.due_at),
         );
         item.set_thread(after);
