@@ -32,6 +32,16 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Runs plain SQL statements, in order: for what both databases take as written (partial
+/// indexes) and what sea-query does not build.
+pub(crate) async fn exec_all(m: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    let db = m.get_connection();
+    for sql in statements {
+        db.execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 /// `CREATE INDEX IF NOT EXISTS <name> ON <table> (<cols>)`.
 pub(crate) fn index<T: IntoIden + Copy, C: IntoIden + Copy>(
     name: &str,

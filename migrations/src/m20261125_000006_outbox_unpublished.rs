@@ -7,30 +7,32 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::exec_all;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS ix_outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
+        exec_all(
+            m,
+            &[
+                "CREATE INDEX IF NOT EXISTS ix_outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
+                "DROP INDEX IF EXISTS ix_outbox_pending",
+            ],
         )
-        .await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS ix_outbox_pending")
-            .await?;
-        Ok(())
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS ix_outbox_pending ON outbox (published_at, available_at)",
+        exec_all(
+            m,
+            &[
+                "CREATE INDEX IF NOT EXISTS ix_outbox_pending ON outbox (published_at, available_at)",
+                "DROP INDEX IF EXISTS ix_outbox_unpublished",
+            ],
         )
-        .await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS ix_outbox_unpublished")
-            .await?;
-        Ok(())
+        .await
     }
 }

@@ -11,6 +11,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
 
+use crate::exec_all;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -22,39 +24,31 @@ const COLUMNS: &[(&str, &str)] = &[
     ("blobs", "data"),
 ];
 
-/// One `DO` block that sets `method` on every column, or leaves them all as they were
-/// (with a notice) when the server lacks the method.
-fn set_compression(method: &str) -> String {
+/// Sets `method` on every column in one `DO` block, or leaves them all as they were (with
+/// a notice) when the server lacks the method. Nothing on SQLite.
+async fn set_compression(m: &SchemaManager<'_>, method: &str) -> Result<(), DbErr> {
+    if m.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
     let alters: String = COLUMNS
         .iter()
         .map(|(t, c)| format!("ALTER TABLE {t} ALTER COLUMN {c} SET COMPRESSION {method};\n"))
         .collect();
-    format!(
+    let block = format!(
         "DO $$ BEGIN\n{alters}EXCEPTION WHEN feature_not_supported THEN\n\
          RAISE NOTICE 'this PostgreSQL has no {method} compression: mail columns keep the default';\n\
          END $$"
-    )
+    );
+    exec_all(m, &[&block]).await
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() != DatabaseBackend::Postgres {
-            return Ok(());
-        }
-        m.get_connection()
-            .execute_unprepared(&set_compression("lz4"))
-            .await?;
-        Ok(())
+        set_compression(m, "lz4").await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() != DatabaseBackend::Postgres {
-            return Ok(());
-        }
-        m.get_connection()
-            .execute_unprepared(&set_compression("pglz"))
-            .await?;
-        Ok(())
+        set_compression(m, "pglz").await
     }
 }

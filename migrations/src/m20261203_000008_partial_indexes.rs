@@ -14,36 +14,38 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::exec_all;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        for sql in [
-            "CREATE INDEX IF NOT EXISTS ix_messages_outbound_job ON messages (job_message_id) \
-             WHERE direction = 'outbound'",
-            "DROP INDEX IF EXISTS ix_messages_job",
-            "CREATE INDEX IF NOT EXISTS ix_raw_mails_unsettled ON raw_mails (received_at) \
-             WHERE status IN ('pending', 'failed')",
-            "DROP INDEX IF EXISTS ix_raw_mails_status_received",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        exec_all(
+            m,
+            &[
+                "CREATE INDEX IF NOT EXISTS ix_messages_outbound_job ON messages (job_message_id) \
+                 WHERE direction = 'outbound'",
+                "DROP INDEX IF EXISTS ix_messages_job",
+                "CREATE INDEX IF NOT EXISTS ix_raw_mails_unsettled ON raw_mails (received_at) \
+                 WHERE status IN ('pending', 'failed')",
+                "DROP INDEX IF EXISTS ix_raw_mails_status_received",
+            ],
+        )
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        for sql in [
-            "CREATE INDEX IF NOT EXISTS ix_messages_job ON messages (job_message_id)",
-            "DROP INDEX IF EXISTS ix_messages_outbound_job",
-            "CREATE INDEX IF NOT EXISTS ix_raw_mails_status_received ON raw_mails (status, received_at)",
-            "DROP INDEX IF EXISTS ix_raw_mails_unsettled",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        exec_all(
+            m,
+            &[
+                "CREATE INDEX IF NOT EXISTS ix_messages_job ON messages (job_message_id)",
+                "DROP INDEX IF EXISTS ix_messages_outbound_job",
+                "CREATE INDEX IF NOT EXISTS ix_raw_mails_status_received ON raw_mails (status, received_at)",
+                "DROP INDEX IF EXISTS ix_raw_mails_unsettled",
+            ],
+        )
+        .await
     }
 }
