@@ -1191,3 +1191,169 @@ async fn postgres_compresses_mail_sized_values_with_lz4() {
     .await;
     assert_eq!(how, ["lz4"]);
 }
+
+fn mail_contact(address: &str, name: Option<&str>, language: Option<&str>) -> ContactInput {
+    ContactInput {
+        kind: ContactKind::Email,
+        address: address.into(),
+        name: name.map(Into::into),
+        language: language.map(Into::into),
+        time_zone: None,
+    }
+}
+
+both_backends!(
+    mail_contacts_and_customers_are_found_filled_or_created,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        let first = customers::find_or_create_contacts(
+            conn,
+            &[
+                mail_contact("alice@example.com", None, None),
+                mail_contact("bob@example.com", Some("Bob"), Some("en")),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+        assert!(first.iter().all(|(_, created)| *created), "{first:?}");
+
+        // Alice gets the name and language she lacked, Bob keeps his, Carol is new.
+        let again = customers::find_or_create_contacts(
+            conn,
+            &[
+                mail_contact(" ALICE@example.com", Some("Alice"), Some("fr")),
+                mail_contact("bob@example.com", Some("Robert"), Some("de")),
+                mail_contact("carol@example.com", Some("Carol"), None),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again[0], (first[0].0, false));
+        assert_eq!(again[1], (first[1].0, false));
+        assert!(again[2].1, "carol is created");
+        let stored: Vec<(String, Option<String>, Option<String>)> =
+            gochat_entities::contacts::Entity::find()
+                .all(conn)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.address, c.display_name, c.language))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            stored,
+            [
+                ("alice@example.com".into(), some("Alice"), some("fr")),
+                ("bob@example.com".into(), some("Bob"), some("en")),
+                ("carol@example.com".into(), some("Carol"), None),
+            ]
+        );
+
+        // An existing customer is found and keeps its name; a new one is created.
+        let (acme, _) = customers::ensure_customer(conn, "acme", "ACME Corp", t0())
+            .await
+            .unwrap();
+        let got = customers::ensure_customers(
+            conn,
+            &[
+                ("acme".into(), "Renamed".into()),
+                ("globex".into(), "Globex".into()),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got[0], (acme, false));
+        assert!(got[1].1, "globex is created");
+        let acme_row = gochat_entities::customers::Entity::find_by_id(acme)
+            .one(conn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(acme_row.name, "ACME Corp");
+    }
+);
+
+/// Two batches with a sender in common must not wait for each other (an upsert of an
+/// existing contact used to lock it until its transaction committed); a contact or customer
+/// another transaction is creating is waited for and then found, not duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_mail_contacts_of_concurrent_batches_do_not_wait_on_each_other() {
+    use sea_orm::ConnectionTrait;
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let store = db.store().await;
+    let conn = store.conn();
+    let alice = || mail_contact("alice@example.com", Some("Alice"), None);
+    let (alice_id, _) = customers::find_or_create_contact(conn, &alice(), t0())
+        .await
+        .unwrap();
+    let (acme, _) = customers::ensure_customer(conn, "acme", "ACME", t0())
+        .await
+        .unwrap();
+
+    let first = conn.begin().await.unwrap();
+    customers::find_or_create_contacts(&first, &[alice()], t0())
+        .await
+        .unwrap();
+    customers::ensure_customers(&first, &[("acme".into(), "ACME".into())], t0())
+        .await
+        .unwrap();
+    let second = conn.begin().await.unwrap();
+    second
+        .execute_unprepared("SET LOCAL lock_timeout = '2s'")
+        .await
+        .unwrap();
+    let got = customers::find_or_create_contacts(&second, &[alice()], t0())
+        .await
+        .expect("alice is found without waiting for the first batch");
+    assert_eq!(got, [(alice_id, false)]);
+    let got = customers::ensure_customers(&second, &[("acme".into(), "ACME".into())], t0())
+        .await
+        .expect("acme is found without waiting for the first batch");
+    assert_eq!(got, [(acme, false)]);
+    second.commit().await.unwrap();
+    first.commit().await.unwrap();
+
+    // Dave and Initech are being created by one transaction when another asks for them.
+    let dave = || mail_contact("dave@example.com", Some("Dave"), None);
+    let creating = conn.begin().await.unwrap();
+    let made = customers::find_or_create_contacts(&creating, &[dave()], t0())
+        .await
+        .unwrap();
+    let made_customer =
+        customers::ensure_customers(&creating, &[("initech".into(), "Initech".into())], t0())
+            .await
+            .unwrap();
+    assert!(made[0].1 && made_customer[0].1);
+    let waiting = conn.begin().await.unwrap();
+    let asking = tokio::spawn(async move {
+        let contact = customers::find_or_create_contacts(&waiting, &[dave()], t0()).await;
+        let customer =
+            customers::ensure_customers(&waiting, &[("initech".into(), "Initech".into())], t0())
+                .await;
+        waiting.commit().await.unwrap();
+        (contact.unwrap(), customer.unwrap())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !asking.is_finished(),
+        "the second waits for the first to commit"
+    );
+    creating.commit().await.unwrap();
+    let (contact, customer) = asking.await.unwrap();
+    assert_eq!(contact, [(made[0].0, false)]);
+    assert_eq!(customer, [(made_customer[0].0, false)]);
+    assert_eq!(
+        common::count(
+            conn,
+            "SELECT COUNT(*) AS n FROM contacts WHERE address = 'dave@example.com'"
+        )
+        .await,
+        1
+    );
+}

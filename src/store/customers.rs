@@ -2,11 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use gochat_entities::{contacts, customer_contacts, customers};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, Func, OnConflict, Query};
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect, QueryTrait,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -348,9 +349,15 @@ pub async fn find_or_create_contact(
         })
 }
 
-/// [`find_or_create_contact`] for several addresses in one statement per thousand; each
-/// id with whether it was created, in order. The inputs must name distinct contacts (one
-/// statement cannot write a row twice): merge what a batch says of one address first.
+/// [`find_or_create_contact`] for several addresses; each id with whether it was created,
+/// in order. The inputs must name distinct contacts: merge what a batch says of one
+/// address first.
+///
+/// Contacts that exist are read, not upserted: `ON CONFLICT DO UPDATE` locks every row it
+/// meets until the transaction commits, so two batches with a sender in common ran one
+/// after the other. Only the missing ones are inserted (`DO NOTHING`, so a contact another
+/// batch just created is read back, not duplicated), and only a contact that lacks a name
+/// or language the mail gives is updated.
 pub async fn find_or_create_contacts(
     db: &impl ConnectionTrait,
     inputs: &[ContactInput],
@@ -358,11 +365,23 @@ pub async fn find_or_create_contacts(
 ) -> Result<Vec<(Uuid, bool)>, StoreError> {
     let rows = inputs
         .iter()
-        .map(|c| Ok((normalise_address(c.kind, &c.address)?, c, Uuid::now_v7())))
+        .map(|c| {
+            Ok((
+                (kind_name(c.kind), normalise_address(c.kind, &c.address)?),
+                c,
+            ))
+        })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let mut ids = HashMap::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let insert = contacts::Entity::insert_many(chunk.iter().map(|(address, c, id)| {
+    let keys: Vec<&ContactKey> = rows.iter().map(|(k, _)| k).collect();
+    let mut found = find_contacts(db, &keys).await?;
+    let missing: Vec<_> = rows
+        .iter()
+        .filter(|(k, _)| !found.contains_key(k))
+        .map(|(k, c)| (k, *c, Uuid::now_v7()))
+        .collect();
+    let mut created = HashSet::with_capacity(missing.len());
+    for chunk in missing.chunks(ROWS_PER_STATEMENT) {
+        let insert = contacts::Entity::insert_many(chunk.iter().map(|((_, address), c, id)| {
             contacts::ActiveModel {
                 id: Set(*id),
                 kind: Set(c.kind),
@@ -374,49 +393,153 @@ pub async fn find_or_create_contacts(
                 updated_at: Set(now),
             }
         }))
-        .on_conflict(mail_contact_conflict());
-        ids.extend(contact_ids_of(db, insert).await?);
+        .on_conflict(
+            OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
+                .do_nothing()
+                .to_owned(),
+        );
+        created.extend(
+            contact_ids_of(db, insert)
+                .await?
+                .into_iter()
+                .map(|(_, id)| id),
+        );
     }
-    rows.iter()
-        .map(|(address, c, proposed)| {
-            let id = *ids
-                .get(&(kind_name(c.kind).to_owned(), address.clone()))
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!("the upsert returned no row for contact {address}"))
-                })?;
-            Ok((id, id == *proposed))
-        })
-        .collect()
+    // What a concurrent batch created between the read and the insert.
+    let raced: Vec<&ContactKey> = missing
+        .iter()
+        .filter(|(_, _, id)| !created.contains(id))
+        .map(|(k, _, _)| *k)
+        .collect();
+    found.extend(find_contacts(db, &raced).await?);
+    for (k, _, id) in &missing {
+        if created.contains(id) {
+            found.insert((*k).clone(), Known::new(*id));
+        }
+    }
+
+    let mut out = Vec::with_capacity(rows.len());
+    for (key, c) in &rows {
+        let known = found.get(key).ok_or_else(|| {
+            StoreError::Invalid(format!("no contact was found or created for {}", key.1))
+        })?;
+        let fills =
+            |have: &Option<String>, given: &Option<String>| have.is_none() && given.is_some();
+        if !created.contains(&known.id)
+            && (fills(&known.name, &c.name) || fills(&known.language, &c.language))
+        {
+            fill_contact(db, known.id, c).await?;
+        }
+        out.push((known.id, created.contains(&known.id)));
+    }
+    Ok(out)
 }
 
-/// A mail's word on a contact only fills what the contact lacks.
-fn mail_contact_conflict() -> OnConflict {
-    OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
-        .value(
+/// A contact's kind (as stored) and normalised address: its natural key.
+type ContactKey = (&'static str, String);
+
+/// What [`find_or_create_contacts`] needs of a stored contact.
+struct Known {
+    id: Uuid,
+    name: Option<String>,
+    language: Option<String>,
+}
+
+impl Known {
+    /// A contact this statement created: nothing to fill.
+    fn new(id: Uuid) -> Self {
+        Self {
+            id,
+            name: None,
+            language: None,
+        }
+    }
+}
+
+/// The stored contacts among `keys`, one statement per thousand.
+async fn find_contacts(
+    db: &impl ConnectionTrait,
+    keys: &[&ContactKey],
+) -> Result<HashMap<ContactKey, Known>, StoreError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut any = Condition::any();
+        for kind in [contacts::ContactKind::Email, contacts::ContactKind::Chat] {
+            let addresses: Vec<&str> = chunk
+                .iter()
+                .filter(|(k, _)| *k == kind_name(kind))
+                .map(|(_, a)| a.as_str())
+                .collect();
+            if !addresses.is_empty() {
+                any = any.add(
+                    Condition::all()
+                        .add(contacts::Column::Kind.eq(kind))
+                        .add(contacts::Column::Address.is_in(addresses)),
+                );
+            }
+        }
+        if any.is_empty() {
+            continue;
+        }
+        for c in contacts::Entity::find().filter(any).all(db).await? {
+            found.insert(
+                (kind_name(c.kind), c.address),
+                Known {
+                    id: c.id,
+                    name: c.display_name,
+                    language: c.language,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Gives a stored contact the name and language a mail carries where it has none (a mail's
+/// word only fills what the contact lacks).
+async fn fill_contact(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    c: &ContactInput,
+) -> Result<(), StoreError> {
+    let fill = |col: contacts::Column, v: &Option<String>| {
+        Expr::from(Func::coalesce([Expr::col(col), Expr::val(v.clone())]))
+    };
+    contacts::Entity::update_many()
+        .col_expr(
             contacts::Column::DisplayName,
-            Expr::cust("COALESCE(contacts.display_name, excluded.display_name)"),
+            fill(contacts::Column::DisplayName, &c.name),
         )
-        .value(
+        .col_expr(
             contacts::Column::Language,
-            Expr::cust("COALESCE(contacts.language, excluded.language)"),
+            fill(contacts::Column::Language, &c.language),
         )
-        .to_owned()
+        .filter(contacts::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// [`ensure_customer`] for several `(external id, name)` pairs with distinct external ids;
-/// each id with whether it was created, in order.
+/// each id with whether it was created, in order. Existing customers are read, not
+/// upserted, for the reason [`find_or_create_contacts`] gives.
 pub async fn ensure_customers(
     db: &impl ConnectionTrait,
     wanted: &[(String, String)],
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, bool)>, StoreError> {
-    let proposed: Vec<Uuid> = wanted.iter().map(|_| Uuid::now_v7()).collect();
-    let mut ids = HashMap::with_capacity(wanted.len());
-    let rows: Vec<_> = wanted.iter().zip(&proposed).collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let externals: Vec<&str> = wanted.iter().map(|(e, _)| e.as_str()).collect();
+    let mut ids = find_customers(db, &externals).await?;
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|(e, _)| !ids.contains_key(e))
+        .map(|w| (w, Uuid::now_v7()))
+        .collect();
+    let mut created = HashSet::with_capacity(missing.len());
+    for chunk in missing.chunks(ROWS_PER_STATEMENT) {
         let insert = customers::Entity::insert_many(chunk.iter().map(|((external, name), id)| {
             customers::ActiveModel {
-                id: Set(**id),
+                id: Set(*id),
                 external_id: Set(external.clone()),
                 name: Set(name.clone()),
                 attributes: Set(serde_json::json!({})),
@@ -426,23 +549,49 @@ pub async fn ensure_customers(
         }))
         .on_conflict(
             OnConflict::column(customers::Column::ExternalId)
-                .update_column(customers::Column::ExternalId)
+                .do_nothing()
                 .to_owned(),
         );
-        ids.extend(customer_ids_of(db, insert).await?);
+        for (external, id) in customer_ids_of(db, insert).await? {
+            created.insert(id);
+            ids.insert(external, id);
+        }
     }
+    // What a concurrent batch created between the read and the insert.
+    let raced: Vec<&str> = missing
+        .iter()
+        .filter(|(_, id)| !created.contains(id))
+        .map(|((e, _), _)| e.as_str())
+        .collect();
+    ids.extend(find_customers(db, &raced).await?);
     wanted
         .iter()
-        .zip(proposed)
-        .map(|((external, _), proposed)| {
+        .map(|(external, _)| {
             let id = *ids.get(external).ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "the upsert returned no row for customer {external}"
-                ))
+                StoreError::Invalid(format!("no customer was found or created for {external}"))
             })?;
-            Ok((id, id == proposed))
+            Ok((id, created.contains(&id)))
         })
         .collect()
+}
+
+/// The ids of the stored customers among `externals`, by external id.
+async fn find_customers(
+    db: &impl ConnectionTrait,
+    externals: &[&str],
+) -> Result<HashMap<String, Uuid>, StoreError> {
+    let mut found = HashMap::with_capacity(externals.len());
+    for chunk in externals.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<(Uuid, String)> = customers::Entity::find()
+            .select_only()
+            .columns([customers::Column::Id, customers::Column::ExternalId])
+            .filter(customers::Column::ExternalId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(rows.into_iter().map(|(id, e)| (e, id)));
+    }
+    Ok(found)
 }
 
 /// Attaches each `(customer, contact)` pair; links that exist stay as they are.
