@@ -22,13 +22,7 @@ fn t0() -> chrono::DateTime<Utc> {
 }
 
 fn email(address: &str, name: &str) -> ContactInput {
-    ContactInput {
-        kind: ContactKind::Email,
-        address: address.into(),
-        name: Some(name.into()),
-        language: None,
-        time_zone: None,
-    }
+    mail_contact(address, Some(name), None)
 }
 
 both_backends!(
