@@ -8,7 +8,7 @@ mod load;
 mod process;
 mod seed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -149,10 +149,12 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     wait_settled(&conn, &names, &store, &mine, fixed).await?;
     super::refresh_statistics(&store).await;
     let jobs: Vec<BenchJob> = (fixed..fixed + args.burst).map(|i| mix.job(i)).collect();
+    let batches_before = worker.metrics().await.map(|m| batch_sizes(&m));
     let burst_start = Utc::now();
     let sent_burst =
         measure::publish(&conn, &names, jobs, None, config.amqp.confirm_timeout).await?;
     let dead = wait_settled(&conn, &names, &store, &mine, fixed + args.burst).await?;
+    let batches_after = worker.metrics().await.map(|m| batch_sizes(&m));
     let applied = measure::applied_at(store.conn(), &mine).await?;
     let firing = firing_delays(&store, &reminders).await?;
     let peak_rss = worker.peak_rss();
@@ -162,6 +164,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     let total_secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
 
     let mut report = BTreeMap::new();
+    let mut burst_batches = Vec::new();
     for kind in KINDS {
         let fixed_fig = phase(&sent_fixed, &applied, kind, None);
         let max_fig = phase(&sent_burst, &applied, kind, Some(burst_start));
@@ -176,11 +179,24 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
             max_fig.p99,
             max_fig.p999
         );
+        let mean_batch = batches_before
+            .as_ref()
+            .zip(batches_after.as_ref())
+            .and_then(|(before, after)| mean_batch(before, after, kind));
         report.insert(
             kind.replace('-', "_"),
-            json!({"fixed": fig_json(&fixed_fig), "max": fig_json(&max_fig)}),
+            json!({"fixed": fig_json(&fixed_fig), "max": fig_json(&max_fig),
+                   "max_mean_batch": mean_batch.map(round2)}),
         );
+        burst_batches.push(match mean_batch {
+            Some(m) => format!("{kind} {m:.1}"),
+            None => format!("{kind} -"),
+        });
     }
+    println!(
+        "jobs per transaction in the max phase: {}",
+        burst_batches.join(", ")
+    );
     let (fire_p50, fire_p99) = (quantile_ms(&firing, 0.5), quantile_ms(&firing, 0.99));
     println!(
         "reminders: {} of {} fired, delay p50 {fire_p50:.0} ms, p99 {fire_p99:.0} ms ({} future timers stored); {} mails delivered; {dead} dead letters; worker peak RSS {} MB; {total_secs:.1} s",
@@ -255,6 +271,53 @@ fn worker_env(config: &Config, smtp_port: u16) -> anyhow::Result<Vec<(&'static s
     ])
 }
 
+/// Each job kind's `(sum, count)` of `gochat_job_batch_size` in a `/metrics` text: how many
+/// jobs the worker's transactions held, read from the child process it is.
+fn batch_sizes(metrics: &str) -> HashMap<String, (f64, f64)> {
+    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in metrics.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (labels, is_sum) = if let Some(l) = series.strip_prefix("gochat_job_batch_size_sum{") {
+            (l, true)
+        } else if let Some(l) = series.strip_prefix("gochat_job_batch_size_count{") {
+            (l, false)
+        } else {
+            continue;
+        };
+        let Some(kind) = labels
+            .split_once("kind=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(kind, _)| kind)
+        else {
+            continue;
+        };
+        let entry = out.entry(kind.to_owned()).or_default();
+        if is_sum {
+            entry.0 = value;
+        } else {
+            entry.1 = value;
+        }
+    }
+    out
+}
+
+/// Jobs per transaction of `kind` between two readings of [`batch_sizes`]; none if it ran
+/// no batch in between.
+fn mean_batch(
+    before: &HashMap<String, (f64, f64)>,
+    after: &HashMap<String, (f64, f64)>,
+    kind: &str,
+) -> Option<f64> {
+    let (s0, c0) = before.get(kind).copied().unwrap_or_default();
+    let (s1, c1) = after.get(kind).copied()?;
+    (c1 > c0).then(|| (s1 - s0) / (c1 - c0))
+}
+
 fn fig_json(f: &measure::Figures) -> Value {
     json!({"per_sec": round2(f.per_sec), "p50_ms": round2(f.p50), "p99_ms": round2(f.p99), "p999_ms": round2(f.p999)})
 }
@@ -263,7 +326,7 @@ fn fig_json(f: &measure::Figures) -> Value {
 /// max rate: jobs / (its last commit − the phase's start).
 fn phase(
     sent: &Sent,
-    applied: &std::collections::HashMap<String, chrono::DateTime<Utc>>,
+    applied: &HashMap<String, chrono::DateTime<Utc>>,
     kind: &str,
     since: Option<chrono::DateTime<Utc>>,
 ) -> measure::Figures {
@@ -338,7 +401,7 @@ async fn firing_delays(
             .filter(gochat_entities::outbox::Column::PublishedAt.is_not_null())
             .all(store.conn())
             .await?;
-        let published: std::collections::HashMap<String, chrono::DateTime<Utc>> = rows
+        let published: HashMap<String, chrono::DateTime<Utc>> = rows
             .into_iter()
             .filter_map(|r| r.published_at.map(|p| (r.message_id, p)))
             .collect();
@@ -400,4 +463,37 @@ async fn backlog_memory(
     let rss = worker.peak_rss();
     worker.stop()?;
     Ok(rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_per_transaction_come_from_two_scrapes_of_the_batch_size_histogram() {
+        let scrape = |inbound_sum: u32, inbound_count: u32| {
+            format!(
+                "# HELP gochat_job_batch_size Jobs a batch held.\n\
+                 # TYPE gochat_job_batch_size histogram\n\
+                 gochat_job_batch_size_bucket{{kind=\"inbound-mail\",le=\"1\"}} 3\n\
+                 gochat_job_batch_size_sum{{kind=\"inbound-mail\"}} {inbound_sum}\n\
+                 gochat_job_batch_size_count{{kind=\"inbound-mail\"}} {inbound_count}\n\
+                 gochat_job_batch_size_sum{{kind=\"thread-update\"}} 40\n\
+                 gochat_job_batch_size_count{{kind=\"thread-update\"}} 4\n\
+                 gochat_jobs_total{{kind=\"inbound-mail\"}} 999\n"
+            )
+        };
+        let before = batch_sizes(&scrape(100, 20));
+        assert_eq!(before.get("inbound-mail"), Some(&(100.0, 20.0)));
+        let after = batch_sizes(&scrape(1_100, 40));
+        assert_eq!(mean_batch(&before, &after, "inbound-mail"), Some(50.0));
+        // No batch in between, or a kind never seen: no figure, not a division by zero.
+        assert_eq!(mean_batch(&before, &after, "thread-update"), None);
+        assert_eq!(mean_batch(&before, &after, "status-transition"), None);
+        // A kind first seen after the start counts from zero.
+        assert_eq!(
+            mean_batch(&HashMap::new(), &after, "thread-update"),
+            Some(10.0)
+        );
+    }
 }

@@ -47,17 +47,29 @@ impl WorkerProcess {
     }
 
     async fn ready(&self) -> bool {
+        self.get("/readyz").await.is_some()
+    }
+
+    /// The worker's `/metrics` text, if it answers.
+    pub async fn metrics(&self) -> Option<String> {
+        self.get("/metrics")
+            .await
+            .map(|body| String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The body of `GET path` when the answer is 200.
+    async fn get(&self, path: &str) -> Option<Vec<u8>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut s) = tokio::net::TcpStream::connect(&self.http).await else {
-            return false;
-        };
-        let req = format!("GET /readyz HTTP/1.0\r\nHost: {}\r\n\r\n", self.http);
-        if s.write_all(req.as_bytes()).await.is_err() {
-            return false;
-        }
+        let mut s = tokio::net::TcpStream::connect(&self.http).await.ok()?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http);
+        s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf).await;
-        buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200")
+        if !(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200")) {
+            return None;
+        }
+        let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        Some(buf.split_off(at + 4))
     }
 
     /// The process's peak resident set so far (`VmHWM`), in bytes.
