@@ -1216,15 +1216,22 @@ both_backends!(
         };
         let one = |id: &str, n: u32| inbound_job(id, job(&mail(n), SUPPORT));
 
+        // One job alone, then two as a set: each applied.
+        let apply = |alone: (&'static str, u32), set: [(&'static str, u32); 2]| {
+            let (handler, one) = (&handler, &one);
+            async move {
+                assert_eq!(
+                    handler.handle(&one(alone.0, alone.1)).await,
+                    Ok(Handled::Applied)
+                );
+                let set = set.map(|(id, n)| one(id, n));
+                let results = handler.handle_batch(&set).await;
+                assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+            }
+        };
+
         // New mails, one alone and two as a set, into an empty table.
-        assert_eq!(
-            handler.handle(&one("a-fresh", 1)).await,
-            Ok(Handled::Applied)
-        );
-        let results = handler
-            .handle_batch(&[one("b-fresh", 2), one("c-fresh", 3)])
-            .await;
-        assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+        apply(("a-fresh", 1), [("b-fresh", 2), ("c-fresh", 3)]).await;
         assert_eq!(inbound_batches(&handler, "committed"), 1, "ran as a set");
         if db.backend == common::Backend::Postgres {
             // A row updated lives on as a new tuple further down the page: each row
@@ -1262,14 +1269,7 @@ both_backends!(
         // Stored again under the same job, whatever the bytes: the row is found.
         let again = pending("d-older", b"x".to_vec()).await;
         assert_eq!((again.id, again.written), (before[0], false));
-        assert_eq!(
-            handler.handle(&one("d-older", 4)).await,
-            Ok(Handled::Applied)
-        );
-        let results = handler
-            .handle_batch(&[one("e-older", 5), one("f-fresh", 6)])
-            .await;
-        assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
+        apply(("d-older", 4), [("e-older", 5), ("f-fresh", 6)]).await;
 
         let rows = raw_mails::Entity::find()
             .order_by_asc(raw_mails::Column::JobMessageId)

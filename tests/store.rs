@@ -742,31 +742,24 @@ async fn the_partial_indexes_serve_their_queries() {
         .expect("connect");
     let conn = store.conn();
     let b = conn.get_database_backend();
-    let for_job = sqlite_plan(
-        conn,
-        gochat::store::outbound::for_job_query("job-1").build(b),
-    )
-    .await;
-    assert!(
-        for_job
-            .iter()
-            .any(|l| l.contains("USING INDEX ix_messages_outbound_job")),
-        "{for_job:?}"
-    );
-    let unsettled = sqlite_plan(
-        conn,
-        Statement::from_string(
-            b,
-            "SELECT id FROM raw_mails WHERE status IN ('pending', 'failed') ORDER BY received_at",
+    let queries = [
+        (
+            gochat::store::outbound::for_job_query("job-1").build(b),
+            "ix_messages_outbound_job",
         ),
-    )
-    .await;
-    assert!(
-        unsettled
-            .iter()
-            .any(|l| l.contains("USING INDEX ix_raw_mails_unsettled")),
-        "{unsettled:?}"
-    );
+        (
+            Statement::from_string(
+                b,
+                "SELECT id FROM raw_mails WHERE status IN ('pending', 'failed') ORDER BY received_at",
+            ),
+            "ix_raw_mails_unsettled",
+        ),
+    ];
+    for (query, index) in queries {
+        let plan = sqlite_plan(conn, query).await;
+        let uses = format!("USING INDEX {index}");
+        assert!(plan.iter().any(|l| l.contains(&uses)), "{plan:?}");
+    }
 }
 
 /// PostgreSQL reuses a generic plan for a prepared statement, made without the bound

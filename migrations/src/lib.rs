@@ -32,6 +32,27 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// A migration that is only plain SQL, up and down, as data:
+/// `sql_migration!(up: ["CREATE …", …], down: ["DROP …", …]);` defines `Migration`.
+macro_rules! sql_migration {
+    (up: [$($up:expr),+ $(,)?], down: [$($down:expr),+ $(,)?] $(,)?) => {
+        #[derive(DeriveMigrationName)]
+        pub struct Migration;
+
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+                $crate::exec_all(m, &[$($up),+]).await
+            }
+
+            async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+                $crate::exec_all(m, &[$($down),+]).await
+            }
+        }
+    };
+}
+use sql_migration;
+
 /// Runs plain SQL statements, in order: for what both databases take as written (partial
 /// indexes) and what sea-query does not build.
 pub(crate) async fn exec_all(m: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {

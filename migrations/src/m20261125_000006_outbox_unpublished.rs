@@ -7,32 +7,13 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::exec_all;
-
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        exec_all(
-            m,
-            &[
-                "CREATE INDEX IF NOT EXISTS ix_outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
-                "DROP INDEX IF EXISTS ix_outbox_pending",
-            ],
-        )
-        .await
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        exec_all(
-            m,
-            &[
-                "CREATE INDEX IF NOT EXISTS ix_outbox_pending ON outbox (published_at, available_at)",
-                "DROP INDEX IF EXISTS ix_outbox_unpublished",
-            ],
-        )
-        .await
-    }
-}
+crate::sql_migration!(
+    up: [
+        "CREATE INDEX IF NOT EXISTS ix_outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
+        "DROP INDEX IF EXISTS ix_outbox_pending",
+    ],
+    down: [
+        "CREATE INDEX IF NOT EXISTS ix_outbox_pending ON outbox (published_at, available_at)",
+        "DROP INDEX IF EXISTS ix_outbox_unpublished",
+    ],
+);

@@ -14,38 +14,19 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::exec_all;
-
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        exec_all(
-            m,
-            &[
-                "CREATE INDEX IF NOT EXISTS ix_messages_outbound_job ON messages (job_message_id) \
-                 WHERE direction = 'outbound'",
-                "DROP INDEX IF EXISTS ix_messages_job",
-                "CREATE INDEX IF NOT EXISTS ix_raw_mails_unsettled ON raw_mails (received_at) \
-                 WHERE status IN ('pending', 'failed')",
-                "DROP INDEX IF EXISTS ix_raw_mails_status_received",
-            ],
-        )
-        .await
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        exec_all(
-            m,
-            &[
-                "CREATE INDEX IF NOT EXISTS ix_messages_job ON messages (job_message_id)",
-                "DROP INDEX IF EXISTS ix_messages_outbound_job",
-                "CREATE INDEX IF NOT EXISTS ix_raw_mails_status_received ON raw_mails (status, received_at)",
-                "DROP INDEX IF EXISTS ix_raw_mails_unsettled",
-            ],
-        )
-        .await
-    }
-}
+crate::sql_migration!(
+    up: [
+        "CREATE INDEX IF NOT EXISTS ix_messages_outbound_job ON messages (job_message_id) \
+         WHERE direction = 'outbound'",
+        "DROP INDEX IF EXISTS ix_messages_job",
+        "CREATE INDEX IF NOT EXISTS ix_raw_mails_unsettled ON raw_mails (received_at) \
+         WHERE status IN ('pending', 'failed')",
+        "DROP INDEX IF EXISTS ix_raw_mails_status_received",
+    ],
+    down: [
+        "CREATE INDEX IF NOT EXISTS ix_messages_job ON messages (job_message_id)",
+        "DROP INDEX IF EXISTS ix_messages_outbound_job",
+        "CREATE INDEX IF NOT EXISTS ix_raw_mails_status_received ON raw_mails (status, received_at)",
+        "DROP INDEX IF EXISTS ix_raw_mails_unsettled",
+    ],
+);

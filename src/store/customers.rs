@@ -412,25 +412,27 @@ pub async fn find_or_create_contacts(
         .map(|(k, _, _)| *k)
         .collect();
     found.extend(find_contacts(db, &raced).await?);
-    for (k, _, id) in &missing {
-        if created.contains(id) {
-            found.insert((*k).clone(), Known::new(*id));
-        }
-    }
+    let made: HashMap<&ContactKey, Uuid> = missing
+        .iter()
+        .filter(|(_, _, id)| created.contains(id))
+        .map(|(k, _, id)| (*k, *id))
+        .collect();
 
     let mut out = Vec::with_capacity(rows.len());
     for (key, c) in &rows {
+        if let Some(id) = made.get(key) {
+            out.push((*id, true));
+            continue;
+        }
         let known = found.get(key).ok_or_else(|| {
             StoreError::Invalid(format!("no contact was found or created for {}", key.1))
         })?;
         let fills =
             |have: &Option<String>, given: &Option<String>| have.is_none() && given.is_some();
-        if !created.contains(&known.id)
-            && (fills(&known.name, &c.name) || fills(&known.language, &c.language))
-        {
+        if fills(&known.name, &c.name) || fills(&known.language, &c.language) {
             fill_contact(db, known.id, c).await?;
         }
-        out.push((known.id, created.contains(&known.id)));
+        out.push((known.id, false));
     }
     Ok(out)
 }
@@ -443,17 +445,6 @@ struct Known {
     id: Uuid,
     name: Option<String>,
     language: Option<String>,
-}
-
-impl Known {
-    /// A contact this statement created: nothing to fill.
-    fn new(id: Uuid) -> Self {
-        Self {
-            id,
-            name: None,
-            language: None,
-        }
-    }
 }
 
 /// The stored contacts among `keys`, one statement per thousand.
