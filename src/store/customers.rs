@@ -512,22 +512,22 @@ async fn fill_contact(
 }
 
 /// [`ensure_customer`] for several `(external id, name)` pairs with distinct external ids;
-/// each id with whether it was created, in order. Existing customers are read, not
-/// upserted, for the reason [`find_or_create_contacts`] gives.
+/// each id with whether it was created, in order.
+///
+/// Inserted first, then read: a mail asks for a customer only when its contact has none,
+/// so the customer is nearly always new and one statement does. `DO NOTHING` neither
+/// locks nor writes a customer that exists (for the reason [`find_or_create_contacts`]
+/// gives); those, and one a concurrent batch is creating (the insert waits for it), are
+/// read after.
 pub async fn ensure_customers(
     db: &impl ConnectionTrait,
     wanted: &[(String, String)],
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, bool)>, StoreError> {
-    let externals: Vec<&str> = wanted.iter().map(|(e, _)| e.as_str()).collect();
-    let mut ids = find_customers(db, &externals).await?;
-    let missing: Vec<_> = wanted
-        .iter()
-        .filter(|(e, _)| !ids.contains_key(e))
-        .map(|w| (w, Uuid::now_v7()))
-        .collect();
-    let mut created = HashSet::with_capacity(missing.len());
-    for chunk in missing.chunks(ROWS_PER_STATEMENT) {
+    let fresh: Vec<_> = wanted.iter().map(|w| (w, Uuid::now_v7())).collect();
+    let mut ids = HashMap::with_capacity(wanted.len());
+    let mut created = HashSet::with_capacity(wanted.len());
+    for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
         let insert = customers::Entity::insert_many(chunk.iter().map(|((external, name), id)| {
             customers::ActiveModel {
                 id: Set(*id),
@@ -548,13 +548,12 @@ pub async fn ensure_customers(
             ids.insert(external, id);
         }
     }
-    // What a concurrent batch created between the read and the insert.
-    let raced: Vec<&str> = missing
+    let existing: Vec<&str> = wanted
         .iter()
-        .filter(|(_, id)| !created.contains(id))
-        .map(|((e, _), _)| e.as_str())
+        .filter(|(e, _)| !ids.contains_key(e))
+        .map(|(e, _)| e.as_str())
         .collect();
-    ids.extend(find_customers(db, &raced).await?);
+    ids.extend(find_customers(db, &existing).await?);
     wanted
         .iter()
         .map(|(external, _)| {

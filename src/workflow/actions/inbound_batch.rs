@@ -299,7 +299,8 @@ pub(super) async fn upsert_sender(
         &order,
         customers::find_or_create_contacts(db, &rows, now).await?,
     )?;
-    // The customers of the contacts that sent normal mail.
+    // The customers of the contacts that sent normal mail; a contact the statement above
+    // created belongs to none yet.
     let normal: Vec<bool> = items
         .iter()
         .map(|item| mail_of(item).map(is_normal_mail))
@@ -307,7 +308,8 @@ pub(super) async fn upsert_sender(
     let mut asked: Vec<uuid::Uuid> = slot
         .iter()
         .zip(&normal)
-        .filter_map(|(at, n)| at.filter(|_| *n).map(|at| written[at].0))
+        .filter_map(|(at, n)| at.filter(|_| *n).map(|at| written[at]))
+        .filter_map(|(id, created)| (!created).then_some(id))
         .collect();
     asked.sort();
     asked.dedup();

@@ -102,7 +102,8 @@ impl Action for UpsertSender {
             customers::find_or_create_contact(db, &input, now).await?;
         let mut customer_created = false;
         let mut customers = Vec::new();
-        if normal {
+        // A contact created just now belongs to no customer yet: nothing to read.
+        if normal && !contact_created {
             customers = store::customers_of_contact(db, contact_id)
                 .await?
                 .into_iter()
