@@ -4,6 +4,7 @@
 //! with a million future timers stored; then the worker's memory with a backlog of a
 //! million jobs waiting in the broker. The same run measures the raw broker as a baseline.
 
+mod cpu;
 mod load;
 mod process;
 mod seed;
@@ -150,12 +151,20 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     super::refresh_statistics(&store).await;
     let jobs: Vec<BenchJob> = (fixed..fixed + args.burst).map(|i| mix.job(i)).collect();
     let batches_before = worker.metrics().await.map(|m| batch_sizes(&m));
+    let sampler = cpu::Sampler::start(worker.pid(), Duration::from_millis(250));
     let burst_start = Utc::now();
     let sent_burst =
         measure::publish(&conn, &names, jobs, None, config.amqp.confirm_timeout).await?;
     let dead = wait_settled(&conn, &names, &store, &mine, fixed + args.burst).await?;
     let batches_after = worker.metrics().await.map(|m| batch_sizes(&m));
     let applied = measure::applied_at(store.conn(), &mine).await?;
+    let inbound_done = sent_burst
+        .iter()
+        .filter(|(_, (kind, _))| *kind == "inbound-mail")
+        .filter_map(|(id, _)| applied.get(id))
+        .max();
+    let cpu = inbound_done.and_then(|until| sampler.split_until(*until));
+    drop(sampler);
     let firing = firing_delays(&store, &reminders).await?;
     let peak_rss = worker.peak_rss();
     worker.stop()?;
@@ -196,6 +205,34 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     println!(
         "jobs per transaction in the max phase: {}",
         burst_batches.join(", ")
+    );
+    let inbound_sent = sent_burst
+        .values()
+        .filter(|(kind, _)| *kind == "inbound-mail")
+        .count();
+    match &cpu {
+        Some(split) => println!(
+            "CPU from the max phase's start to its last inbound-mail commit: {split}; {:.2} ms of busy CPU per inbound mail",
+            split.busy_seconds * 1000.0 / inbound_sent.max(1) as f64
+        ),
+        None => println!("CPU in the max phase: not measured (no Linux /proc)"),
+    }
+    report.insert(
+        "max_cpu".into(),
+        cpu.map_or(Value::Null, |c| {
+            let mut o = serde_json::Map::new();
+            o.insert("seconds".into(), json!(round2(c.seconds)));
+            o.insert("busy".into(), json!(round2(c.busy)));
+            o.insert("steal".into(), json!(round2(c.steal)));
+            o.insert(
+                "ms_per_inbound_mail".into(),
+                json!(round2(c.busy_seconds * 1000.0 / inbound_sent.max(1) as f64)),
+            );
+            for (name, share) in c.groups {
+                o.insert(name.into(), json!(round2(share)));
+            }
+            Value::Object(o)
+        }),
     );
     let (fire_p50, fire_p99) = (quantile_ms(&firing, 0.5), quantile_ms(&firing, 0.99));
     println!(

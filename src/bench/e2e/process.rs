@@ -46,6 +46,11 @@ impl WorkerProcess {
         Ok(w)
     }
 
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn ready(&self) -> bool {
         self.get("/readyz").await.is_some()
     }
@@ -74,8 +79,8 @@ impl WorkerProcess {
 
     /// The process's peak resident set so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
