@@ -321,7 +321,17 @@ impl Action for MatchThread {
     }
 
     async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let p = parsed(ctx)?.clone();
+        // What threading reads of the mail, taken out (not the whole parsed mail copied) so
+        // the context can be borrowed again.
+        let p = parsed(ctx)?;
+        let ids = threading_ids(p);
+        let in_reply_to = p.in_reply_to.clone();
+        let (subject, message_id) = (p.subject.clone(), p.message_id.clone());
+        let to_and_cc: Vec<String> =
+            p.to.iter()
+                .chain(&p.cc)
+                .map(|a| a.address.clone())
+                .collect();
         let m = mail(ctx)?;
         let sender = m.sender.clone().ok_or_else(|| {
             JobError::permanent("no sender at this step (`upsert_sender` did not run)")
@@ -334,9 +344,8 @@ impl Action for MatchThread {
 
         let mut found = None;
         // 1. The headers: In-Reply-To first, then References newest first.
-        let ids = threading_ids(&p);
         let header = |mid: &str| {
-            if p.in_reply_to.iter().any(|i| i == mid) {
+            if in_reply_to.iter().any(|i| i == mid) {
                 "in_reply_to"
             } else {
                 "references"
@@ -407,15 +416,12 @@ impl Action for MatchThread {
         // 2. Tokens, only for the thread's own customers' contacts.
         let mut ignored_token = None;
         if found.is_none() {
-            let addresses = recipients
-                .iter()
-                .cloned()
-                .chain(p.to.iter().chain(&p.cc).map(|a| a.address.clone()));
+            let addresses = recipients.iter().chain(&to_and_cc);
             let mut tokens: Vec<(String, &'static str)> = addresses
-                .filter_map(|a| inbound::token_in_address(&a))
+                .filter_map(|a| inbound::token_in_address(a))
                 .map(|t| (t, "address_token"))
                 .collect();
-            if let Some(t) = inbound::token_in_subject(&p.subject, &pattern) {
+            if let Some(t) = inbound::token_in_subject(&subject, &pattern) {
                 tokens.push((t, "subject_token"));
             }
             let db = ctx.db().await?;
@@ -438,10 +444,7 @@ impl Action for MatchThread {
 
         ctx.facts.set("thread.linked_to", Value::Null);
         let flow = if let Some(f) = found {
-            matched(
-                ctx, f, &sender, &actor, normal, &p.subject, mailbox, &pattern,
-            )
-            .await?
+            matched(ctx, f, &sender, &actor, normal, &subject, mailbox, &pattern).await?
         } else if !normal {
             count(ctx, if m_looping(ctx) { "loop" } else { "auto_reply" });
             return Ok(Flow::Stop(
@@ -449,12 +452,12 @@ impl Action for MatchThread {
                     .into(),
             ));
         } else {
-            let subject = inbound::strip_subject_tokens(&p.subject, &pattern);
-            let detail = json!({"by": "new_thread", "ignored_token": ignored_token, "message_id": p.message_id});
+            let subject = inbound::strip_subject_tokens(&subject, &pattern);
+            let detail = json!({"by": "new_thread", "ignored_token": ignored_token, "message_id": message_id});
             new_thread(ctx, &sender, &actor, subject, mailbox, None, detail, now).await?
         };
         // Until it is stored, a later mail of its batch answering it finds it here.
-        if let (Flow::Continue, Some(own)) = (&flow, &p.message_id) {
+        if let (Flow::Continue, Some(own)) = (&flow, &message_id) {
             let opens = match ctx.opened_thread() {
                 Some(new) => Some((new.thread.clone(), new.customers().to_vec())),
                 None => opens,
