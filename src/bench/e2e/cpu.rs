@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// Who a process's CPU time is counted to; the discriminant indexes [`Sample`]'s groups.
+/// Who a process's CPU time is counted to; the discriminant indexes [`Sample`]'s groups
+/// and [`NAMES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Group {
     Worker,
@@ -18,25 +19,10 @@ enum Group {
     Other,
 }
 
-const GROUPS: [Group; 5] = [
-    Group::Worker,
-    Group::Postgres,
-    Group::Rabbitmq,
-    Group::Bench,
-    Group::Other,
-];
+/// The groups' names in the report, in discriminant order.
+const NAMES: [&str; 5] = ["worker", "postgresql", "rabbitmq", "bench", "other"];
 
 impl Group {
-    fn name(self) -> &'static str {
-        match self {
-            Group::Worker => "worker",
-            Group::Postgres => "postgresql",
-            Group::Rabbitmq => "rabbitmq",
-            Group::Bench => "bench",
-            Group::Other => "other",
-        }
-    }
-
     /// `comm` is the process's name as `/proc/<pid>/stat` gives it.
     fn of(pid: u32, comm: &str, worker: u32, bench: u32) -> Group {
         match comm {
@@ -59,7 +45,7 @@ pub struct Sample {
     total: u64,
     /// Ticks the hypervisor gave to other guests.
     steal: u64,
-    /// Busy ticks by [`GROUPS`] order, summed over each group's live processes.
+    /// Busy ticks by group, summed over each group's live processes.
     groups: [u64; 5],
 }
 
@@ -169,7 +155,7 @@ pub struct Split {
     pub busy: f64,
     /// Share of all cores' time the hypervisor took.
     pub steal: f64,
-    /// Each group's share of the busy time, in [`GROUPS`] order.
+    /// Each group's share of the busy time, in [`NAMES`] order.
     pub groups: Vec<(&'static str, f64)>,
     /// Busy CPU seconds, all cores.
     pub busy_seconds: f64,
@@ -189,10 +175,10 @@ fn split(a: &Sample, b: &Sample) -> Option<Split> {
         seconds: (b.at - a.at).num_milliseconds() as f64 / 1000.0,
         busy: busy / total,
         steal: b.steal.saturating_sub(a.steal) as f64 / total,
-        groups: GROUPS
-            .iter()
+        groups: NAMES
+            .into_iter()
             .zip(by)
-            .map(|(g, t)| (g.name(), t / counted))
+            .map(|(g, t)| (g, t / counted))
             .collect(),
         busy_seconds: busy / USER_HZ,
     })

@@ -158,11 +158,12 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     let dead = wait_settled(&conn, &names, &store, &mine, fixed + args.burst).await?;
     let batches_after = worker.metrics().await.map(|m| batch_sizes(&m));
     let applied = measure::applied_at(store.conn(), &mine).await?;
-    let inbound_done = sent_burst
+    let inbound: Vec<&String> = sent_burst
         .iter()
         .filter(|(_, (kind, _))| *kind == "inbound-mail")
-        .filter_map(|(id, _)| applied.get(id))
-        .max();
+        .map(|(id, _)| id)
+        .collect();
+    let inbound_done = inbound.iter().filter_map(|id| applied.get(*id)).max();
     let cpu = inbound_done.and_then(|until| sampler.split_until(*until));
     drop(sampler);
     let firing = firing_delays(&store, &reminders).await?;
@@ -206,14 +207,11 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
         "jobs per transaction in the max phase: {}",
         burst_batches.join(", ")
     );
-    let inbound_sent = sent_burst
-        .values()
-        .filter(|(kind, _)| *kind == "inbound-mail")
-        .count();
+    let per_mail = |c: &cpu::Split| c.busy_seconds * 1000.0 / inbound.len().max(1) as f64;
     match &cpu {
         Some(split) => println!(
             "CPU from the max phase's start to its last inbound-mail commit: {split}; {:.2} ms of busy CPU per inbound mail",
-            split.busy_seconds * 1000.0 / inbound_sent.max(1) as f64
+            per_mail(split)
         ),
         None => println!("CPU in the max phase: not measured (no Linux /proc)"),
     }
@@ -224,10 +222,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
             o.insert("seconds".into(), json!(round2(c.seconds)));
             o.insert("busy".into(), json!(round2(c.busy)));
             o.insert("steal".into(), json!(round2(c.steal)));
-            o.insert(
-                "ms_per_inbound_mail".into(),
-                json!(round2(c.busy_seconds * 1000.0 / inbound_sent.max(1) as f64)),
-            );
+            o.insert("ms_per_inbound_mail".into(), json!(round2(per_mail(&c))));
             for (name, share) in c.groups {
                 o.insert(name.into(), json!(round2(share)));
             }

@@ -327,11 +327,6 @@ impl Action for MatchThread {
         let ids = threading_ids(p);
         let in_reply_to = p.in_reply_to.clone();
         let (subject, message_id) = (p.subject.clone(), p.message_id.clone());
-        let to_and_cc: Vec<String> =
-            p.to.iter()
-                .chain(&p.cc)
-                .map(|a| a.address.clone())
-                .collect();
         let m = mail(ctx)?;
         let sender = m.sender.clone().ok_or_else(|| {
             JobError::permanent("no sender at this step (`upsert_sender` did not run)")
@@ -416,9 +411,13 @@ impl Action for MatchThread {
         // 2. Tokens, only for the thread's own customers' contacts.
         let mut ignored_token = None;
         if found.is_none() {
-            let addresses = recipients.iter().chain(&to_and_cc);
-            let mut tokens: Vec<(String, &'static str)> = addresses
-                .filter_map(|a| inbound::token_in_address(a))
+            let p = parsed(ctx)?;
+            let to_and_cc = p.to.iter().chain(&p.cc).map(|a| a.address.as_str());
+            let mut tokens: Vec<(String, &'static str)> = recipients
+                .iter()
+                .map(String::as_str)
+                .chain(to_and_cc)
+                .filter_map(inbound::token_in_address)
                 .map(|t| (t, "address_token"))
                 .collect();
             if let Some(t) = inbound::token_in_subject(&subject, &pattern) {
