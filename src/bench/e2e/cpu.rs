@@ -2,6 +2,12 @@
 //! bench itself and the rest, read from Linux's `/proc`. On two cores the burst is bound
 //! by the CPU, so this split says what a change must shrink; and the steal time says
 //! when a slow run was the host's doing, not the build's.
+//!
+//! The host can slow a guest without any steal (a busy sibling hyper-thread, a lower
+//! clock): the same `sha256sum` took 0.63 to 1.00 s of CPU on an idle machine within half
+//! a minute. So each sample also times a fixed piece of work on the bench's own CPU clock
+//! (the *probe*), and the report gives the burst's cost per mail in probes too: a rough
+//! gauge, less swayed by such moments than milliseconds are (docs/BENCHMARKS.md).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -47,6 +53,8 @@ pub struct Sample {
     steal: u64,
     /// Busy ticks by group, summed over each group's live processes.
     groups: [u64; 5],
+    /// CPU nanoseconds the probe took at this sample.
+    probe_ns: Option<u64>,
 }
 
 /// `(busy, total, steal)` from `/proc/stat`'s first line
@@ -100,7 +108,45 @@ fn sample(worker: u32, bench: u32) -> Option<Sample> {
         total,
         steal,
         groups,
+        probe_ns: probe(),
     })
+}
+
+/// Numbers the probe sorts: 32,768 of them (256 KiB) stay in a core's cache, so the probe
+/// measures the core, not the memory bus, in about a millisecond.
+const PROBE_LEN: u64 = 32_768;
+
+/// CPU nanoseconds this thread takes to fill and sort [`PROBE_LEN`] pseudo-random numbers;
+/// time spent preempted is not counted, so a saturated machine does not inflate it.
+fn probe() -> Option<u64> {
+    let before = thread_cpu_ns()?;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut v: Vec<u64> = (0..PROBE_LEN)
+        .map(|_| {
+            // xorshift64: cheap, and never the same order twice in a row.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    v.sort_unstable();
+    std::hint::black_box(&v);
+    thread_cpu_ns()?.checked_sub(before)
+}
+
+/// This thread's CPU clock, in nanoseconds.
+fn thread_cpu_ns() -> Option<u64> {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call's duration.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if r != 0 {
+        return None;
+    }
+    Some(u64::try_from(t.tv_sec).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec).ok()?)
 }
 
 /// Samples the counters on an interval until dropped.
@@ -136,8 +182,10 @@ impl Sampler {
     pub fn split_until(&self, until: DateTime<Utc>) -> Option<Split> {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
         let first = samples.first()?;
-        let last = samples.iter().find(|s| s.at >= until)?;
-        split(first, last)
+        let end = samples.iter().position(|s| s.at >= until)?;
+        let mut s = split(first, &samples[end])?;
+        s.probe_us = median_probe_us(&samples[..=end]);
+        Some(s)
     }
 }
 
@@ -159,6 +207,16 @@ pub struct Split {
     pub groups: Vec<(&'static str, f64)>,
     /// Busy CPU seconds, all cores.
     pub busy_seconds: f64,
+    /// The probe's median CPU time over the samples, in microseconds.
+    pub probe_us: Option<f64>,
+}
+
+/// The median probe time of `samples`, in microseconds: the median, since a probe that a
+/// context switch interrupted also paid for refilling the cache.
+fn median_probe_us(samples: &[Sample]) -> Option<f64> {
+    let mut ns: Vec<u64> = samples.iter().filter_map(|s| s.probe_ns).collect();
+    ns.sort_unstable();
+    ns.get(ns.len() / 2).map(|n| *n as f64 / 1000.0)
 }
 
 fn split(a: &Sample, b: &Sample) -> Option<Split> {
@@ -181,6 +239,7 @@ fn split(a: &Sample, b: &Sample) -> Option<Split> {
             .map(|(g, t)| (g, t / counted))
             .collect(),
         busy_seconds: busy / USER_HZ,
+        probe_us: None,
     })
 }
 
@@ -200,6 +259,9 @@ impl std::fmt::Display for Split {
         for (i, (name, share)) in self.groups.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
             write!(f, "{sep}{name} {:.0} %", share * 100.0)?;
+        }
+        if let Some(p) = self.probe_us {
+            write!(f, "; the speed probe took {p:.0} µs")?;
         }
         Ok(())
     }
@@ -247,6 +309,7 @@ mod tests {
             total: 2000,
             steal: 10,
             groups: [100, 200, 300, 10, 40],
+            probe_ns: Some(900_000),
         };
         let b = Sample {
             at: at + chrono::Duration::seconds(2),
@@ -254,6 +317,7 @@ mod tests {
             total: 2400,
             steal: 30,
             groups: [200, 400, 430, 30, 90],
+            probe_ns: Some(1_100_000),
         };
         let s = split(&a, &b).unwrap();
         assert_eq!(s.seconds, 2.0);
@@ -273,5 +337,20 @@ mod tests {
         }
         // No time passed: no split.
         assert_eq!(split(&a, &a), None);
+        // The probe's median, odd and even counts (the upper middle).
+        let c = Sample {
+            probe_ns: Some(1_000_000),
+            ..b.clone()
+        };
+        assert_eq!(median_probe_us(&[a.clone(), b.clone(), c]), Some(1000.0));
+        assert_eq!(median_probe_us(&[a, b]), Some(1100.0));
+        assert_eq!(median_probe_us(&[]), None);
+    }
+
+    #[test]
+    fn the_probe_takes_cpu_time_on_this_thread() {
+        let ns = probe().expect("Linux has a thread CPU clock");
+        // Sorting 32,768 numbers takes some microseconds, far from a second.
+        assert!(ns > 10_000 && ns < 1_000_000_000, "{ns} ns");
     }
 }

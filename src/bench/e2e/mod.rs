@@ -208,10 +208,16 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
         burst_batches.join(", ")
     );
     let per_mail = |c: &cpu::Split| c.busy_seconds * 1000.0 / inbound.len().max(1) as f64;
+    // The cost per mail in speed probes: less swayed than milliseconds by how fast the
+    // host runs this guest at the moment (see `cpu`).
+    let per_mail_probes = |c: &cpu::Split| c.probe_us.map(|p| per_mail(c) * 1000.0 / p);
     match &cpu {
         Some(split) => println!(
-            "CPU from the max phase's start to its last inbound-mail commit: {split}; {:.2} ms of busy CPU per inbound mail",
-            per_mail(split)
+            "CPU from the max phase's start to its last inbound-mail commit: {split}; {:.2} ms of busy CPU per inbound mail{}",
+            per_mail(split),
+            per_mail_probes(split)
+                .map(|p| format!(" ({p:.2} probes)"))
+                .unwrap_or_default()
         ),
         None => println!("CPU in the max phase: not measured (no Linux /proc)"),
     }
@@ -223,6 +229,11 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
             o.insert("busy".into(), json!(round2(c.busy)));
             o.insert("steal".into(), json!(round2(c.steal)));
             o.insert("ms_per_inbound_mail".into(), json!(round2(per_mail(&c))));
+            o.insert("probe_us".into(), json!(c.probe_us.map(round2)));
+            o.insert(
+                "probes_per_inbound_mail".into(),
+                json!(per_mail_probes(&c).map(round2)),
+            );
             for (name, share) in c.groups {
                 o.insert(name.into(), json!(round2(share)));
             }
