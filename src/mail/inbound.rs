@@ -64,13 +64,14 @@ pub fn parse_and_classify(
     envelope_from: Option<&str>,
     recipients: &[String],
 ) -> Parsed {
-    let parsed = match parse::parse(raw) {
+    let (parsed, tree) = match parse::parse_with_tree(raw) {
         Ok(p) => p,
         Err(e) => return Parsed::Unparseable(format!("the mail cannot be parsed: {e}")),
     };
-    let class = classify::classify(
+    let class = classify::classify_tree(
         &parsed,
         raw,
+        tree.as_ref(),
         &classify::Envelope {
             from: envelope_from,
             recipients,

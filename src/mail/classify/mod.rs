@@ -35,6 +35,7 @@ mod ses;
 mod status;
 mod text;
 
+use mail_parser::Message;
 use uuid::Uuid;
 
 use super::parse::{self, ParsedMail};
@@ -97,8 +98,18 @@ pub const MAX_BOUNCE_RECIPIENTS: usize = 100;
 /// Classifies `mail` (parsed from `raw`) that arrived with `envelope`.
 pub fn classify(mail: &ParsedMail, raw: &[u8], envelope: &Envelope<'_>) -> MailClass {
     let (bytes, _) = parse::message_bytes(raw);
-    let tree = parse::mime_tree(bytes);
-    let ctx = Ctx::new(mail, bytes, tree.as_ref(), envelope);
+    classify_tree(mail, raw, parse::mime_tree(bytes).as_ref(), envelope)
+}
+
+/// [`classify`] with the MIME tree [`parse::parse_with_tree`] gave along with `mail`.
+pub fn classify_tree(
+    mail: &ParsedMail,
+    raw: &[u8],
+    tree: Option<&Message<'_>>,
+    envelope: &Envelope<'_>,
+) -> MailClass {
+    let (bytes, _) = parse::message_bytes(raw);
+    let ctx = Ctx::new(mail, bytes, tree, envelope);
     if let Some(reason) = feedback_report(&ctx) {
         return MailClass::FeedbackReport { reason };
     }
@@ -126,11 +137,15 @@ mod tests {
     //! Helpers shared with the tests of the rule modules, and the tests of the rule order.
 
     use super::*;
-    use crate::mail::parse::parse;
+    use crate::mail::parse::parse_with_tree;
 
+    /// The class as the worker gets it (one parse, its tree shared); the form that parses
+    /// its own tree must agree.
     fn class_of(raw: &str, envelope: &Envelope<'_>) -> MailClass {
-        let mail = parse(raw.as_bytes()).unwrap();
-        classify(&mail, raw.as_bytes(), envelope)
+        let (mail, tree) = parse_with_tree(raw.as_bytes()).unwrap();
+        let class = classify_tree(&mail, raw.as_bytes(), tree.as_ref(), envelope);
+        assert_eq!(classify(&mail, raw.as_bytes(), envelope), class);
+        class
     }
 
     pub(super) fn plain(raw: &str) -> MailClass {

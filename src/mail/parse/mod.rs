@@ -31,7 +31,7 @@ mod headers;
 mod raw;
 
 use chrono::{DateTime, Utc};
-use mail_parser::{HeaderName, HeaderValue, MimeHeaders};
+use mail_parser::{HeaderName, HeaderValue, Message, MimeHeaders};
 use sha2::{Digest, Sha256};
 
 use super::html;
@@ -145,19 +145,26 @@ pub fn sha256_hex(raw: &[u8]) -> String {
 /// Parses a raw message. Errors only when there is nothing that can be called a message:
 /// empty input, or binary input without a header block.
 pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
+    parse_with_tree(raw).map(|(mail, _)| mail)
+}
+
+/// [`parse`], also giving the MIME tree the mail was read from (`None` for input without a
+/// header block), so that the classifier reads the same tree instead of parsing the mail a
+/// second time.
+pub fn parse_with_tree(raw: &[u8]) -> Result<(ParsedMail, Option<Message<'_>>), ParseError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
     let (bytes, leading_blank) = message_bytes(raw);
     let Some(message) = mime_tree(bytes) else {
-        return headerless(raw, bytes);
+        return headerless(raw, bytes).map(|mail| (mail, None));
     };
     let mut defects = Vec::new();
     if leading_blank {
         defects.push("blank lines before the headers".to_owned());
     }
     let Some(root) = message.parts.first() else {
-        return headerless(raw, bytes);
+        return headerless(raw, bytes).map(|mail| (mail, None));
     };
     let headers = header_list(root, bytes, &mut defects);
     header_block_defects(bytes, &mut defects);
@@ -225,7 +232,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
     let (text, html) = bodies(&message, &mut defects);
     let attachments = attachments(&message, bytes, html.as_deref());
 
-    Ok(ParsedMail {
+    let mail = ParsedMail {
         message_id,
         in_reply_to,
         references,
@@ -242,7 +249,8 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
         headers,
         size: raw.len(),
         defects,
-    })
+    };
+    Ok((mail, Some(message)))
 }
 
 #[cfg(test)]
