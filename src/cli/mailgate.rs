@@ -90,10 +90,7 @@ fn job_id(raw: &[u8], recipients: &[String]) -> String {
         h.update(b"\0");
     }
     h.update(raw);
-    let hex: String = h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = crate::hex::lower(&h.finalize()[..16]);
     format!("mailgate-{hex}")
 }
 

@@ -181,7 +181,7 @@ pub fn dedupe_key(
             h.update(raw);
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::lower(&h.finalize())
 }
 
 /// The `messages.classification` / metric label of a mail class.

@@ -137,7 +137,7 @@ pub struct NewAttachment {
 fn reply_token() -> String {
     let mut bytes = [0u8; 10];
     rand::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::lower(&bytes)
 }
 
 /// The thread, or `NotFound`.
@@ -601,7 +601,7 @@ async fn store_attachment_rows(
 ) -> Result<(), StoreError> {
     let shas: Vec<String> = list
         .iter()
-        .map(|(_, a)| hex(&Sha256::digest(&a.data)))
+        .map(|(_, a)| crate::hex::lower(&Sha256::digest(&a.data)))
         .collect();
     let stored: HashSet<String> = blobs::Entity::find()
         .select_only()
@@ -1102,10 +1102,6 @@ fn snippet(text: &str) -> String {
         Some((i, _)) => format!("{}…", &collapsed[..i]),
         None => collapsed,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -136,10 +136,7 @@ pub enum ParseError {
 
 /// SHA-256 of `raw`, lower-case hex.
 pub fn sha256_hex(raw: &[u8]) -> String {
-    Sha256::digest(raw)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::lower(&Sha256::digest(raw))
 }
 
 /// Parses a raw message. Errors only when there is nothing that can be called a message:
