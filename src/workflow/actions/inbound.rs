@@ -149,15 +149,7 @@ impl RawInput {
     /// `mail.max_size`).
     pub fn of(job: &Job, max_size: u64, now: DateTime<Utc>) -> Result<RawInput, String> {
         let job = &job.payload;
-        let encoded: String = job["raw_base64"]
-            .as_str()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded.as_bytes())
-            .map_err(|e| format!("raw_base64 is not base64: {e}"))?;
+        let raw = decode_raw(job["raw_base64"].as_str().unwrap_or_default())?;
         if raw.len() as u64 > max_size {
             return Err(format!(
                 "the mail is {} bytes, over mail.max_size ({max_size} bytes)",
@@ -748,5 +740,42 @@ impl Action for DiscardMail {
         };
         count(ctx, label);
         Ok(Flow::Stop(params.str("reason")?.to_owned()))
+    }
+}
+
+/// The job's `raw_base64`, decoded. Line breaks and spaces (base64 wrapped at 76 columns)
+/// are skipped; the text is copied without them only when it has some.
+fn decode_raw(text: &str) -> Result<Vec<u8>, String> {
+    use std::borrow::Cow;
+    let compact: Cow<'_, [u8]> = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        Cow::Owned(text.bytes().filter(|b| !b.is_ascii_whitespace()).collect())
+    } else {
+        Cow::Borrowed(text.as_bytes())
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|e| format!("raw_base64 is not base64: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    use super::decode_raw;
+
+    #[test]
+    fn raw_base64_may_be_wrapped_and_must_be_base64() {
+        let raw = b"From: a@example.org\r\n\r\nHello\r\n".repeat(5);
+        let flat = base64::engine::general_purpose::STANDARD.encode(&raw);
+        assert_eq!(decode_raw(&flat).unwrap(), raw);
+        let wrapped: String = flat
+            .as_bytes()
+            .chunks(76)
+            .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+            .collect();
+        assert_eq!(decode_raw(&format!(" {wrapped}\t")).unwrap(), raw);
+        let bad = decode_raw("not base64!").unwrap_err();
+        assert!(bad.starts_with("raw_base64 is not base64"), "{bad}");
+        assert!(decode_raw("Zm9v\u{e9}").is_err());
     }
 }
