@@ -7,11 +7,15 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// `bytes` as lower-case hex, two digits a byte.
 pub fn lower(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
+    out.extend(digits(bytes).map(char::from));
     out
+}
+
+/// The lower-case hex digits of `bytes`, as ASCII bytes (for writing into a buffer).
+pub fn digits(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]])
 }
 
 #[cfg(test)]

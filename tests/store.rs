@@ -762,12 +762,11 @@ async fn the_partial_indexes_serve_their_queries() {
     }
 }
 
-/// PostgreSQL reuses a generic plan for a prepared statement, made without the bound
-/// values: the outbound job lookup still reaches the partial index, because it states the
-/// index's condition as a literal.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_outbound_job_lookup_uses_its_partial_index_in_a_generic_plan() {
-    use sea_orm::{ConnectionTrait, QueryTrait, Statement, TransactionTrait};
+/// The plan PostgreSQL makes for `stmt` as a prepared statement's generic plan (made
+/// without the bound values, as a statement run many times gets), sequential scans off: a
+/// line names an index only if the query can use it whatever the table's size.
+async fn pg_generic_plan(stmt: sea_orm::Statement) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
     let db = common::TestDb::new(common::Backend::Postgres).await;
     let store = db.store().await;
     let tx = store.conn().begin().await.expect("begin");
@@ -777,8 +776,7 @@ async fn the_outbound_job_lookup_uses_its_partial_index_in_a_generic_plan() {
     )
     .await
     .expect("set");
-    let stmt = gochat::store::outbound::for_job_query("job-1").build(b);
-    tx.execute_unprepared(&format!("PREPARE for_job AS {}", stmt.sql))
+    tx.execute_unprepared(&format!("PREPARE q AS {}", stmt.sql))
         .await
         .expect("prepare");
     let args: Vec<String> = stmt
@@ -787,22 +785,54 @@ async fn the_outbound_job_lookup_uses_its_partial_index_in_a_generic_plan() {
         .unwrap_or_default()
         .into_iter()
         .map(|v| match v {
-            sea_orm::Value::String(Some(s)) => format!("'{s}'"),
+            sea_orm::Value::String(Some(s)) => format!("'{}'", s.replace('\'', "''")),
             other => panic!("a value this test does not spell: {other:?}"),
         })
         .collect();
-    let plan: Vec<String> = tx
-        .query_all_raw(Statement::from_string(
-            b,
-            format!("EXPLAIN EXECUTE for_job({})", args.join(", ")),
-        ))
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.try_get::<String>("", "QUERY PLAN").expect("plan"))
-        .collect();
+    tx.query_all_raw(Statement::from_string(
+        b,
+        format!("EXPLAIN EXECUTE q({})", args.join(", ")),
+    ))
+    .await
+    .expect("explain")
+    .iter()
+    .map(|r| r.try_get::<String>("", "QUERY PLAN").expect("plan"))
+    .collect()
+}
+
+/// The outbound job lookup reaches its partial index in a generic plan, because it states
+/// the index's condition as a literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbound_job_lookup_uses_its_partial_index_in_a_generic_plan() {
+    use sea_orm::{DbBackend, QueryTrait};
+    let stmt = gochat::store::outbound::for_job_query("job-1").build(DbBackend::Postgres);
+    let plan = pg_generic_plan(stmt).await;
     assert!(
         plan.iter().any(|l| l.contains("ix_messages_outbound_job")),
+        "{plan:?}"
+    );
+}
+
+/// Lookups by a list of keys send them as one array (`= ANY(CAST($1 AS text[]))`, see
+/// `store::bulk`): compared with a `varchar` column, the array still reaches its index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_list_lookups_use_their_index_in_a_generic_plan() {
+    use gochat_entities::messages;
+    use sea_orm::{DbBackend, QuerySelect, QueryTrait};
+    let stmt = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Id)
+        .filter(gochat::store::bulk::any_of(
+            DbBackend::Postgres,
+            messages::Column::MessageIdHeader,
+            ["a@x", "b@x"],
+        ))
+        .build(DbBackend::Postgres);
+    assert!(stmt.sql.contains("ANY(CAST($1 AS text[]))"), "{}", stmt.sql);
+    let plan = pg_generic_plan(stmt).await;
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("ix_messages_message_id_header")),
         "{plan:?}"
     );
 }
@@ -1344,3 +1374,122 @@ async fn postgres_mail_contacts_of_concurrent_batches_do_not_wait_on_each_other(
         1
     );
 }
+
+// PostgreSQL receives batch inserts as one JSON parameter (`store::bulk`): every value must
+// come back exactly as written, whatever its characters or bytes, as on SQLite.
+both_backends!(
+    awkward_text_bytes_and_json_come_back_exactly_as_written,
+    |db: common::TestDb| async move {
+        use gochat::store::inbound::{NewRawMail, store_raw_many};
+        let store = db.store().await;
+        let conn = store.conn();
+        let (customer, _) = customers::ensure_customer(conn, "awkward", "Awkward", t0())
+            .await
+            .unwrap();
+        let system = json!({"kind": "system", "id": "test", "name": "test"});
+        let thread = threads::create(
+            conn,
+            NewThread::new("Awkward", ThreadStatus::Open, vec![customer]),
+            &system,
+            t0(),
+        )
+        .await
+        .unwrap();
+        let awkward = "quote \" apostrophe ' backslash \\ \\x00 slash / tab \t cr \r lf \n \
+                       bell \u{7} del \u{7f} é ß 漢字 🦀 e\u{301} \u{feff} \u{2028} $1 ? %s";
+        let all_bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        let mut m = NewMessage::new(
+            MessageDirection::Inbound,
+            Channel::Email,
+            "awkward@example.com",
+            awkward,
+        );
+        m.from_name = Some(awkward.into());
+        m.text_body = Some(awkward.repeat(50));
+        m.html_body = Some(String::new());
+        m.references = vec![awkward.into(), "<a@b>".into()];
+        m.author = Some(json!({"nested": {"list": [1, 2.5, null, true, awkward]}, "": ""}));
+        // Lookups send their keys as one array literal on PostgreSQL: quotes, backslashes,
+        // commas, braces and the word NULL must stay part of the key.
+        let awkward_id = r#"a"b\c,d}{e NULL@x"#;
+        m.message_id_header = Some(awkward_id.into());
+        m.dedupe_key = Some(awkward.into());
+        m.attachments = vec![
+            NewAttachment {
+                name: awkward.into(),
+                content_type: "application/octet-stream".into(),
+                data: all_bytes.clone(),
+                inline: false,
+                content_id: None,
+            },
+            NewAttachment {
+                name: "empty".into(),
+                content_type: "text/plain".into(),
+                data: Vec::new(),
+                inline: true,
+                content_id: Some("empty@x".into()),
+            },
+        ];
+        let at = t0() + Duration::microseconds(123_456);
+        let (_, written) = threads::add_message(conn, &thread, m, at).await.unwrap();
+        let read = gochat_entities::messages::Entity::find_by_id(written.id)
+            .one(conn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, written);
+        let found = threads::by_message_ids(conn, &["NULL".into(), awkward_id.into()])
+            .await
+            .unwrap();
+        assert_eq!(found.map(|t| t.id), Some(thread.id));
+        let by_key = gochat::store::inbound::by_dedupe_keys(conn, &[awkward.into(), "NULL".into()])
+            .await
+            .unwrap();
+        assert_eq!(by_key.keys().collect::<Vec<_>>(), [awkward]);
+        let mut blobs: Vec<Vec<u8>> = gochat_entities::blobs::Entity::find()
+            .all(conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.data)
+            .collect();
+        blobs.sort();
+        assert_eq!(blobs, [Vec::new(), all_bytes.clone()]);
+        let names: Vec<String> = gochat_entities::attachments::Entity::find()
+            .filter(gochat_entities::attachments::Column::MessageId.eq(written.id))
+            .all(conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert!(names.contains(&awkward.to_owned()), "{names:?}");
+
+        // Raw mails: bytes that are not UTF-8, in one batch with an empty mail.
+        let recipients = vec![awkward.to_owned()];
+        let raw = |job, data| NewRawMail {
+            job_message_id: job,
+            envelope_from: Some(awkward),
+            recipients: &recipients,
+            mailbox: None,
+            data,
+            sha256: "0",
+            received_at: at,
+            known: None,
+        };
+        let stored = store_raw_many(conn, &[raw("binary", &all_bytes), raw("empty", b"")])
+            .await
+            .unwrap();
+        for (row, want) in stored.iter().zip([all_bytes.as_slice(), b""]) {
+            let read = gochat_entities::raw_mails::Entity::find_by_id(row.id)
+                .one(conn)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(read.data, want);
+            assert_eq!(read.envelope_from.as_deref(), Some(awkward));
+            assert_eq!(read.recipients, json!([awkward]));
+            assert_eq!(read.received_at, at);
+        }
+    }
+);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use gochat_entities::threads;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Iterable, ModelTrait, QueryFilter,
+    ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, ModelTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
 use uuid::Uuid;
@@ -44,7 +44,11 @@ pub async fn get_many_for_update(
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut q = threads::Entity::find()
-            .filter(threads::Column::Id.is_in(chunk.iter().copied()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                threads::Column::Id,
+                chunk.iter().copied(),
+            ))
             .order_by_asc(threads::Column::Id);
         if db.get_database_backend() == DbBackend::Postgres {
             q = q.lock_exclusive();
@@ -67,18 +71,22 @@ pub async fn save_many(db: &impl ConnectionTrait, writes: &[CardWrite]) -> Resul
     }
     let backend = db.get_database_backend();
     for chunk in writes.chunks(ROWS_PER_STATEMENT) {
-        let mut values = Vec::with_capacity(chunk.len() * (written_columns().count() + 1));
-        for w in chunk {
-            values.push(sea_orm::Value::from(w.base));
-            values.extend(written_columns().map(|c| w.card.get(c)));
-        }
-        let res = db
-            .execute_raw(Statement::from_sql_and_values(
-                backend,
-                update_sql(backend, chunk.len()),
-                values,
-            ))
-            .await?;
+        let statement = match backend {
+            DbBackend::Postgres => json_update(chunk)?,
+            _ => None,
+        };
+        let statement = match statement {
+            Some(s) => s,
+            None => {
+                let mut values = Vec::with_capacity(chunk.len() * (written_columns().count() + 1));
+                for w in chunk {
+                    values.push(sea_orm::Value::from(w.base));
+                    values.extend(written_columns().map(|c| w.card.get(c)));
+                }
+                Statement::from_sql_and_values(backend, update_sql(backend, chunk.len()), values)
+            }
+        };
+        let res = db.execute_raw(statement).await?;
         if res.rows_affected() != chunk.len() as u64 {
             let first = &chunk[0];
             return Err(StoreError::Conflict {
@@ -95,11 +103,57 @@ fn written_columns() -> impl Iterator<Item = threads::Column> {
     threads::Column::iter().filter(|c| !matches!(c, threads::Column::CreatedAt))
 }
 
+/// The PostgreSQL form of the update: the rows as one `jsonb` parameter (see
+/// [`super::bulk`]), so one statement serves every batch size. None: a value the JSON form
+/// does not carry exactly, and the `VALUES` form is used.
+fn json_update(chunk: &[CardWrite]) -> Result<Option<Statement>, StoreError> {
+    let mut rows = super::bulk::JsonRows::with_capacity(chunk.len());
+    for w in chunk {
+        rows.start_row();
+        if !rows.field(BASE, &sea_orm::Value::from(w.base)) {
+            return Ok(None);
+        }
+        for c in written_columns() {
+            if !rows.field(c.as_str(), &w.card.get(c)) {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        json_update_sql(),
+        [sea_orm::Value::from(rows.finish()?)],
+    )))
+}
+
+/// The field of a JSON row holding the version the write expects.
+const BASE: &str = "gochat_base";
+
+/// `UPDATE threads ... FROM jsonb_array_elements($1)`, each element read as a `threads` row.
+fn json_update_sql() -> String {
+    format!(
+        "UPDATE \"threads\" SET {} FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e \
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::\"threads\", e) AS v \
+         WHERE \"threads\".\"id\" = v.\"id\" \
+         AND \"threads\".\"version\" = CAST(e ->> '{BASE}' AS bigint)",
+        assignments()
+    )
+}
+
+/// `"column" = v."column"` for each written column but the id (which picks the row).
+fn assignments() -> String {
+    written_columns()
+        .map(|c| c.as_str())
+        .filter(|c| *c != "id")
+        .map(|c| format!("\"{c}\" = v.\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `UPDATE threads ... FROM (VALUES ...)` for `rows` rows of (base, columns...): one
 /// statement both databases run (SQLite since 3.33), each row matched by id and base
 /// version.
 fn update_sql(backend: DbBackend, rows: usize) -> String {
-    use sea_orm::IdenStatic;
     let columns: Vec<&str> = written_columns().map(|c| c.as_str()).collect();
     let width = columns.len() + 1;
     let mut n = 0;
@@ -118,17 +172,12 @@ fn update_sql(backend: DbBackend, rows: usize) -> String {
         })
         .collect();
     let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
-    let sets: Vec<String> = names
-        .iter()
-        .filter(|c| c.as_str() != "\"id\"")
-        .map(|c| format!("{c} = v.{c}"))
-        .collect();
     format!(
-        "WITH v (\"gochat_base\", {}) AS (VALUES {}) UPDATE \"threads\" SET {} FROM v \
-         WHERE \"threads\".\"id\" = v.\"id\" AND \"threads\".\"version\" = v.\"gochat_base\"",
+        "WITH v (\"{BASE}\", {}) AS (VALUES {}) UPDATE \"threads\" SET {} FROM v \
+         WHERE \"threads\".\"id\" = v.\"id\" AND \"threads\".\"version\" = v.\"{BASE}\"",
         names.join(", "),
         tuples.join(", "),
-        sets.join(", ")
+        assignments()
     )
 }
 
@@ -152,6 +201,20 @@ mod tests {
         assert!(
             sql.ends_with("\"threads\".\"version\" = v.\"gochat_base\""),
             "{sql}"
+        );
+        let json = json_update_sql();
+        assert!(
+            json.contains("jsonb_populate_record(NULL::\"threads\", e)"),
+            "{json}"
+        );
+        assert!(json.contains("\"status\" = v.\"status\""), "{json}");
+        assert!(
+            !json.contains("created_at") && !json.contains("$2"),
+            "{json}"
+        );
+        assert!(
+            json.ends_with("\"version\" = CAST(e ->> 'gochat_base' AS bigint)"),
+            "{json}"
         );
         let lite = update_sql(DbBackend::Sqlite, 3);
         assert_eq!(lite.matches('?').count(), 3 * width);

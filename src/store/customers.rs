@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use gochat_entities::{contacts, customer_contacts, customers};
-use sea_orm::sea_query::{Expr, Func, OnConflict, Query};
+use sea_orm::sea_query::{Expr, Func, InsertStatement, OnConflict, Query};
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QuerySelect, QueryTrait,
+    QuerySelect,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -217,20 +217,23 @@ pub async fn upsert_customers(
         .collect::<Vec<_>>()
         .chunks(ROWS_PER_STATEMENT)
     {
-        let insert =
-            customers::Entity::insert_many(chunk.iter().map(|(p, id)| customers::ActiveModel {
+        let insert = super::bulk::insert_statement(
+            db.get_database_backend(),
+            chunk.iter().map(|(p, id)| customers::ActiveModel {
                 id: Set(**id),
                 external_id: Set(p.external_id.to_owned()),
                 name: Set(p.input.name.clone()),
                 attributes: Set(serde_json::json!({})),
                 created_at: Set(now),
                 updated_at: Set(now),
-            }))
-            .on_conflict(
-                OnConflict::column(customers::Column::ExternalId)
-                    .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
-                    .to_owned(),
-            );
+            }),
+        )?
+        .on_conflict(
+            OnConflict::column(customers::Column::ExternalId)
+                .update_columns([customers::Column::Name, customers::Column::UpdatedAt])
+                .to_owned(),
+        )
+        .take();
         customer_ids.extend(customer_ids_of(db, insert).await?);
     }
 
@@ -239,16 +242,19 @@ pub async fn upsert_customers(
     let mut contact_ids = HashMap::with_capacity(contact_rows.len());
     for chunk in contact_rows.chunks(ROWS_PER_STATEMENT) {
         let keep = |col: &str| Expr::cust(format!("COALESCE(excluded.{col}, contacts.{col})"));
-        let insert = contacts::Entity::insert_many(chunk.iter().map(|c| contacts::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            kind: Set(c.kind),
-            address: Set(c.address.clone()),
-            display_name: Set(c.name.clone()),
-            language: Set(c.language.clone()),
-            time_zone: Set(c.time_zone.clone()),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }))
+        let insert = super::bulk::insert_statement(
+            db.get_database_backend(),
+            chunk.iter().map(|c| contacts::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                kind: Set(c.kind),
+                address: Set(c.address.clone()),
+                display_name: Set(c.name.clone()),
+                language: Set(c.language.clone()),
+                time_zone: Set(c.time_zone.clone()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }),
+        )?
         .on_conflict(
             OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
                 .value(contacts::Column::DisplayName, keep("display_name"))
@@ -259,7 +265,8 @@ pub async fn upsert_customers(
                     Expr::cust("excluded.updated_at"),
                 )
                 .to_owned(),
-        );
+        )
+        .take();
         contact_ids.extend(contact_ids_of(db, insert).await?);
     }
 
@@ -381,23 +388,27 @@ pub async fn find_or_create_contacts(
         .collect();
     let mut created = HashSet::with_capacity(missing.len());
     for chunk in missing.chunks(ROWS_PER_STATEMENT) {
-        let insert = contacts::Entity::insert_many(chunk.iter().map(|((_, address), c, id)| {
-            contacts::ActiveModel {
-                id: Set(*id),
-                kind: Set(c.kind),
-                address: Set(address.clone()),
-                display_name: Set(c.name.clone()),
-                language: Set(c.language.clone()),
-                time_zone: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-        }))
+        let insert = super::bulk::insert_statement(
+            db.get_database_backend(),
+            chunk
+                .iter()
+                .map(|((_, address), c, id)| contacts::ActiveModel {
+                    id: Set(*id),
+                    kind: Set(c.kind),
+                    address: Set(address.clone()),
+                    display_name: Set(c.name.clone()),
+                    language: Set(c.language.clone()),
+                    time_zone: Set(None),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }),
+        )?
         .on_conflict(
             OnConflict::columns([contacts::Column::Kind, contacts::Column::Address])
                 .do_nothing()
                 .to_owned(),
-        );
+        )
+        .take();
         created.extend(
             contact_ids_of(db, insert)
                 .await?
@@ -462,11 +473,13 @@ async fn find_contacts(
                 .map(|(_, a)| a.as_str())
                 .collect();
             if !addresses.is_empty() {
-                any = any.add(
-                    Condition::all()
-                        .add(contacts::Column::Kind.eq(kind))
-                        .add(contacts::Column::Address.is_in(addresses)),
-                );
+                any = any.add(Condition::all().add(contacts::Column::Kind.eq(kind)).add(
+                    super::bulk::any_of(
+                        db.get_database_backend(),
+                        contacts::Column::Address,
+                        addresses,
+                    ),
+                ));
             }
         }
         if any.is_empty() {
@@ -528,21 +541,25 @@ pub async fn ensure_customers(
     let mut ids = HashMap::with_capacity(wanted.len());
     let mut created = HashSet::with_capacity(wanted.len());
     for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-        let insert = customers::Entity::insert_many(chunk.iter().map(|((external, name), id)| {
-            customers::ActiveModel {
-                id: Set(*id),
-                external_id: Set(external.clone()),
-                name: Set(name.clone()),
-                attributes: Set(serde_json::json!({})),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-        }))
+        let insert = super::bulk::insert_statement(
+            db.get_database_backend(),
+            chunk
+                .iter()
+                .map(|((external, name), id)| customers::ActiveModel {
+                    id: Set(*id),
+                    external_id: Set(external.clone()),
+                    name: Set(name.clone()),
+                    attributes: Set(serde_json::json!({})),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }),
+        )?
         .on_conflict(
             OnConflict::column(customers::Column::ExternalId)
                 .do_nothing()
                 .to_owned(),
-        );
+        )
+        .take();
         for (external, id) in customer_ids_of(db, insert).await? {
             created.insert(id);
             ids.insert(external, id);
@@ -575,7 +592,11 @@ async fn find_customers(
         let rows: Vec<(Uuid, String)> = customers::Entity::find()
             .select_only()
             .columns([customers::Column::Id, customers::Column::ExternalId])
-            .filter(customers::Column::ExternalId.is_in(chunk.iter().copied()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                customers::Column::ExternalId,
+                chunk.iter().copied(),
+            ))
             .into_tuple()
             .all(db)
             .await?;
@@ -605,7 +626,7 @@ pub async fn attach_contacts(
 /// address).
 async fn contact_ids_of(
     db: &impl ConnectionTrait,
-    insert: sea_orm::InsertMany<contacts::ActiveModel>,
+    insert: InsertStatement,
 ) -> Result<Vec<((String, String), Uuid)>, StoreError> {
     let columns = [
         contacts::Column::Id,
@@ -625,7 +646,7 @@ async fn contact_ids_of(
 /// Runs a customers insert and returns the id of each row it wrote, by external id.
 async fn customer_ids_of(
     db: &impl ConnectionTrait,
-    insert: sea_orm::InsertMany<customers::ActiveModel>,
+    insert: InsertStatement,
 ) -> Result<Vec<(String, Uuid)>, StoreError> {
     let columns = [customers::Column::Id, customers::Column::ExternalId];
     returning(db, insert, columns)
@@ -641,21 +662,16 @@ async fn customer_ids_of(
 /// Runs an insert with `RETURNING columns`, in one round trip (native on PostgreSQL and
 /// SQLite ≥ 3.35). SeaORM's own returning is emulated on SQLite by a select of the
 /// *proposed* key, which is the wrong row after a conflict, so the statement is built here.
-async fn returning<A, C>(
+async fn returning<C>(
     db: &impl ConnectionTrait,
-    mut insert: sea_orm::InsertMany<A>,
+    mut insert: InsertStatement,
     columns: impl IntoIterator<Item = C>,
 ) -> Result<Vec<sea_orm::QueryResult>, StoreError>
 where
-    A: sea_orm::ActiveModelTrait,
     C: sea_orm::sea_query::IntoColumnRef,
 {
-    insert
-        .query()
-        .returning(Query::returning().columns(columns));
-    Ok(db
-        .query_all_raw(insert.build(db.get_database_backend()))
-        .await?)
+    insert.returning(Query::returning().columns(columns));
+    Ok(db.query_all(&insert).await?)
 }
 
 /// Attaches `contact` to `customer` (already attached: nothing changes).

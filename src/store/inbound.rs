@@ -100,7 +100,11 @@ pub async fn by_message_ids(
         .select_only()
         .column(messages::Column::MessageIdHeader)
         .column(messages::Column::ThreadId)
-        .filter(messages::Column::MessageIdHeader.is_in(ids.iter().cloned()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            messages::Column::MessageIdHeader,
+            ids.iter().cloned(),
+        ))
         .order_by_desc(messages::Column::CreatedAt)
         .into_tuple()
         .one(db)
@@ -232,7 +236,6 @@ pub async fn store_raw_many(
     db: &impl ConnectionTrait,
     mails: &[NewRawMail<'_>],
 ) -> Result<Vec<StoredRaw>, StoreError> {
-    use sea_orm::QueryTrait;
     // Each row's id is made here, so a returned id that differs is a row stored before.
     let fresh: Vec<Uuid> = mails.iter().map(|_| Uuid::now_v7()).collect();
     let mut ids = std::collections::HashMap::with_capacity(mails.len());
@@ -252,9 +255,12 @@ pub async fn store_raw_many(
         let (chunk_ids, ids_after) = fresh_rest.split_at(take);
         rest = after;
         fresh_rest = ids_after;
-        let mut insert =
-            raw_mails::Entity::insert_many(chunk.iter().zip(chunk_ids).map(|(m, id)| {
-                raw_mails::ActiveModel {
+        let mut insert = super::bulk::insert_statement(
+            db.get_database_backend(),
+            chunk
+                .iter()
+                .zip(chunk_ids)
+                .map(|(m, id)| raw_mails::ActiveModel {
                     id: Set(*id),
                     job_message_id: Set(Some(m.job_message_id.to_owned())),
                     envelope_from: Set(m.envelope_from.map(str::to_owned)),
@@ -271,21 +277,19 @@ pub async fn store_raw_many(
                     message_row_id: Set(None),
                     received_at: Set(m.received_at),
                     processed_at: Set(m.known.map(|(_, at)| at)),
-                }
-            }))
+                }),
+        )?;
+        insert
             .on_conflict(
                 OnConflict::column(raw_mails::Column::JobMessageId)
                     .update_column(raw_mails::Column::JobMessageId)
                     .to_owned(),
+            )
+            .returning(
+                sea_orm::sea_query::Query::returning()
+                    .columns([raw_mails::Column::Id, raw_mails::Column::JobMessageId]),
             );
-        insert.query().returning(
-            sea_orm::sea_query::Query::returning()
-                .columns([raw_mails::Column::Id, raw_mails::Column::JobMessageId]),
-        );
-        for row in db
-            .query_all_raw(insert.build(db.get_database_backend()))
-            .await?
-        {
+        for row in db.query_all(&insert).await? {
             let id: Uuid = row.try_get_by_index(0)?;
             let job: String = row.try_get_by_index(1)?;
             ids.insert(job, id);
@@ -349,7 +353,11 @@ pub async fn mark_raw_many(
                     update.col_expr(raw_mails::Column::Classification, Expr::value(c.to_owned()));
             }
             update
-                .filter(raw_mails::Column::Id.is_in(chunk.iter().copied()))
+                .filter(super::bulk::any_of(
+                    db.get_database_backend(),
+                    raw_mails::Column::Id,
+                    chunk.iter().copied(),
+                ))
                 .exec(db)
                 .await?;
         }
@@ -365,7 +373,11 @@ pub async fn by_dedupe_keys(
     let mut found = std::collections::HashMap::new();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         for m in messages::Entity::find()
-            .filter(messages::Column::DedupeKey.is_in(chunk.iter().cloned()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                messages::Column::DedupeKey,
+                chunk.iter().cloned(),
+            ))
             .all(db)
             .await?
         {
@@ -390,7 +402,11 @@ pub async fn recent_from_many(
             .select_only()
             .column(messages::Column::FromAddress)
             .column_as(messages::Column::Id.count(), "n")
-            .filter(messages::Column::FromAddress.is_in(chunk.iter().cloned()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                messages::Column::FromAddress,
+                chunk.iter().cloned(),
+            ))
             .filter(messages::Column::CreatedAt.gte(since))
             .filter(messages::Column::Direction.eq(MessageDirection::Inbound))
             .group_by(messages::Column::FromAddress)
@@ -412,7 +428,11 @@ pub async fn customers_of_contacts(
         std::collections::HashMap::new();
     for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
         for (link, customer) in customer_contacts::Entity::find()
-            .filter(customer_contacts::Column::ContactId.is_in(chunk.iter().copied()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                customer_contacts::Column::ContactId,
+                chunk.iter().copied(),
+            ))
             .find_also_related(customers::Entity)
             .all(db)
             .await?

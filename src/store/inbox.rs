@@ -64,7 +64,11 @@ pub async fn thread_view(
     let mut files: HashMap<Uuid, Vec<AttachmentItem>> = HashMap::new();
     if !msgs.is_empty() {
         for a in attachments::Entity::find()
-            .filter(attachments::Column::MessageId.is_in(msgs.iter().map(|m| m.id)))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                attachments::Column::MessageId,
+                msgs.iter().map(|m| m.id),
+            ))
             .order_by_asc(attachments::Column::CreatedAt)
             .all(db)
             .await?
@@ -150,7 +154,11 @@ async fn cards(
 
     let mut customers_of: HashMap<Uuid, Vec<CustomerRef>> = HashMap::new();
     for (link, customer) in thread_customers::Entity::find()
-        .filter(thread_customers::Column::ThreadId.is_in(ids.clone()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            thread_customers::Column::ThreadId,
+            ids.clone(),
+        ))
         .order_by_asc(thread_customers::Column::AddedAt)
         .find_also_related(customers::Entity)
         .all(db)
@@ -170,7 +178,11 @@ async fn cards(
 
     let mut tags_of: HashMap<Uuid, Vec<String>> = HashMap::new();
     for t in thread_tags::Entity::find()
-        .filter(thread_tags::Column::ThreadId.is_in(ids.clone()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            thread_tags::Column::ThreadId,
+            ids.clone(),
+        ))
         .order_by_asc(thread_tags::Column::Tag)
         .all(db)
         .await?
@@ -183,14 +195,22 @@ async fn cards(
     let mut customers_of_contact: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     if !contact_ids.is_empty() {
         for c in contacts::Entity::find()
-            .filter(contacts::Column::Id.is_in(contact_ids.clone()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                contacts::Column::Id,
+                contact_ids.clone(),
+            ))
             .all(db)
             .await?
         {
             contact_by_id.insert(c.id, c);
         }
         for l in customer_contacts::Entity::find()
-            .filter(customer_contacts::Column::ContactId.is_in(contact_ids))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                customer_contacts::Column::ContactId,
+                contact_ids,
+            ))
             .all(db)
             .await?
         {

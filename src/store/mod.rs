@@ -1,6 +1,7 @@
 //! Persistence: the one place that knows SQL. Other modules call domain operations
 //! (upsert a customer, list the inbox, claim due timers, ...) and never build queries.
 
+pub mod bulk;
 pub mod cards;
 mod connect;
 pub mod customers;
@@ -103,15 +104,14 @@ async fn insert_chunks<A>(
 where
     A: sea_orm::ActiveModelTrait + Send,
 {
-    use sea_orm::EntityTrait;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<A> = rows.by_ref().take(per_statement.max(1)).collect();
-        let mut insert = A::Entity::insert_many(chunk);
+        let mut insert = bulk::insert_statement(db.get_database_backend(), chunk)?;
         if let Some(c) = &on_conflict {
-            insert = insert.on_conflict(c.clone());
+            insert.on_conflict(c.clone());
         }
-        insert.exec_without_returning(db).await?;
+        db.execute(&insert).await?;
     }
     Ok(())
 }

@@ -188,7 +188,11 @@ pub async fn mark_sending(
             Expr::col(messages::Column::Attempts).add(1),
         )
         .col_expr(messages::Column::UpdatedAt, Expr::value(now))
-        .filter(messages::Column::Id.is_in(ids.iter().copied()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            messages::Column::Id,
+            ids.iter().copied(),
+        ))
         .exec(db)
         .await?;
     Ok(())

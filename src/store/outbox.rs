@@ -154,7 +154,11 @@ pub async fn mark_published(
             outbox::Column::PublishedAt,
             sea_orm::sea_query::Expr::value(now),
         )
-        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            outbox::Column::Id,
+            ids.iter().copied(),
+        ))
         .exec(db)
         .await?;
     Ok(())
@@ -179,7 +183,11 @@ pub async fn mark_failed(
             outbox::Column::AvailableAt,
             sea_orm::sea_query::Expr::value(available_at),
         )
-        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            outbox::Column::Id,
+            ids.iter().copied(),
+        ))
         .exec(db)
         .await?;
     Ok(())

@@ -43,14 +43,18 @@ pub async fn which_processed(
     db: &impl ConnectionTrait,
     message_ids: &[&str],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
-    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+    use sea_orm::{QueryFilter, QuerySelect};
     if message_ids.is_empty() {
         return Ok(Default::default());
     }
     let found: Vec<String> = processed_jobs::Entity::find()
         .select_only()
         .column(processed_jobs::Column::MessageId)
-        .filter(processed_jobs::Column::MessageId.is_in(message_ids.iter().copied()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            processed_jobs::Column::MessageId,
+            message_ids.iter().copied(),
+        ))
         .into_tuple()
         .all(db)
         .await?;
@@ -75,8 +79,7 @@ pub async fn record_many(
             kind: Set((*kind).to_owned()),
             processed_at: Set(now),
         });
-    processed_jobs::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
+    let insert = super::bulk::insert_statement(db.get_database_backend(), rows)?;
+    db.execute(&insert).await?;
     Ok(())
 }

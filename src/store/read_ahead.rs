@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use gochat_entities::{customer_contacts, messages, thread_customers, threads};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -40,6 +40,7 @@ impl MatchReadAhead {
         ids: &[String],
         contacts: &[Uuid],
     ) -> Result<Self, StoreError> {
+        let backend = db.get_database_backend();
         let mut out = Self {
             newest: ids.iter().map(|id| (id.clone(), None)).collect(),
             contacts: contacts.iter().copied().collect(),
@@ -51,7 +52,11 @@ impl MatchReadAhead {
                 .column(messages::Column::MessageIdHeader)
                 .column(messages::Column::ThreadId)
                 .column(messages::Column::CreatedAt)
-                .filter(messages::Column::MessageIdHeader.is_in(chunk.iter().cloned()))
+                .filter(super::bulk::any_of(
+                    db.get_database_backend(),
+                    messages::Column::MessageIdHeader,
+                    chunk.iter().cloned(),
+                ))
                 .into_tuple()
                 .all(db)
                 .await?;
@@ -90,22 +95,18 @@ impl MatchReadAhead {
                             customer_contacts::Column::CustomerId,
                         )),
                     )
-                    .and_where(
-                        Expr::col((
-                            customer_contacts::Entity,
-                            customer_contacts::Column::ContactId,
-                        ))
-                        .is_in(contact_ids.iter().copied()),
-                    )
-                    .and_where(
-                        Expr::col((thread_customers::Entity, thread_customers::Column::ThreadId))
-                            .is_in(thread_ids.iter().copied()),
-                    )
+                    .and_where(super::bulk::any_of(
+                        backend,
+                        customer_contacts::Column::ContactId,
+                        contact_ids.iter().copied(),
+                    ))
+                    .and_where(super::bulk::any_of(
+                        backend,
+                        thread_customers::Column::ThreadId,
+                        thread_ids.iter().copied(),
+                    ))
                     .to_owned();
-                for row in db
-                    .query_all_raw(db.get_database_backend().build(&q))
-                    .await?
-                {
+                for row in db.query_all_raw(backend.build(&q)).await? {
                     out.members
                         .insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
                 }

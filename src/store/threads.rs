@@ -188,7 +188,11 @@ pub async fn by_message_ids(
         return Ok(None);
     }
     let found = messages::Entity::find()
-        .filter(messages::Column::MessageIdHeader.is_in(ids.iter().cloned()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            messages::Column::MessageIdHeader,
+            ids.iter().cloned(),
+        ))
         .all(db)
         .await?;
     let Some(newest) = found.into_iter().max_by_key(|m| m.created_at) else {
@@ -407,6 +411,9 @@ pub async fn add_messages(
 /// Messages a statement: 28 columns each, under SQLite's 32,766 parameters.
 const MESSAGE_CHUNK: usize = 1000;
 
+/// Attachments a statement: 9 columns each.
+const ATTACHMENT_CHUNK: usize = 1000;
+
 /// Threads a statement: 21 columns each.
 const THREAD_CHUNK: usize = 1000;
 
@@ -606,7 +613,11 @@ async fn store_attachment_rows(
     let stored: HashSet<String> = blobs::Entity::find()
         .select_only()
         .column(blobs::Column::Sha256)
-        .filter(blobs::Column::Sha256.is_in(shas.iter().cloned()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            blobs::Column::Sha256,
+            shas.iter().cloned(),
+        ))
         .into_tuple::<String>()
         .all(db)
         .await?
@@ -626,14 +637,13 @@ async fn store_attachment_rows(
         .collect();
     if !missing.is_empty() {
         // A concurrent job may store the same blob meanwhile: theirs is as good as ours.
-        blobs::Entity::insert_many(missing)
-            .on_conflict(
-                OnConflict::column(blobs::Column::Sha256)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
+        let mut insert = super::bulk::insert_statement(db.get_database_backend(), missing)?;
+        insert.on_conflict(
+            OnConflict::column(blobs::Column::Sha256)
+                .do_nothing()
+                .to_owned(),
+        );
+        db.execute(&insert).await?;
     }
     let rows = list
         .iter()
@@ -649,10 +659,7 @@ async fn store_attachment_rows(
             content_id: Set(a.content_id.clone()),
             created_at: Set(now),
         });
-    attachments::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    super::insert_in_chunks(db, rows.collect(), ATTACHMENT_CHUNK).await
 }
 
 /// Adds an internal comment (never shown to the customer).
@@ -827,7 +834,11 @@ pub async fn change_tags(
     }
     thread_tags::Entity::delete_many()
         .filter(thread_tags::Column::ThreadId.eq(thread.id))
-        .filter(thread_tags::Column::Tag.is_in(remove.iter().cloned()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            thread_tags::Column::Tag,
+            remove.iter().cloned(),
+        ))
         .exec(db)
         .await?;
     let new: Vec<thread_tags::ActiveModel> = after
@@ -905,7 +916,11 @@ pub async fn set_customers(
         ));
     }
     let found = customers::Entity::find()
-        .filter(customers::Column::ExternalId.is_in(external_ids.iter().cloned()))
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            customers::Column::ExternalId,
+            external_ids.iter().cloned(),
+        ))
         .all(db)
         .await?;
     if let Some(missing) = external_ids

@@ -83,7 +83,11 @@ pub async fn cancel_for_threads(
                 timers::Column::State,
                 sea_orm::sea_query::Expr::value(TimerState::Cancelled),
             )
-            .filter(timers::Column::ThreadId.is_in(chunk.iter().copied()))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                timers::Column::ThreadId,
+                chunk.iter().copied(),
+            ))
             .filter(timers::Column::State.is_in([TimerState::Pending, TimerState::Claimed]))
             .exec(db)
             .await?;
