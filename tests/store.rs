@@ -837,23 +837,32 @@ async fn key_list_lookups_use_their_index_in_a_generic_plan() {
     );
 }
 
+/// An open thread of a customer of its own, `external`, created by the system.
+async fn open_thread(
+    conn: &sea_orm::DatabaseConnection,
+    external: &str,
+    subject: &str,
+) -> gochat_entities::threads::Model {
+    let (customer, _) = customers::ensure_customer(conn, external, external, t0())
+        .await
+        .unwrap();
+    let system = json!({"kind": "system", "id": "test", "name": "test"});
+    threads::create(
+        conn,
+        NewThread::new(subject, ThreadStatus::Open, vec![customer]),
+        &system,
+        t0(),
+    )
+    .await
+    .unwrap()
+}
+
 both_backends!(
     attachments_share_one_blob_per_content_within_and_across_messages,
     |db: common::TestDb| async move {
         let store = db.store().await;
         let conn = store.conn();
-        let (customer, _) = customers::ensure_customer(conn, "blobs", "Blobs", t0())
-            .await
-            .unwrap();
-        let system = json!({"kind": "system", "id": "test", "name": "test"});
-        let thread = threads::create(
-            conn,
-            NewThread::new("Files", ThreadStatus::Open, vec![customer]),
-            &system,
-            t0(),
-        )
-        .await
-        .unwrap();
+        let thread = open_thread(conn, "blobs", "Files").await;
         let file = |name: &str, data: &[u8], inline: bool| NewAttachment {
             name: name.into(),
             content_type: "application/octet-stream".into(),
@@ -1383,18 +1392,7 @@ both_backends!(
         use gochat::store::inbound::{NewRawMail, store_raw_many};
         let store = db.store().await;
         let conn = store.conn();
-        let (customer, _) = customers::ensure_customer(conn, "awkward", "Awkward", t0())
-            .await
-            .unwrap();
-        let system = json!({"kind": "system", "id": "test", "name": "test"});
-        let thread = threads::create(
-            conn,
-            NewThread::new("Awkward", ThreadStatus::Open, vec![customer]),
-            &system,
-            t0(),
-        )
-        .await
-        .unwrap();
+        let thread = open_thread(conn, "awkward", "Awkward").await;
         let awkward = "quote \" apostrophe ' backslash \\ \\x00 slash / tab \t cr \r lf \n \
                        bell \u{7} del \u{7f} é ß 漢字 🦀 e\u{301} \u{feff} \u{2028} $1 ? %s";
         let all_bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();

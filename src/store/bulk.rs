@@ -50,28 +50,29 @@ where
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let columns: Vec<_> = <A::Entity as EntityTrait>::Column::iter()
-        .filter(|c| !first.get(*c).is_not_set())
+    // Which columns the first row sets; every row must set the same ones.
+    let set: Vec<bool> = <A::Entity as EntityTrait>::Column::iter()
+        .map(|c| !first.get(c).is_not_set())
         .collect();
     let mut json = JsonRows::with_capacity(rows.len());
     for row in rows {
         json.start_row();
-        let mut written = 0;
-        for column in <A::Entity as EntityTrait>::Column::iter() {
-            let Some(value) = row.get(column).into_value() else {
-                continue;
-            };
-            if !columns.iter().any(|c| c.as_str() == column.as_str())
-                || !json.field(column.as_str(), &value)
-            {
-                return Ok(None);
+        for (column, &wanted) in <A::Entity as EntityTrait>::Column::iter().zip(&set) {
+            match row.get(column).into_value() {
+                Some(value) if wanted => {
+                    if !json.field(column.as_str(), &value) {
+                        return Ok(None);
+                    }
+                }
+                None if !wanted => {}
+                _ => return Ok(None),
             }
-            written += 1;
-        }
-        if written != columns.len() {
-            return Ok(None);
         }
     }
+    let columns: Vec<_> = <A::Entity as EntityTrait>::Column::iter()
+        .zip(&set)
+        .filter_map(|(c, &wanted)| wanted.then_some(c))
+        .collect();
     let entity = A::Entity::default();
     let table = entity.table_name();
     let Some(record) = record_type(table) else {
@@ -251,26 +252,6 @@ impl ArrayElement for &str {
     }
     fn into_value(self) -> Value {
         self.into()
-    }
-}
-
-impl ArrayElement for String {
-    const PG_TYPE: &'static str = "text";
-    fn write_element(&self, literal: &mut String) {
-        self.as_str().write_element(literal)
-    }
-    fn into_value(self) -> Value {
-        self.into()
-    }
-}
-
-impl ArrayElement for &String {
-    const PG_TYPE: &'static str = "text";
-    fn write_element(&self, literal: &mut String) {
-        self.as_str().write_element(literal)
-    }
-    fn into_value(self) -> Value {
-        self.as_str().into()
     }
 }
 

@@ -71,21 +71,11 @@ pub async fn save_many(db: &impl ConnectionTrait, writes: &[CardWrite]) -> Resul
     }
     let backend = db.get_database_backend();
     for chunk in writes.chunks(ROWS_PER_STATEMENT) {
-        let statement = match backend {
+        let json = match backend {
             DbBackend::Postgres => json_update(chunk)?,
             _ => None,
         };
-        let statement = match statement {
-            Some(s) => s,
-            None => {
-                let mut values = Vec::with_capacity(chunk.len() * (written_columns().count() + 1));
-                for w in chunk {
-                    values.push(sea_orm::Value::from(w.base));
-                    values.extend(written_columns().map(|c| w.card.get(c)));
-                }
-                Statement::from_sql_and_values(backend, update_sql(backend, chunk.len()), values)
-            }
-        };
+        let statement = json.unwrap_or_else(|| values_update(backend, chunk));
         let res = db.execute_raw(statement).await?;
         if res.rows_affected() != chunk.len() as u64 {
             let first = &chunk[0];
@@ -101,6 +91,16 @@ pub async fn save_many(db: &impl ConnectionTrait, writes: &[CardWrite]) -> Resul
 /// Every column a card write sets, the id first (it picks the row): all but `created_at`.
 fn written_columns() -> impl Iterator<Item = threads::Column> {
     threads::Column::iter().filter(|c| !matches!(c, threads::Column::CreatedAt))
+}
+
+/// The update with its rows as a `VALUES` list (SQLite, and PostgreSQL's fallback).
+fn values_update(backend: DbBackend, chunk: &[CardWrite]) -> Statement {
+    let mut values = Vec::with_capacity(chunk.len() * (written_columns().count() + 1));
+    for w in chunk {
+        values.push(sea_orm::Value::from(w.base));
+        values.extend(written_columns().map(|c| w.card.get(c)));
+    }
+    Statement::from_sql_and_values(backend, update_sql(backend, chunk.len()), values)
 }
 
 /// The PostgreSQL form of the update: the rows as one `jsonb` parameter (see

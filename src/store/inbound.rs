@@ -103,7 +103,7 @@ pub async fn by_message_ids(
         .filter(super::bulk::any_of(
             db.get_database_backend(),
             messages::Column::MessageIdHeader,
-            ids.iter().cloned(),
+            ids.iter().map(String::as_str),
         ))
         .order_by_desc(messages::Column::CreatedAt)
         .into_tuple()
@@ -376,7 +376,7 @@ pub async fn by_dedupe_keys(
             .filter(super::bulk::any_of(
                 db.get_database_backend(),
                 messages::Column::DedupeKey,
-                chunk.iter().cloned(),
+                chunk.iter().map(String::as_str),
             ))
             .all(db)
             .await?
@@ -405,7 +405,7 @@ pub async fn recent_from_many(
             .filter(super::bulk::any_of(
                 db.get_database_backend(),
                 messages::Column::FromAddress,
-                chunk.iter().cloned(),
+                chunk.iter().map(String::as_str),
             ))
             .filter(messages::Column::CreatedAt.gte(since))
             .filter(messages::Column::Direction.eq(MessageDirection::Inbound))

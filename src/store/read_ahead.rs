@@ -55,7 +55,7 @@ impl MatchReadAhead {
                 .filter(super::bulk::any_of(
                     db.get_database_backend(),
                     messages::Column::MessageIdHeader,
-                    chunk.iter().cloned(),
+                    chunk.iter().map(String::as_str),
                 ))
                 .into_tuple()
                 .all(db)

@@ -191,7 +191,7 @@ pub async fn by_message_ids(
         .filter(super::bulk::any_of(
             db.get_database_backend(),
             messages::Column::MessageIdHeader,
-            ids.iter().cloned(),
+            ids.iter().map(String::as_str),
         ))
         .all(db)
         .await?;
@@ -616,7 +616,7 @@ async fn store_attachment_rows(
         .filter(super::bulk::any_of(
             db.get_database_backend(),
             blobs::Column::Sha256,
-            shas.iter().cloned(),
+            shas.iter().map(String::as_str),
         ))
         .into_tuple::<String>()
         .all(db)
@@ -837,7 +837,7 @@ pub async fn change_tags(
         .filter(super::bulk::any_of(
             db.get_database_backend(),
             thread_tags::Column::Tag,
-            remove.iter().cloned(),
+            remove.iter().map(String::as_str),
         ))
         .exec(db)
         .await?;
@@ -919,7 +919,7 @@ pub async fn set_customers(
         .filter(super::bulk::any_of(
             db.get_database_backend(),
             customers::Column::ExternalId,
-            external_ids.iter().cloned(),
+            external_ids.iter().map(String::as_str),
         ))
         .all(db)
         .await?;
