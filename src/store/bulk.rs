@@ -204,6 +204,13 @@ where
     if backend != DbBackend::Postgres {
         return column.is_in(values.into_iter().map(ArrayElement::into_value));
     }
+    column.eq(PgFunc::any(
+        Expr::val(array_literal(values)).cast_as(format!("{}[]", V::PG_TYPE)),
+    ))
+}
+
+/// The PostgreSQL array literal (`{a,b}`) holding `values`, to be cast to `V::PG_TYPE[]`.
+pub(crate) fn array_literal<V: ArrayElement>(values: impl IntoIterator<Item = V>) -> String {
     let mut literal = String::from("{");
     for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
@@ -212,9 +219,7 @@ where
         v.write_element(&mut literal);
     }
     literal.push('}');
-    column.eq(PgFunc::any(
-        Expr::val(literal).cast_as(format!("{}[]", V::PG_TYPE)),
-    ))
+    literal
 }
 
 /// A value [`any_of`] can send inside a PostgreSQL array literal.
