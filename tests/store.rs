@@ -768,13 +768,15 @@ async fn the_partial_indexes_serve_their_queries() {
 async fn pg_generic_plan(stmt: sea_orm::Statement) -> Vec<String> {
     let db = common::TestDb::new(common::Backend::Postgres).await;
     let store = db.store().await;
-    generic_plan_in(store.conn(), "SET LOCAL enable_seqscan = off", stmt).await
+    generic_plan_in(store.conn(), "SET LOCAL enable_seqscan = off", "", stmt).await
 }
 
-/// The generic plan for `stmt` in a transaction on `conn` that first runs `settings`.
+/// `EXPLAIN {options}` of `stmt`'s generic plan, in a transaction on `conn` that first runs
+/// `settings` and is rolled back (so `ANALYZE` may run a write).
 async fn generic_plan_in(
     conn: &sea_orm::DatabaseConnection,
     settings: &str,
+    options: &str,
     stmt: sea_orm::Statement,
 ) -> Vec<String> {
     use sea_orm::{ConnectionTrait, Statement};
@@ -800,7 +802,7 @@ async fn generic_plan_in(
         .collect();
     tx.query_all_raw(Statement::from_string(
         b,
-        format!("EXPLAIN EXECUTE q({})", args.join(", ")),
+        format!("EXPLAIN {options} EXECUTE q({})", args.join(", ")),
     ))
     .await
     .expect("explain")
@@ -809,14 +811,15 @@ async fn generic_plan_in(
     .collect()
 }
 
-/// A batch's card update finds its threads by primary key in a generic plan among
-/// thousands of threads, sequential scans allowed: the planner guesses 100 rows for the
-/// `jsonb` array whatever it holds, and against that guess it once chose to scan the whole
-/// table for every statement (6 ms each at 13,000 threads).
+/// A batch's card update, run as a generic plan among thousands of threads, reads its
+/// threads by primary key and expands each JSON row once. The planner guesses 100 rows for
+/// the `jsonb` array whatever it holds; against that guess it once scanned the whole table
+/// for every statement (6 ms each at 13,000 threads), and then paired rows with threads by
+/// version alone, expanding every row once per thread of that version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_card_update_finds_its_threads_by_key_among_thousands() {
+async fn the_card_update_finds_its_threads_by_key_and_reads_each_row_once() {
     use gochat::store::cards::{CardWrite, update_statement};
-    use sea_orm::{ConnectionTrait, DbBackend};
+    use sea_orm::{ConnectionTrait, DbBackend, QuerySelect};
     let db = common::TestDb::new(common::Backend::Postgres).await;
     let store = db.store().await;
     let conn = store.conn();
@@ -828,23 +831,40 @@ async fn the_card_update_finds_its_threads_by_key_among_thousands() {
     )
     .await
     .expect("seed threads");
-    let thread = gochat_entities::threads::Entity::find()
-        .one(conn)
+    let writes: Vec<CardWrite> = gochat_entities::threads::Entity::find()
+        .limit(40)
+        .all(conn)
         .await
         .unwrap()
-        .expect("a thread");
-    let mut card = thread.clone();
-    card.version += 1;
-    card.status = ThreadStatus::Waiting;
-    let write = CardWrite {
-        base: thread.version,
-        card,
-    };
-    let stmt = update_statement(DbBackend::Postgres, &[write]).unwrap();
-    let plan = generic_plan_in(conn, "", stmt).await;
+        .into_iter()
+        .map(|thread| {
+            let mut card = thread.clone();
+            card.version += 1;
+            card.status = ThreadStatus::Waiting;
+            CardWrite {
+                base: thread.version,
+                card,
+            }
+        })
+        .collect();
+    assert_eq!(writes.len(), 40);
+    let stmt = update_statement(DbBackend::Postgres, &writes).unwrap();
+    let plan = generic_plan_in(conn, "", "(ANALYZE, COSTS OFF, TIMING OFF)", stmt).await;
     assert!(plan.iter().any(|l| l.contains("threads_pkey")), "{plan:?}");
     assert!(
         !plan.iter().any(|l| l.contains("Seq Scan on threads")),
+        "{plan:?}"
+    );
+    let expansions: Vec<&String> = plan
+        .iter()
+        .filter(|l| l.contains("jsonb_populate_record"))
+        .collect();
+    assert!(
+        expansions.len() == 1 && expansions[0].contains("loops=40)"),
+        "each row expanded once: {plan:?}"
+    );
+    assert!(
+        plan.iter().any(|l| l.starts_with("Update on threads")),
         "{plan:?}"
     );
 }
