@@ -220,14 +220,18 @@ impl TestBroker {
             })
     }
 
-    /// Deletes every queue and exchange of the prefix.
+    /// Deletes every queue and exchange of the prefix: the retry queues for `retry_delays`
+    /// and for the default delays too, since a worker process started on this prefix
+    /// without the test's delays declares those.
     pub async fn cleanup(&self, retry_delays: &[Duration]) {
         self.cleaned
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let amqp = gochat::config::AmqpConfig {
-            retry_delays: retry_delays.to_vec(),
-            ..Default::default()
-        };
+        let mut amqp = gochat::config::AmqpConfig::default();
+        for d in retry_delays {
+            if !amqp.retry_delays.contains(d) {
+                amqp.retry_delays.push(*d);
+            }
+        }
         let _ = gochat::queue::topology::delete(&self.conn, &self.names, &amqp).await;
         let ch = self.conn.create_channel().await.expect("channel");
         for q in &self.taps {

@@ -16,8 +16,11 @@ pub fn free_port() -> u16 {
 }
 
 /// A running worker, killed if the test fails before stopping it. Its stderr goes to a
-/// file (a pipe nobody drains would block a chatty worker).
-pub struct Worker(pub Child, pub std::path::PathBuf);
+/// file (a pipe nobody drains would block a chatty worker). The queue prefix
+/// [`start_worker`] made up for it, if the test did not give one, is swept from the
+/// machine's broker when it is dropped: the worker declared that topology and nobody else
+/// knows its name.
+pub struct Worker(pub Child, pub std::path::PathBuf, Option<String>);
 
 impl Worker {
     /// What the worker logged so far.
@@ -30,6 +33,10 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(prefix) = self.2.take() {
+            // A thread of its own: drop may run inside the test's runtime, which cannot block.
+            let _ = std::thread::spawn(move || super::broker::sweep(&prefix)).join();
+        }
     }
 }
 
@@ -37,19 +44,20 @@ impl Drop for Worker {
 /// `extra` environment variables win over those.
 pub fn start_worker(dir: &Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Worker {
     let mut cmd = gochat(dir, db_url);
+    let own_prefix = (!extra.iter().any(|(k, _)| *k == "GOCHAT_AMQP_PREFIX"))
+        .then(|| format!("test-{}.", uuid::Uuid::now_v7().simple()));
     cmd.env("GOCHAT_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "GOCHAT_AMQP_PREFIX",
-            format!("test-{}.", uuid::Uuid::now_v7().simple()),
-        )
         .arg("run")
         .stdout(Stdio::null());
+    if let Some(prefix) = &own_prefix {
+        cmd.env("GOCHAT_AMQP_PREFIX", prefix);
+    }
     for (k, v) in extra {
         cmd.env(k, v);
     }
     let log = dir.join(format!("worker-{}.log", uuid::Uuid::now_v7().simple()));
     cmd.stderr(std::fs::File::create(&log).expect("worker log file"));
-    Worker(cmd.spawn().expect("spawn gochat run"), log)
+    Worker(cmd.spawn().expect("spawn gochat run"), log, own_prefix)
 }
 
 /// Status and body of a GET, or `None` when nothing answers.
