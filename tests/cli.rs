@@ -201,7 +201,7 @@ both_backends!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_is_503_while_the_broker_is_unreachable_and_auto_migrate_works() {
+async fn readiness_is_503_without_the_broker_and_start_up_takes_auto_migrate_and_threads() {
     let db = TestDb::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("auto.toml");
@@ -215,6 +215,7 @@ async fn readiness_is_503_while_the_broker_is_unreachable_and_auto_migrate_works
         &[
             ("GOCHAT_AMQP_URL", &dead_broker),
             ("GOCHAT_CONFIG", config.to_str().expect("utf-8 path")),
+            ("GOCHAT_WORKER_THREADS", "1"),
         ],
     );
     let base = format!("http://127.0.0.1:{port}");
@@ -226,6 +227,17 @@ async fn readiness_is_503_while_the_broker_is_unreachable_and_auto_migrate_works
     assert!(err.contains("applying pending migrations"), "{err}");
     assert!(err.contains("cannot connect to the broker"), "{err}");
     assert!(!err.contains("secret-pw"), "password leaked: {err}");
+    // The thread count the runtime itself reports (its blocking threads bear the same name
+    // as its workers, so /proc cannot tell them apart), read without the log's colours.
+    let plain = err
+        .split('\x1b')
+        .enumerate()
+        .map(|(i, part)| match part.find('m') {
+            Some(end) if i > 0 => &part[end + 1..],
+            _ => part,
+        })
+        .collect::<String>();
+    assert!(plain.contains("threads=1"), "{plain}");
 }
 
 both_backends!(

@@ -112,10 +112,7 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(&config.runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gochat: cannot start the async runtime: {e}");
@@ -130,6 +127,18 @@ pub fn main() -> ExitCode {
             failure(1)
         }
     }
+}
+
+/// The multi-threaded runtime with `[runtime]`'s thread count (tokio's default when unset).
+fn build_runtime(
+    config: &crate::config::RuntimeConfig,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Zero is refused when the configuration loads; tokio would panic on it.
+    if let Some(n) = config.worker_threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
@@ -171,5 +180,31 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuntimeConfig;
+
+    #[test]
+    fn the_runtime_has_the_configured_threads_or_one_per_core() {
+        let one = build_runtime(&RuntimeConfig {
+            worker_threads: Some(1),
+        })
+        .expect("runtime");
+        assert_eq!(one.metrics().num_workers(), 1);
+        let three = build_runtime(&RuntimeConfig {
+            worker_threads: Some(3),
+        })
+        .expect("runtime");
+        assert_eq!(three.metrics().num_workers(), 3);
+
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let auto = build_runtime(&RuntimeConfig::default()).expect("runtime");
+            assert_eq!(auto.metrics().num_workers(), cores);
+        }
     }
 }

@@ -21,6 +21,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         prefix = %config.amqp.prefix,
         http = %config.http.addr,
         workflows = %config.workflows.dir.display(),
+        threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "starting the worker"
     );
     let metrics = Metrics::new().context("registering metrics")?;

@@ -135,6 +135,15 @@ fn apply_env(
     if let Some(v) = env("GOCHAT_WORKFLOWS") {
         config.workflows.dir = PathBuf::from(v);
     }
+    if let Some(v) = env("GOCHAT_WORKER_THREADS") {
+        config.runtime.worker_threads =
+            Some(v.trim().parse().map_err(|_| ConfigError::Invalid {
+                file: "environment".into(),
+                line: 0,
+                key: "GOCHAT_WORKER_THREADS".into(),
+                message: format!("expected a number of threads such as 2, found {v:?}"),
+            })?);
+    }
     Ok(())
 }
 
@@ -249,6 +258,12 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
         return Err(fail(
             "mail.loop_limit",
             "loop_limit and loop_window must be positive".into(),
+        ));
+    }
+    if config.runtime.worker_threads == Some(0) {
+        return Err(fail(
+            "runtime.worker_threads",
+            "expected at least 1, found 0; leave the key out for one thread per core".into(),
         ));
     }
     if config.scheduler.interval.is_zero() || config.scheduler.batch == 0 {
@@ -375,6 +390,40 @@ mod tests {
             err.ends_with(
                 "g.toml:3: key `database.url`: expected a URL with scheme sqlite or postgres or \
              postgresql, found scheme \"mysql\""
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn worker_threads_come_from_the_file_or_the_environment_and_zero_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("r.toml");
+        std::fs::write(&file, "[runtime]\nworker_threads = 2\n").expect("write");
+        let (config, _) = load_with_env(Some(&file), no_env).expect("valid");
+        assert_eq!(config.runtime.worker_threads, Some(2));
+
+        let env = |k: &str| (k == "GOCHAT_WORKER_THREADS").then(|| "1".to_owned());
+        let (config, _) = load_with_env(Some(&file), env).expect("valid");
+        assert_eq!(config.runtime.worker_threads, Some(1));
+
+        let env = |k: &str| (k == "GOCHAT_WORKER_THREADS").then(|| "two".to_owned());
+        let err = load_with_env(Some(&file), env).unwrap_err().to_string();
+        assert!(
+            err.contains("GOCHAT_WORKER_THREADS") && err.contains("\"two\""),
+            "{err}"
+        );
+
+        std::fs::write(
+            &file,
+            "[log]\nfilter = \"info\"\n\n[runtime]\nworker_threads = 0\n",
+        )
+        .expect("write");
+        let err = load_with_env(Some(&file), no_env).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "r.toml:5: key `runtime.worker_threads`: expected at least 1, found 0; leave the \
+                 key out for one thread per core"
             ),
             "{err}"
         );

@@ -32,6 +32,7 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     pub scheduler: SchedulerConfig,
     pub log: LogConfig,
+    pub runtime: RuntimeConfig,
 }
 
 /// `[database]`: where the state lives.
@@ -278,6 +279,16 @@ impl Default for SchedulerConfig {
             batch: 500,
         }
     }
+}
+
+/// `[runtime]`: the async runtime every command runs on.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads running jobs, I/O and timers; `None`: one per core (or `TOKIO_WORKER_THREADS`).
+    /// The worker mostly waits on the database and the broker, so where it shares a small
+    /// machine with them, fewer threads cost less CPU than one per core (docs/BENCHMARKS.md).
+    pub worker_threads: Option<usize>,
 }
 
 /// `[log]`: tracing output.

@@ -54,6 +54,10 @@ pub struct E2eArgs {
     /// Scratch database (default: a temporary SQLite file; the aims are for PostgreSQL).
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Threads of the worker's runtime (default: `runtime.worker_threads`, else one per
+    /// core).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// The corpus folder inbound mails are made from.
     #[arg(long, default_value = "tests/data/corpus")]
     pub corpus: PathBuf,
@@ -70,6 +74,10 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("temp dir")?;
     let url = super::scratch_database_url(args.database_url.clone(), scratch.path());
     config.database.url = SecretUrl::new(url);
+    if let Some(n) = args.worker_threads {
+        anyhow::ensure!(n > 0, "--worker-threads must be at least 1");
+        config.runtime.worker_threads = Some(n);
+    }
     config.amqp.prefix = format!("bench{}.", uuid::Uuid::now_v7().simple());
     let names = Names::new(&config.amqp.prefix);
     let store = Store::connect(&config.database).await?;
@@ -80,8 +88,13 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", config.amqp.url))?;
     println!(
-        "bench e2e: database {backend} ({}), broker {}",
-        config.database.url, config.amqp.url
+        "bench e2e: database {backend} ({}), broker {}, worker threads {}",
+        config.database.url,
+        config.amqp.url,
+        config
+            .runtime
+            .worker_threads
+            .map_or("one per core".to_owned(), |n| n.to_string())
     );
 
     let baseline = super::runtime::baseline(&conn, &names, 20_000, config.amqp.prefetch).await?;
@@ -291,6 +304,10 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
     );
     report.insert("backlog".into(), json!(args.backlog));
     report.insert(
+        "worker_threads".into(),
+        json!(config.runtime.worker_threads),
+    );
+    report.insert(
         "backlog_peak_rss_mb".into(),
         json!(backlog_rss.map(|r| round2(r as f64 / 1048576.0))),
     );
@@ -302,7 +319,7 @@ pub async fn run(mut config: Config, args: E2eArgs) -> anyhow::Result<()> {
 fn worker_env(config: &Config, smtp_port: u16) -> anyhow::Result<Vec<(&'static str, String)>> {
     let workflows = std::fs::canonicalize(&config.workflows.dir)
         .with_context(|| format!("workflows folder {}", config.workflows.dir.display()))?;
-    Ok(vec![
+    Ok([
         (
             "GOCHAT_DATABASE_URL",
             config.database.url.expose().to_owned(),
@@ -311,7 +328,15 @@ fn worker_env(config: &Config, smtp_port: u16) -> anyhow::Result<Vec<(&'static s
         ("GOCHAT_AMQP_PREFIX", config.amqp.prefix.clone()),
         ("GOCHAT_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")),
         ("GOCHAT_WORKFLOWS", workflows.display().to_string()),
-    ])
+    ]
+    .into_iter()
+    .chain(
+        config
+            .runtime
+            .worker_threads
+            .map(|n| ("GOCHAT_WORKER_THREADS", n.to_string())),
+    )
+    .collect())
 }
 
 /// Each job kind's `(sum, count)` of `gochat_job_batch_size` in a `/metrics` text: how many
