@@ -1,5 +1,7 @@
 //! Tracing set-up: an env filter (`RUST_LOG`, else the config's), human or JSON output.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat};
@@ -15,8 +17,13 @@ pub fn init(log: &LogConfig) {
         .add_directive("lapin=warn".parse().unwrap_or_else(|_| filter_default()));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match log.format {
+        // Colours only on a terminal: in a log file or a journal they are noise in every line.
         LogFormat::Human => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
