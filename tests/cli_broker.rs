@@ -1,7 +1,7 @@
 //! The commands that talk to the broker, as processes: `gochat publish` (validation before
 //! anything is sent, confirms, the ids it prints, exit codes) and `gochat run` reloading
 //! its workflows on SIGHUP (a valid set replaces the old one; an invalid one is refused and
-//! the old one stays in force).
+//! the old one stays in force), and `gochat bench e2e` at a toy size.
 
 mod common;
 
@@ -248,4 +248,40 @@ fn hangup(worker: &common::process::Worker) {
         .status()
         .expect("kill -HUP");
     assert!(status.success());
+}
+
+/// `gochat bench e2e` at a toy size: the figures are for a release build, this checks the
+/// command itself, which runs a real `gochat run` process (with the threads asked for) on
+/// PostgreSQL and RabbitMQ and ends with its JSON report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_e2e_runs_a_worker_process_and_ends_with_its_json_report() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corpus");
+    let out = gochat(dir.path(), &db.url)
+        .env("GOCHAT_AMQP_URL", common::broker::amqp_url())
+        .args(
+            "bench e2e --rate 40 --seconds 1 --burst 200 --threads 20 --timers 100 \
+             --reminders 5 --backlog 0 --worker-threads 1 --corpus"
+                .split_whitespace(),
+        )
+        .arg(&corpus)
+        .args(["--database-url", &db.url])
+        .output()
+        .expect("run gochat bench e2e");
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(text.contains("worker threads 1"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a last line")).expect("JSON last line");
+    assert_eq!(report["bench"], "e2e", "{report}");
+    assert_eq!(report["worker_threads"], 1, "{report}");
+    assert_eq!(report["dead_letters"], 0, "{report}");
+    assert_eq!(report["reminders_fired"], 5, "{report}");
+    assert!(
+        report["inbound_mail"]["max"]["per_sec"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    assert!(report["mails_delivered"].as_u64() > Some(0), "{report}");
+    assert!(report["peak_rss_mb"].as_f64() > Some(0.0), "{report}");
 }
