@@ -23,5 +23,6 @@ pub mod services;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod worker;
 pub mod workflow;

@@ -53,17 +53,6 @@ fn job(raw: &[u8], to: &str) -> serde_json::Value {
            "recipients": [to]})
 }
 
-/// An inbound-mail job `id` with `payload`, first attempt, for handing to a handler directly.
-fn inbound_job(id: &str, payload: serde_json::Value) -> gochat::jobs::Job {
-    gochat::jobs::Job {
-        kind: "inbound-mail".into(),
-        message_id: id.into(),
-        payload,
-        attempt: 1,
-        first_failure: None,
-    }
-}
-
 /// Publishes `mail` to `to` as job `id` and waits until it is applied.
 async fn deliver_to(broker: &TestBroker, store: &Store, id: &str, mail: &TestMail, to: &str) {
     broker
@@ -807,7 +796,7 @@ both_backends!(
         ];
         let jobs: Vec<Job> = raws
             .into_iter()
-            .map(|(id, payload)| inbound_job(&id, payload))
+            .map(|(id, payload)| common::fixtures::inbound_job(&id, payload))
             .collect();
 
         // The batch.
@@ -893,14 +882,14 @@ async fn a_batch_waits_for_a_sender_another_batch_is_inserting_instead_of_failin
     use gochat::queue::{Handled, Handler};
     use sea_orm::{ConnectionTrait, TransactionTrait};
     let db = TestDb::new(common::Backend::Postgres).await;
-    let (store, handler) = handler_on(&db).await;
+    let (store, handler) = common::fixtures::handler_on(&db).await;
     let handler = Arc::new(handler);
     let jobs: Vec<Job> = ["held@shared.example", "a@one.example", "b@two.example"]
         .iter()
         .enumerate()
         .map(|(k, from)| {
             let mail = TestMail::new(from, SUPPORT, "Hello", "Hi.\n");
-            inbound_job(&format!("held-{k}"), job(&mail.bytes(), SUPPORT))
+            common::fixtures::inbound_job(&format!("held-{k}"), job(&mail.bytes(), SUPPORT))
         })
         .collect();
 
@@ -964,18 +953,6 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// A store on `db` and a handler on the project's own `workflows/`, to hand jobs to
-/// directly.
-async fn handler_on(db: &TestDb) -> (Store, gochat::jobs::handler::WorkflowHandler) {
-    let store = db.store().await;
-    let config = Config {
-        database: db.config(),
-        ..Default::default()
-    };
-    let handler = common::fixtures::workflow_handler(&store, config);
-    (store, handler)
-}
-
 /// A handler on a copy of the project's `workflows/` that `edit` changed first (given the
 /// copy's folder), as ops would change theirs. The folder lives as long as the `TempDir`.
 async fn handler_on_edited_workflows(
@@ -1027,7 +1004,7 @@ both_backends!(
         })
         .await;
         let mail = TestMail::new("ann@acme.example", SUPPORT, "Printer broken", "Help.\n");
-        let job = inbound_job("no-store", job(&mail.bytes(), SUPPORT));
+        let job = common::fixtures::inbound_job("no-store", job(&mail.bytes(), SUPPORT));
         assert_eq!(handler.handle(&job).await, Ok(Handled::Applied));
 
         let conn = store.conn();
@@ -1063,10 +1040,10 @@ both_backends!(
     two_replies_in_one_batch_to_a_waiting_thread_both_commit_with_it,
     |db: TestDb| async move {
         use gochat::queue::{Handled, Handler};
-        let (store, handler) = handler_on(&db).await;
+        let (store, handler) = common::fixtures::handler_on(&db).await;
         let first = TestMail::new("Kim <kim@example.com>", SUPPORT, "Broken", "Help.\n");
         let opened = handler
-            .handle(&inbound_job("w0", job(&first.bytes(), SUPPORT)))
+            .handle(&common::fixtures::inbound_job("w0", job(&first.bytes(), SUPPORT)))
             .await;
         assert_eq!(opened, Ok(Handled::Applied));
         let thread = stored(&store, "w0").await.thread_id;
@@ -1089,8 +1066,8 @@ both_backends!(
                 .replying_to(&first.id())
         };
         let jobs = vec![
-            inbound_job("w1", job(&reply("Re: Broken").bytes(), SUPPORT)),
-            inbound_job("w2", job(&reply("Re: Re: Broken").bytes(), SUPPORT)),
+            common::fixtures::inbound_job("w1", job(&reply("Re: Broken").bytes(), SUPPORT)),
+            common::fixtures::inbound_job("w2", job(&reply("Re: Re: Broken").bytes(), SUPPORT)),
         ];
         let results = handler.handle_batch(&jobs).await;
         assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
@@ -1141,7 +1118,7 @@ both_backends!(
         .await;
         let first = TestMail::new("Lou <lou@example.com>", SUPPORT, "Broken", "Help.\n");
         let opened = handler
-            .handle(&inbound_job("r0", job(&first.bytes(), SUPPORT)))
+            .handle(&common::fixtures::inbound_job("r0", job(&first.bytes(), SUPPORT)))
             .await;
         assert_eq!(opened, Ok(Handled::Applied));
         let thread = stored(&store, "r0").await.thread_id;
@@ -1151,8 +1128,8 @@ both_backends!(
                 .replying_to(&first.id())
         };
         let jobs = vec![
-            inbound_job("r1", job(&reply("Re: Broken").bytes(), SUPPORT)),
-            inbound_job("r2", job(&reply("Re: Re: Broken").bytes(), SUPPORT)),
+            common::fixtures::inbound_job("r1", job(&reply("Re: Broken").bytes(), SUPPORT)),
+            common::fixtures::inbound_job("r2", job(&reply("Re: Re: Broken").bytes(), SUPPORT)),
         ];
         let results = handler.handle_batch(&jobs).await;
         assert_eq!(results, vec![Ok(Handled::Applied), Ok(Handled::Applied)]);
@@ -1203,7 +1180,7 @@ both_backends!(
     |db: TestDb| async move {
         use gochat::queue::{Handled, Handler};
         use gochat::store::inbound::{NewRawMail, store_raw};
-        let (store, handler) = handler_on(&db).await;
+        let (store, handler) = common::fixtures::handler_on(&db).await;
         let conn = store.conn();
         let mail = |n: u32| {
             TestMail::new(
@@ -1214,7 +1191,7 @@ both_backends!(
             )
             .bytes()
         };
-        let one = |id: &str, n: u32| inbound_job(id, job(&mail(n), SUPPORT));
+        let one = |id: &str, n: u32| common::fixtures::inbound_job(id, job(&mail(n), SUPPORT));
 
         // One job alone, then two as a set: each applied.
         let apply = |alone: (&'static str, u32), set: [(&'static str, u32); 2]| {

@@ -212,7 +212,7 @@ impl WorkflowHandler {
                 let _ = tx.rollback().await;
                 // A step that committed midway (outbound delivery) committed rows too.
                 self.relay.hand_over(tx.take_committed());
-                return Err(e);
+                return Err(self.keep_on_failure(workflow, job, e).await);
             }
         };
         if let Some(error) = ran.unapplied {
@@ -233,6 +233,26 @@ impl WorkflowHandler {
         tx.checkpoint().await?;
         self.committed(ran.counted, &mut tx);
         Ok(Handled::Applied)
+    }
+
+    /// After `job` failed and was rolled back: what its steps keep all the same (see
+    /// [`crate::workflow::Action::keep_on_failure`]), noted in its error.
+    async fn keep_on_failure(&self, workflow: &Workflow, job: &Job, error: JobError) -> JobError {
+        let why = error.to_string();
+        let mut notes = Vec::new();
+        for step in &workflow.steps {
+            if let Some(note) = step.action.keep_on_failure(&self.services, job, &why).await {
+                notes.push(note);
+            }
+        }
+        if notes.is_empty() {
+            return error;
+        }
+        let with = format!("{why} ({})", notes.join("; "));
+        match error {
+            JobError::Transient(_) => JobError::Transient(with),
+            JobError::Permanent(_) => JobError::Permanent(with),
+        }
     }
 
     /// Several jobs of one kind in one transaction.

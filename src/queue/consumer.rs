@@ -448,7 +448,7 @@ pub fn decode(kind: &str, d: &Delivery) -> Result<Job, String> {
         .properties
         .message_id()
         .as_ref()
-        .map(|m| m.to_string())
+        .map(|m| crate::text::escape_controls(m.as_str()).into_owned())
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| {
             "job has no AMQP message_id; every job needs one as its idempotency key".to_string()
@@ -470,8 +470,10 @@ pub fn decode(kind: &str, d: &Delivery) -> Result<Job, String> {
         .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
         .map(|t| t.with_timezone(&Utc))
         .filter(|_| !replayed);
-    let payload: serde_json::Value =
+    let mut payload: serde_json::Value =
         serde_json::from_slice(&d.data).map_err(|e| format!("payload is not valid JSON: {e}"))?;
+    // Every text a job brings is stored somewhere: a NUL would fail its insert.
+    crate::text::escape_json(&mut payload);
     crate::jobs::check_payload(kind, &payload).map_err(|e| e.to_string())?;
     Ok(Job {
         kind: kind.to_owned(),

@@ -39,6 +39,14 @@ pub trait Action: Send + Sync + 'static {
 
     async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError>;
 
+    /// After the job failed and its transaction was rolled back: keeps, in a commit of its
+    /// own, what must survive any failure (an inbound mail's raw bytes), and returns a note
+    /// for the job's error (where it was kept). Best effort: with the database down there
+    /// is nothing to keep it in, and the job's retry finds it again anyway.
+    async fn keep_on_failure(&self, _services: &Services, _job: &Job, _why: &str) -> Option<String> {
+        None
+    }
+
     /// True for an action with a set-based form ([`Action::run_set`]): one step over all the
     /// jobs of a batch, with multi-row statements. A small job's cost is its round trips to
     /// the database, so a batch of 32 that costs 3 statements instead of 96 is most of the

@@ -92,3 +92,31 @@ pub fn workflow_handler(
         gochat::queue::relay::RelayWaker::default(),
     )
 }
+
+/// A store on `db` and a handler on the project's own `workflows/`, to hand jobs to
+/// directly.
+pub async fn handler_on(
+    db: &super::TestDb,
+) -> (
+    gochat::store::Store,
+    gochat::jobs::handler::WorkflowHandler,
+) {
+    let store = db.store().await;
+    let config = gochat::config::Config {
+        database: db.config(),
+        ..Default::default()
+    };
+    let handler = workflow_handler(&store, config);
+    (store, handler)
+}
+
+/// An inbound-mail job `id` with `payload`, first attempt, for handing to a handler directly.
+pub fn inbound_job(id: &str, payload: serde_json::Value) -> gochat::jobs::Job {
+    gochat::jobs::Job {
+        kind: "inbound-mail".into(),
+        message_id: id.into(),
+        payload,
+        attempt: 1,
+        first_failure: None,
+    }
+}

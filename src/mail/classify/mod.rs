@@ -110,16 +110,35 @@ pub fn classify_tree(
 ) -> MailClass {
     let (bytes, _) = parse::message_bytes(raw);
     let ctx = Ctx::new(mail, bytes, tree, envelope);
-    if let Some(reason) = feedback_report(&ctx) {
-        return MailClass::FeedbackReport { reason };
+    let mut class = if let Some(reason) = feedback_report(&ctx) {
+        MailClass::FeedbackReport { reason }
+    } else if let Some(bounce) = bounce(&ctx) {
+        MailClass::Bounce(bounce)
+    } else if let Some(reason) = auto_reply(&ctx) {
+        MailClass::AutoReply { reason }
+    } else {
+        MailClass::Normal
+    };
+    class.escape_controls();
+    class
+}
+
+impl MailClass {
+    /// Escapes the control characters of what the classifier read from the raw mail (a
+    /// report's diagnostic, recipients, ids): they are stored and announced.
+    fn escape_controls(&mut self) {
+        use crate::text::escape_in_place as esc;
+        match self {
+            MailClass::Normal => {}
+            MailClass::AutoReply { reason } | MailClass::FeedbackReport { reason } => esc(reason),
+            MailClass::Bounce(b) => {
+                b.recipients.iter_mut().for_each(esc);
+                let texts = b.status.iter_mut().chain(&mut b.diagnostic);
+                texts.chain(&mut b.original_message_id).for_each(esc);
+                esc(&mut b.reason);
+            }
+        }
     }
-    if let Some(bounce) = bounce(&ctx) {
-        return MailClass::Bounce(bounce);
-    }
-    if let Some(reason) = auto_reply(&ctx) {
-        return MailClass::AutoReply { reason };
-    }
-    MailClass::Normal
 }
 
 /// `bounces+<uuid>@domain` → the uuid (see `mime::verp_sender`).

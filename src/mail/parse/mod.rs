@@ -107,6 +107,32 @@ impl ParsedMail {
     pub fn sha256_hex(raw: &[u8]) -> String {
         sha256_hex(raw)
     }
+
+    /// Escapes the control characters of every text field (see [`crate::text`]): all of
+    /// them are stored, and a NUL from a crafted header must not fail the insert.
+    fn escape_controls(&mut self) {
+        use crate::text::escape_in_place as esc;
+        let ids = self.message_id.iter_mut().chain(&mut self.in_reply_to);
+        ids.chain(&mut self.references).for_each(esc);
+        let parties = self.from.iter_mut().chain(&mut self.reply_to);
+        for p in parties.chain(&mut self.to).chain(&mut self.cc) {
+            esc(&mut p.address);
+            p.name.iter_mut().for_each(esc);
+        }
+        esc(&mut self.subject);
+        let bodies = self.content_language.iter_mut().chain(&mut self.text);
+        bodies.chain(&mut self.html).for_each(esc);
+        for a in &mut self.attachments {
+            esc(&mut a.name);
+            esc(&mut a.content_type);
+            a.content_id.iter_mut().for_each(esc);
+        }
+        for (name, value) in &mut self.headers {
+            esc(name);
+            esc(value);
+        }
+        self.defects.iter_mut().for_each(esc);
+    }
 }
 
 /// One attachment of the outer message.
@@ -149,6 +175,13 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseError> {
 /// header block), so that the classifier reads the same tree instead of parsing the mail a
 /// second time.
 pub fn parse_with_tree(raw: &[u8]) -> Result<(ParsedMail, Option<Message<'_>>), ParseError> {
+    let (mut mail, tree) = parse_unescaped(raw)?;
+    mail.escape_controls();
+    Ok((mail, tree))
+}
+
+/// [`parse_with_tree`] before its texts are made storable.
+fn parse_unescaped(raw: &[u8]) -> Result<(ParsedMail, Option<Message<'_>>), ParseError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }

@@ -117,6 +117,29 @@ impl Action for StoreRawMail {
         Ok(Flow::Continue)
     }
 
+    /// The raw bytes in a commit of their own, marked failed with the reason: a mail the
+    /// MTA was told is delivered is never only in a dead letter.
+    async fn keep_on_failure(&self, services: &Services, job: &Job, why: &str) -> Option<String> {
+        let now = services.clock.now();
+        let input = RawInput::of(job, services.config.mail.max_size, now).ok()?;
+        if input.reprocess.is_some() {
+            return None;
+        }
+        let state = store::RawState {
+            status: RawMailStatus::Failed,
+            error: Some(crate::text::escape_controls(why).into_owned()),
+            classification: None,
+        };
+        let row = input.row(&job.message_id, Some((&state, now)));
+        match store::store_raw(services.store.conn(), &row).await {
+            Ok(stored) => Some(format!("kept as raw mail {}", stored.id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not keep the failed mail's raw bytes");
+                None
+            }
+        }
+    }
+
     fn set_based(&self) -> bool {
         true
     }

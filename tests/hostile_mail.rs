@@ -1,0 +1,291 @@
+//! Hostile and unusual inbound mail (issue 32): what a crafted or merely odd mail from the
+//! real internet must not do to the worker. Each case names what it once did: lose the
+//! mail, stall the worker, open a second thread, or let a stranger into someone else's
+//! conversation. Jobs are handed to a handler on the project's own workflows, on both
+//! databases.
+
+mod common;
+
+use base64::Engine;
+use common::fixtures::{handler_on, inbound_job};
+use common::{TestDb, count};
+use gochat::queue::{Handled, Handler};
+use gochat_entities::{messages, raw_mails};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+
+const SUPPORT: &str = "support@gochat.example";
+
+fn job(raw: &[u8], to: &str) -> serde_json::Value {
+    json!({"schema": "inbound-mail/v1",
+           "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+           "recipients": [to]})
+}
+
+/// The raw mail job `id` stored.
+async fn raw_row(store: &gochat::store::Store, id: &str) -> raw_mails::Model {
+    raw_mails::Entity::find()
+        .filter(raw_mails::Column::JobMessageId.eq(id))
+        .one(store.conn())
+        .await
+        .expect("query")
+        .unwrap_or_else(|| panic!("job {id} stored no raw mail"))
+}
+
+/// The message stored from raw mail `raw`.
+async fn message_of(store: &gochat::store::Store, raw: uuid::Uuid) -> messages::Model {
+    messages::Entity::find()
+        .filter(messages::Column::RawMailId.eq(raw))
+        .one(store.conn())
+        .await
+        .expect("query")
+        .unwrap_or_else(|| panic!("raw mail {raw} became no message"))
+}
+
+/// NUL bytes where MIME allows parameters and header text: in a charset, a boundary, a
+/// part's type, an encoded subject, a display name, a Message-ID, References and an
+/// attachment's name. PostgreSQL refuses NUL in text (and `\u0000` in jsonb), so each once
+/// failed the insert, rolled the raw mail back with it and dead-lettered a mail the MTA had
+/// been told was delivered.
+fn nul_mails() -> Vec<(&'static str, Vec<u8>)> {
+    let head = |extra: &str, id: &str| {
+        format!(
+            "From: Ann <ann@acme.example>\r\nTo: {SUPPORT}\r\nSubject: Printer\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}@acme.example>\r\n\
+             MIME-Version: 1.0\r\n{extra}"
+        )
+        .into_bytes()
+    };
+    let mut cases: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let mut charset = head("Content-Type: text/plain; charset=\"utf\0-8\"\r\n\r\n", "n1");
+    charset.extend_from_slice(b"Hello\r\n");
+    cases.push(("charset", charset));
+    let mut boundary = head(
+        "Content-Type: multipart/mixed; boundary=\"b\0b\"\r\n\r\n",
+        "n2",
+    );
+    boundary.extend_from_slice(
+        b"--b\0b\r\nContent-Type: text/plain\r\n\r\nHello\r\n--b\0b\r\nContent-Type: application/octet-stream; name=\"a\0b.pdf\"\r\nContent-Disposition: attachment; filename=\"a\0b.pdf\"\r\n\r\nPDF\r\n--b\0b--\r\n",
+    );
+    cases.push(("boundary and file name", boundary));
+    let mut part_type = head(
+        "Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n",
+        "n3",
+    );
+    part_type.extend_from_slice(
+        b"--x\r\nContent-Type: text/pl\0ain\r\n\r\nHello\r\n--x\r\nContent-Type: app\0lication/x\0y\r\n\r\ndata\r\n--x--\r\n",
+    );
+    cases.push(("part type", part_type));
+    let mut headers = format!(
+        "From: =?utf-8?q?A=00nn?= <ann@acme.example>\r\nTo: {SUPPORT}\r\n\
+         Subject: =?utf-8?q?Print=00er?= \0raw\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <n4\0x@acme.example>\r\nReferences: <r\0ef@acme.example>\r\n\
+         In-Reply-To: <i\0rt@acme.example>\r\nX-Note: a\0b\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    .into_bytes();
+    headers.extend_from_slice(b"Hel\0lo\r\n");
+    cases.push(("subject, names, ids", headers));
+    cases
+}
+
+both_backends!(
+    nul_bytes_in_mime_parameters_and_headers_never_lose_the_mail,
+    |db: TestDb| async move {
+        let (store, handler) = handler_on(&db).await;
+        for (what, raw) in nul_mails() {
+            let id = format!("nul-{}", what.replace([' ', ','], "-"));
+            let outcome = handler.handle(&inbound_job(&id, job(&raw, SUPPORT))).await;
+            assert_eq!(outcome, Ok(Handled::Applied), "{what}");
+            let row = raw_row(&store, &id).await;
+            assert_eq!(row.data, raw, "{what}: the raw bytes are kept as they came");
+            assert_eq!(
+                row.status,
+                raw_mails::RawMailStatus::Parsed,
+                "{what}: {:?}",
+                row.error
+            );
+            let m = message_of(&store, row.id).await;
+            for text in [
+                Some(&m.subject),
+                Some(&m.from_address),
+                m.from_name.as_ref(),
+                m.message_id_header.as_ref(),
+                m.text_body.as_ref(),
+                row.error.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                assert!(!text.contains('\0'), "{what}: NUL stored in {text:?}");
+            }
+            assert!(!m.references.to_string().contains("\\u0000"), "{what}");
+            if what == "subject, names, ids" {
+                // A subject's control characters are spaces (an encoded CRLF stays
+                // data), and so are a display name's.
+                assert_eq!(m.subject, "Print er  raw");
+                assert_eq!(m.from_name.as_deref(), Some("A nn"));
+            }
+        }
+        let conn = store.conn();
+        assert_eq!(
+            count(conn, "SELECT COUNT(*) AS n FROM threads").await,
+            4,
+            "every mail opened its thread"
+        );
+    }
+);
+
+/// The texts of `sql`'s column `t`.
+async fn texts(store: &gochat::store::Store, sql: &str) -> Vec<String> {
+    use sea_orm::ConnectionTrait;
+    let conn = store.conn();
+    conn.query_all_raw(sea_orm::Statement::from_string(
+        conn.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .expect("query")
+    .iter()
+    .map(|r| r.try_get::<String>("", "t").expect("t"))
+    .collect()
+}
+
+// A NUL in any text field of a job (a customer's or a contact's name, a tag, a comment, an
+// assignee, an actor, a reason) once failed its insert on PostgreSQL with a database error,
+// retried for eleven minutes and then dead-lettered. Through the real broker and worker, each
+// is stored with its control characters escaped.
+both_backends!(
+    nul_bytes_in_job_fields_are_stored_escaped,
+    |db: TestDb| async move {
+        use common::broker::{TestBroker, eventually, start_worker, worker_config};
+        let broker = TestBroker::new().await;
+        let store = db.store().await;
+        let worker = start_worker(
+            worker_config(&db, &broker),
+            std::sync::Arc::new(gochat::clock::SystemClock),
+        )
+        .await;
+        let applied = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                let sql =
+                    format!("SELECT COUNT(*) AS n FROM processed_jobs WHERE message_id = '{id}'");
+                eventually(std::time::Duration::from_secs(30), id, || async {
+                    (count(store.conn(), &sql).await == 1).then_some(())
+                })
+                .await;
+            }
+        };
+        broker
+            .publish_json(
+                "customer-upsert",
+                "nul-customer",
+                &json!({"schema": "customer-upsert/v1", "external_id": "acme", "name": "AC\u{0}ME",
+                        "contacts": [{"kind": "email", "address": "ann@acme.example", "name": "A\u{0}nn"}]}),
+            )
+            .await;
+        applied("nul-customer").await;
+        let names = texts(&store, "SELECT name AS t FROM customers").await;
+        assert_eq!(names, vec!["AC\\x00ME"]);
+        let contact = texts(&store, "SELECT display_name AS t FROM contacts").await;
+        assert_eq!(contact, vec!["A\\x00nn"]);
+        let (thread, _) = common::fixtures::thread_with_contact(
+            &store,
+            "default",
+            "ann@acme.example",
+            chrono::Utc::now(),
+        )
+        .await;
+        broker
+            .publish_json(
+                "thread-update",
+                "nul-update",
+                &json!({"schema": "thread-update/v1", "thread_id": thread,
+                        "actor": {"kind": "agent", "id": "a\u{0}1", "name": "Ag\u{0}ent"},
+                        "assignee": "agent\u{0}-2", "tags_add": ["ur\u{0}gent"],
+                        "comment": "see\u{0}this\u{1b}[2J"}),
+            )
+            .await;
+        applied("nul-update").await;
+        broker
+            .publish_json(
+                "status-transition",
+                "nul-status",
+                &json!({"schema": "status-transition/v1", "thread_id": thread, "to": "waiting",
+                        "actor": {"kind": "system", "name": "s\u{0}ys"}, "reason": "be\u{0}cause"}),
+            )
+            .await;
+        applied("nul-status").await;
+
+        let tags = texts(&store, "SELECT tag AS t FROM thread_tags").await;
+        assert_eq!(tags, vec!["ur\\x00gent"]);
+        let comments = texts(&store, "SELECT body AS t FROM comments").await;
+        assert_eq!(comments, vec!["see\\x00this\\x1b[2J"]);
+        let assignee = texts(&store, "SELECT assignee AS t FROM threads").await;
+        assert_eq!(assignee, vec!["agent\\x00-2"]);
+        let status = texts(&store, "SELECT status AS t FROM threads").await;
+        assert_eq!(status, vec!["waiting"]);
+        worker.stop().await;
+        broker.cleanup(&[]).await;
+    }
+);
+
+/// Makes every insert into `messages` fail, as an unforeseen database refusal would.
+async fn break_message_inserts(store: &gochat::store::Store, db: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    let sql: &[&str] = match db.backend {
+        common::Backend::Sqlite => &[
+            "CREATE TRIGGER injected BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        ],
+        common::Backend::Postgres => &[
+            "CREATE FUNCTION injected() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER injected BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION injected()",
+        ],
+    };
+    for s in sql {
+        store.conn().execute_unprepared(s).await.expect("trigger");
+    }
+}
+
+// A mail whose processing fails after its raw row was written (here: the message insert is
+// refused) used to roll the raw row back with everything else: the mail then lived only in
+// the job, and in a dead letter once the retries ran out. Now its bytes are kept in a
+// commit of their own, marked failed with the reason, the job's error names the raw id, and
+// the retry after the fault is gone finds and completes that row.
+both_backends!(
+    a_mail_whose_processing_fails_keeps_its_raw_bytes,
+    |db: TestDb| async move {
+        use sea_orm::ConnectionTrait;
+        let (store, handler) = handler_on(&db).await;
+        break_message_inserts(&store, &db).await;
+        let raw = common::mail::TestMail::new("ann@acme.example", SUPPORT, "Printer", "Help\n")
+            .bytes();
+        let job = inbound_job("fails-once", job(&raw, SUPPORT));
+        let error = handler.handle(&job).await.expect_err("the insert fails");
+        let row = raw_row(&store, "fails-once").await;
+        assert_eq!(row.status, raw_mails::RawMailStatus::Failed);
+        assert!(
+            row.error.as_deref().unwrap_or_default().contains("injected fault"),
+            "{:?}",
+            row.error
+        );
+        assert!(
+            error.to_string().contains(&format!("kept as raw mail {}", row.id)),
+            "{error}"
+        );
+        assert_eq!(row.data, raw);
+
+        let drop = match db.backend {
+            common::Backend::Sqlite => "DROP TRIGGER injected",
+            common::Backend::Postgres => "DROP TRIGGER injected ON messages",
+        };
+        store.conn().execute_unprepared(drop).await.expect("drop trigger");
+        let retry = gochat::jobs::Job { attempt: 2, ..job };
+        assert_eq!(handler.handle(&retry).await, Ok(Handled::Applied));
+        let row = raw_row(&store, "fails-once").await;
+        assert_eq!(row.status, raw_mails::RawMailStatus::Parsed, "{:?}", row.error);
+        message_of(&store, row.id).await;
+        assert_eq!(count(store.conn(), "SELECT COUNT(*) AS n FROM raw_mails").await, 1);
+    }
+);
