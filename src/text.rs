@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn controls_become_visible_escapes_and_text_is_untouched() {
-        assert!(matches!(escape_controls("plain Grüße\t\r\n"), Cow::Borrowed(_)));
+        assert!(matches!(
+            escape_controls("plain Grüße\t\r\n"),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(escape_controls("a\0b"), "a\\x00b");
         assert_eq!(escape_controls("\u{1b}]0;title\u{7}"), "\\x1b]0;title\\x07");
         assert_eq!(escape_controls("del\u{7f}"), "del\\x7f");

@@ -57,7 +57,10 @@ fn nul_mails() -> Vec<(&'static str, Vec<u8>)> {
         .into_bytes()
     };
     let mut cases: Vec<(&'static str, Vec<u8>)> = Vec::new();
-    let mut charset = head("Content-Type: text/plain; charset=\"utf\0-8\"\r\n\r\n", "n1");
+    let mut charset = head(
+        "Content-Type: text/plain; charset=\"utf\0-8\"\r\n\r\n",
+        "n1",
+    );
     charset.extend_from_slice(b"Hello\r\n");
     cases.push(("charset", charset));
     let mut boundary = head(
@@ -259,19 +262,24 @@ both_backends!(
         use sea_orm::ConnectionTrait;
         let (store, handler) = handler_on(&db).await;
         break_message_inserts(&store, &db).await;
-        let raw = common::mail::TestMail::new("ann@acme.example", SUPPORT, "Printer", "Help\n")
-            .bytes();
+        let raw =
+            common::mail::TestMail::new("ann@acme.example", SUPPORT, "Printer", "Help\n").bytes();
         let job = inbound_job("fails-once", job(&raw, SUPPORT));
         let error = handler.handle(&job).await.expect_err("the insert fails");
         let row = raw_row(&store, "fails-once").await;
         assert_eq!(row.status, raw_mails::RawMailStatus::Failed);
         assert!(
-            row.error.as_deref().unwrap_or_default().contains("injected fault"),
+            row.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("injected fault"),
             "{:?}",
             row.error
         );
         assert!(
-            error.to_string().contains(&format!("kept as raw mail {}", row.id)),
+            error
+                .to_string()
+                .contains(&format!("kept as raw mail {}", row.id)),
             "{error}"
         );
         assert_eq!(row.data, raw);
@@ -280,12 +288,76 @@ both_backends!(
             common::Backend::Sqlite => "DROP TRIGGER injected",
             common::Backend::Postgres => "DROP TRIGGER injected ON messages",
         };
-        store.conn().execute_unprepared(drop).await.expect("drop trigger");
+        store
+            .conn()
+            .execute_unprepared(drop)
+            .await
+            .expect("drop trigger");
         let retry = gochat::jobs::Job { attempt: 2, ..job };
         assert_eq!(handler.handle(&retry).await, Ok(Handled::Applied));
         let row = raw_row(&store, "fails-once").await;
-        assert_eq!(row.status, raw_mails::RawMailStatus::Parsed, "{:?}", row.error);
+        assert_eq!(
+            row.status,
+            raw_mails::RawMailStatus::Parsed,
+            "{:?}",
+            row.error
+        );
         message_of(&store, row.id).await;
-        assert_eq!(count(store.conn(), "SELECT COUNT(*) AS n FROM raw_mails").await, 1);
+        assert_eq!(
+            count(store.conn(), "SELECT COUNT(*) AS n FROM raw_mails").await,
+            1
+        );
+    }
+);
+
+/// A mail with a text part and an HTML part nested `depth` `<div>`s deep.
+fn deep_html_mail(id: &str, depth: usize) -> Vec<u8> {
+    let html = format!("<html><body>{}deep</body></html>", "<div>".repeat(depth));
+    format!(
+        "From: Ann <ann@acme.example>\r\nTo: {SUPPORT}\r\nSubject: Deep\r\n\
+         Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}@acme.example>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n\
+         --alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe plain words.\r\n\
+         --alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--alt--\r\n"
+    )
+    .into_bytes()
+}
+
+// HTML nested 20,000 deep took html5ever's tree builder seconds (100,000: 25 s), on the
+// async runtime and inside the job's transaction, stalling every other job. Past the limits
+// the HTML is not sanitised: the mail keeps its text part, the HTML is an attachment
+// (`message.html`, never shown inline), and the defect says why.
+both_backends!(
+    html_too_deep_to_sanitise_becomes_an_attachment,
+    |db: TestDb| async move {
+        let (store, handler) = handler_on(&db).await;
+        let raw = deep_html_mail("deep", 20_000);
+        let job = inbound_job("deep-html", job(&raw, SUPPORT));
+        assert_eq!(handler.handle(&job).await, Ok(Handled::Applied));
+        let row = raw_row(&store, "deep-html").await;
+        assert_eq!(row.status, raw_mails::RawMailStatus::Parsed);
+        assert!(
+            row.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("HTML body not shown (HTML nested 20002 deep, over 500)"),
+            "{:?}",
+            row.error
+        );
+        let m = message_of(&store, row.id).await;
+        assert_eq!(m.html_body, None);
+        assert_eq!(
+            m.text_body.as_deref().map(str::trim),
+            Some("The plain words.")
+        );
+        let names = texts(
+            &store,
+            &format!(
+                "SELECT a.name AS t FROM attachments a WHERE a.message_id = '{}'",
+                m.id
+            ),
+        )
+        .await;
+        assert_eq!(names, vec!["message.html"]);
     }
 );

@@ -1043,7 +1043,10 @@ both_backends!(
         let (store, handler) = common::fixtures::handler_on(&db).await;
         let first = TestMail::new("Kim <kim@example.com>", SUPPORT, "Broken", "Help.\n");
         let opened = handler
-            .handle(&common::fixtures::inbound_job("w0", job(&first.bytes(), SUPPORT)))
+            .handle(&common::fixtures::inbound_job(
+                "w0",
+                job(&first.bytes(), SUPPORT),
+            ))
             .await;
         assert_eq!(opened, Ok(Handled::Applied));
         let thread = stored(&store, "w0").await.thread_id;
@@ -1118,7 +1121,10 @@ both_backends!(
         .await;
         let first = TestMail::new("Lou <lou@example.com>", SUPPORT, "Broken", "Help.\n");
         let opened = handler
-            .handle(&common::fixtures::inbound_job("r0", job(&first.bytes(), SUPPORT)))
+            .handle(&common::fixtures::inbound_job(
+                "r0",
+                job(&first.bytes(), SUPPORT),
+            ))
             .await;
         assert_eq!(opened, Ok(Handled::Applied));
         let thread = stored(&store, "r0").await.thread_id;

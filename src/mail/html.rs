@@ -54,6 +54,93 @@ const STYLE_PROPERTIES: &[&str] = &[
 /// `href`, `alt`, table geometry, `lang`, `title`).
 const EXTRA_GENERIC_ATTRIBUTES: &[&str] = &["style", "align", "valign", "bgcolor", "dir"];
 
+/// Past these an HTML body is not sanitised (see [`sanitize_bounded`]). html5ever's tree
+/// builder is about quadratic in nesting depth (5,000 nested list items: 0.44 s; 100,000
+/// nested `<div>`: 25 s) and linear but not cheap in size and elements (1 MiB: ~0.13 s), so
+/// a crafted mail could hold a worker for minutes. Within these limits the worst generated
+/// mail costs well under a second (see `gochat bench hostile`).
+pub const MAX_HTML_BYTES: usize = 1 << 20;
+/// See [`MAX_HTML_BYTES`].
+pub const MAX_HTML_ELEMENTS: usize = 50_000;
+/// See [`MAX_HTML_BYTES`].
+pub const MAX_HTML_DEPTH: usize = 500;
+
+/// Elements that never hold content, so never nest.
+const VOID: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
+
+/// [`sanitize`] when `html` is within the limits above; otherwise why not (the caller keeps
+/// the text and stores the HTML as an attachment: the mail is never failed for its HTML).
+pub fn sanitize_bounded(html: &str) -> Result<String, String> {
+    if html.len() > MAX_HTML_BYTES {
+        return Err(format!(
+            "{} bytes of HTML, over {MAX_HTML_BYTES}",
+            html.len()
+        ));
+    }
+    let (elements, depth) = shape(html);
+    if elements > MAX_HTML_ELEMENTS {
+        return Err(format!(
+            "{elements} HTML elements, over {MAX_HTML_ELEMENTS}"
+        ));
+    }
+    if depth > MAX_HTML_DEPTH {
+        return Err(format!("HTML nested {depth} deep, over {MAX_HTML_DEPTH}"));
+    }
+    Ok(sanitize(html))
+}
+
+/// How many start tags `html` has and how deep they nest, read in one pass the way a browser
+/// roughly would: void elements do not nest, an end tag closes up to the nearest open
+/// element of its name among the last few (further back, or unknown, it is ignored, as
+/// html5ever ignores a stray end tag). Errs on the deep side (`<p><p>` counts 2), which
+/// only sends an odd mail's HTML to an attachment sooner.
+fn shape(html: &str) -> (usize, usize) {
+    /// How far back an end tag looks for its start tag.
+    const LOOK_BACK: usize = 16;
+    let bytes = html.as_bytes();
+    let mut open: Vec<&[u8]> = Vec::new();
+    let (mut elements, mut depth) = (0, 0);
+    let mut at = 0;
+    while let Some(lt) = memchr(b'<', &bytes[at..]) {
+        let start = at + lt + 1;
+        let closing = bytes.get(start) == Some(&b'/');
+        let name_at = start + usize::from(closing);
+        let name_len = bytes[name_at..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        at = name_at + name_len;
+        if name_len == 0 || !bytes[name_at].is_ascii_alphabetic() {
+            continue;
+        }
+        let name = &bytes[name_at..name_at + name_len];
+        if closing {
+            let from = open.len().saturating_sub(LOOK_BACK);
+            if let Some(i) = open[from..]
+                .iter()
+                .rposition(|o| o.eq_ignore_ascii_case(name))
+            {
+                open.truncate(from + i);
+            }
+        } else {
+            elements += 1;
+            if !VOID.iter().any(|v| v.as_bytes().eq_ignore_ascii_case(name)) {
+                open.push(name);
+                depth = depth.max(open.len());
+            }
+        }
+    }
+    (elements, depth)
+}
+
+/// The position of the first `needle` in `haystack`.
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
 /// Sanitised HTML, safe to show in the inbox: scripts, `<style>` sheets, event handlers,
 /// `javascript:`/`data:` URLs, forms and frames removed; links get
 /// `rel="noopener noreferrer"`; `cid:` image references are kept so inline parts still show.
@@ -310,6 +397,35 @@ fn decode_entity(name: &str) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shape_counts_elements_and_nesting_as_a_browser_would() {
+        assert_eq!(shape("<p>a<br>b</p><div><img src=x><b>c</b></div>"), (5, 2));
+        assert_eq!(shape("<div>".repeat(700).as_str()), (700, 700));
+        // Stray end tags close nothing; end tags close what they name.
+        assert_eq!(shape(&"<div></span>".repeat(600)), (600, 600));
+        assert_eq!(shape(&"<DIV><b>x</B></div>".repeat(600)), (1200, 2));
+        assert_eq!(shape("<!-- <div> --><!DOCTYPE html>< p>1 < 2"), (1, 1));
+    }
+
+    #[test]
+    fn html_past_the_limits_is_not_sanitised() {
+        assert!(sanitize_bounded("<p>fine</p>").is_ok());
+        let deep = "<div>".repeat(MAX_HTML_DEPTH + 1);
+        assert!(
+            sanitize_bounded(&deep)
+                .unwrap_err()
+                .contains("nested 501 deep")
+        );
+        let many = "<br>".repeat(MAX_HTML_ELEMENTS + 1);
+        assert!(sanitize_bounded(&many).unwrap_err().contains("elements"));
+        let big = "a".repeat(MAX_HTML_BYTES + 1);
+        assert!(
+            sanitize_bounded(&big)
+                .unwrap_err()
+                .contains("bytes of HTML")
+        );
+    }
 
     #[test]
     fn html_becomes_readable_text() {

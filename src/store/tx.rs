@@ -200,7 +200,13 @@ impl Tx {
                 ..Default::default()
             };
             match self.db.begin_with_options(options).await {
-                Ok(t) => self.current = Some(t),
+                Ok(t) => {
+                    if let Some(limit) = self.lock_wait {
+                        use sea_orm::ConnectionTrait;
+                        t.execute_unprepared(&lock_timeout(limit)).await?;
+                    }
+                    self.current = Some(t)
+                }
                 Err(e) => {
                     // No transaction holds the permit: a job retrying against a database
                     // that is down must not keep the others of its kind waiting on it.
@@ -227,9 +233,12 @@ impl Tx {
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return Ok(());
         }
-        let sql = format!("SET LOCAL lock_timeout = '{}ms'", limit.as_millis().max(1));
-        self.get().await?.execute_unprepared(&sql).await?;
         self.lock_wait = Some(limit);
+        // Not begun yet: `get` sets it when it begins, so a batch that first parses its
+        // mails holds no connection (and no transaction) meanwhile.
+        if let Some(t) = &self.current {
+            t.execute_unprepared(&lock_timeout(limit)).await?;
+        }
         Ok(())
     }
 
@@ -286,6 +295,11 @@ impl Tx {
         }
         Ok(())
     }
+}
+
+/// `SET LOCAL lock_timeout` to `limit` (PostgreSQL).
+fn lock_timeout(limit: std::time::Duration) -> String {
+    format!("SET LOCAL lock_timeout = '{}ms'", limit.as_millis().max(1))
 }
 
 #[cfg(test)]

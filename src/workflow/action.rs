@@ -43,7 +43,12 @@ pub trait Action: Send + Sync + 'static {
     /// own, what must survive any failure (an inbound mail's raw bytes), and returns a note
     /// for the job's error (where it was kept). Best effort: with the database down there
     /// is nothing to keep it in, and the job's retry finds it again anyway.
-    async fn keep_on_failure(&self, _services: &Services, _job: &Job, _why: &str) -> Option<String> {
+    async fn keep_on_failure(
+        &self,
+        _services: &Services,
+        _job: &Job,
+        _why: &str,
+    ) -> Option<String> {
         None
     }
 

@@ -97,10 +97,7 @@ pub fn workflow_handler(
 /// directly.
 pub async fn handler_on(
     db: &super::TestDb,
-) -> (
-    gochat::store::Store,
-    gochat::jobs::handler::WorkflowHandler,
-) {
+) -> (gochat::store::Store, gochat::jobs::handler::WorkflowHandler) {
     let store = db.store().await;
     let config = gochat::config::Config {
         database: db.config(),

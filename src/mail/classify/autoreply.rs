@@ -1,8 +1,12 @@
 //! Automatic replies that are not delivery notices and must not reopen a thread: RFC 3834
-//! `Auto-Submitted` and the older `X-Autoreply`-style headers, `Precedence: bulk/junk/list`,
-//! mailing-list headers, read receipts (RFC 8098), vacation subjects in many languages, and
-//! a null envelope sender. Checked last: bounces and feedback reports often carry the same
-//! marks.
+//! `Auto-Submitted` and the older `X-Autoreply`-style headers, `Precedence: auto_reply`,
+//! read receipts (RFC 8098), vacation subjects in many languages, and a null envelope
+//! sender. Checked last: bounces and feedback reports often carry the same marks.
+//!
+//! Mailing-list headers and `Precedence: bulk/junk/list` are not among them: a Google Group
+//! or a Microsoft 365 group in front of `support@` adds them to every customer's mail, and
+//! treating them as automatic dropped all of it. They are facts instead (see [`super::list`]):
+//! the mail is a person's, and only automatic answers to it are withheld.
 
 use super::context::Ctx;
 
@@ -57,17 +61,10 @@ pub(super) fn auto_reply(ctx: &Ctx<'_>) -> Option<String> {
             return Some(format!("{h}: {}", v.trim()));
         }
     }
-    if let Some(p) = mail.header("Precedence") {
-        let p = p.trim().to_ascii_lowercase();
-        if matches!(p.as_str(), "bulk" | "junk" | "list" | "auto_reply") {
-            return Some(format!("Precedence: {p}"));
-        }
-    }
-    if mail.header("List-Id").is_some() {
-        return Some("mailing list (List-Id)".into());
-    }
-    if mail.header("List-Unsubscribe").is_some() {
-        return Some("mailing list (List-Unsubscribe)".into());
+    if let Some(p) = mail.header("Precedence")
+        && p.trim().eq_ignore_ascii_case("auto_reply")
+    {
+        return Some("Precedence: auto_reply".into());
     }
     if ctx.report_type.as_deref() == Some("disposition-notification") {
         return Some("read receipt (RFC 8098 disposition notification)".into());
@@ -108,18 +105,20 @@ mod tests {
         assert!(auto_reason(&m("X-Autoreply: yes")).is_some());
         assert!(auto_reason(&m("X-Autorespond: yes")).is_some());
         assert_eq!(
-            auto_reason(&m("Precedence: bulk")).as_deref(),
-            Some("Precedence: bulk")
+            auto_reason(&m("Precedence: auto_reply")).as_deref(),
+            Some("Precedence: auto_reply")
         );
         assert_eq!(auto_reason(&m("Precedence: first-class")), None);
-        assert_eq!(
-            auto_reason(&m("List-Id: Users <users.lists.example.org>")).as_deref(),
-            Some("mailing list (List-Id)")
-        );
-        assert_eq!(
-            auto_reason(&m("List-Unsubscribe: <mailto:leave@example.org>")).as_deref(),
-            Some("mailing list (List-Unsubscribe)")
-        );
+        // A person's mail relayed by a list or group is not automatic.
+        for h in [
+            "Precedence: bulk",
+            "Precedence: list",
+            "Precedence: junk",
+            "List-Id: Users <users.lists.example.org>",
+            "List-Unsubscribe: <mailto:leave@example.org>",
+        ] {
+            assert_eq!(auto_reason(&m(h)), None, "{h}");
+        }
         assert_eq!(
             auto_reason(&m("Return-Path: <>")).as_deref(),
             Some("null envelope sender")

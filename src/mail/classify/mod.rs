@@ -29,6 +29,7 @@ mod bounce;
 mod context;
 mod feedback;
 mod freetext;
+mod list;
 mod notice;
 mod report;
 mod ses;
@@ -43,6 +44,7 @@ use autoreply::auto_reply;
 use bounce::bounce;
 use context::Ctx;
 use feedback::feedback_report;
+pub use list::ListFacts;
 
 /// The SMTP envelope the message arrived with.
 #[derive(Debug, Clone, Copy, Default)]

@@ -14,6 +14,9 @@ pub(super) fn attachments(
     html: Option<&str>,
 ) -> Vec<ParsedAttachment> {
     let mut out = Vec::with_capacity(message.attachments.len());
+    // Read once: looking each part's Content-ID up in the whole HTML cost parts × HTML
+    // (40,000 parts against 4 MB of HTML: 4.9 s).
+    let referenced_ids = html.map(cid_references).unwrap_or_default();
     for &id in &message.attachments {
         let Some(part) = message.parts.get(id as usize) else {
             continue;
@@ -36,8 +39,7 @@ pub(super) fn attachments(
             .map(|d| d.ctype().to_ascii_lowercase());
         let referenced = content_id
             .as_deref()
-            .zip(html)
-            .is_some_and(|(cid, html)| html.contains(&format!("cid:{cid}")));
+            .is_some_and(|cid| referenced_ids.contains(cid));
         let inline = content_id.is_some()
             && disposition.as_deref() != Some("attachment")
             && (disposition.as_deref() == Some("inline") || referenced);
@@ -51,6 +53,19 @@ pub(super) fn attachments(
         });
     }
     out
+}
+
+/// The Content-IDs `html` refers to (`cid:<id>` up to a quote, space, `>` or `)`).
+fn cid_references(html: &str) -> std::collections::HashSet<&str> {
+    html.match_indices("cid:")
+        .map(|(at, _)| {
+            let rest = &html[at + 4..];
+            let end = rest
+                .find(|c: char| matches!(c, '"' | '\'' | '>' | ')' | '<') || c.is_whitespace())
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
 }
 
 /// A base64 part mail-parser gave up on (typically the last part of a message whose closing
@@ -129,6 +144,8 @@ pub fn safe_file_name(name: Option<&str>, index: usize, content_type: &str) -> S
     let last = name.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
+        // Bidi controls reorder what is shown: `txt\u{202e}exe.` reads as `exe.txt`.
+        .filter(|c| !is_bidi_control(*c))
         .map(|c| {
             if c.is_control() || matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|') {
                 '_'
@@ -173,6 +190,12 @@ pub fn safe_file_name(name: Option<&str>, index: usize, content_type: &str) -> S
         cleaned = format!("{}{ext}", &cleaned[..cut]);
     }
     cleaned
+}
+
+/// The invisible characters that change the direction text is shown in (Unicode's bidi
+/// marks, embeddings, overrides and isolates).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The extension of a generated file name, from the content type (`bin` when unknown).
@@ -298,6 +321,15 @@ mod tests {
             "a__b_c_.txt"
         );
         assert_eq!(safe_file_name(Some("CON.txt"), 1, "a/b"), "_CON.txt");
+        // Shown as `invoice-exe.txt`, really an .exe: the override goes.
+        assert_eq!(
+            safe_file_name(Some("invoice-\u{202e}txt.exe"), 1, "a/b"),
+            "invoice-txt.exe"
+        );
+        assert_eq!(
+            safe_file_name(Some("\u{2067}a\u{200f}b\u{2069}.pdf"), 1, "a/b"),
+            "ab.pdf"
+        );
         assert_eq!(
             safe_file_name(Some("..."), 2, "application/pdf"),
             "attachment-2.pdf"

@@ -8,11 +8,18 @@ use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use super::html;
 
+/// The bodies of the outer message.
+pub(super) struct Bodies {
+    pub text: Option<String>,
+    /// Sanitised, safe to show.
+    pub html: Option<String>,
+    /// HTML past the sanitising limits ([`html::sanitize_bounded`]), as it came: kept as an
+    /// attachment, never shown inline.
+    pub unsafe_html: Option<String>,
+}
+
 /// The text and sanitised HTML bodies of the outer message.
-pub(super) fn bodies(
-    message: &Message<'_>,
-    defects: &mut Vec<String>,
-) -> (Option<String>, Option<String>) {
+pub(super) fn bodies(message: &Message<'_>, defects: &mut Vec<String>) -> Bodies {
     let mut nul = false;
     let mut text_parts: Vec<String> = Vec::new();
     for &id in &message.text_body {
@@ -51,9 +58,28 @@ pub(super) fn bodies(
     }
     let text = text_parts.join("\n");
     let text = (!text.trim().is_empty()).then_some(text);
-    let html = (!html_parts.is_empty()).then(|| html::sanitize(&html_parts.join("\n")));
-    (text, html)
+    let (mut html, mut unsafe_html) = (None, None);
+    if !html_parts.is_empty() {
+        let joined = html_parts.join("\n");
+        match html::sanitize_bounded(&joined) {
+            Ok(clean) => html = Some(clean),
+            Err(why) => {
+                defects.push(format!(
+                    "HTML body not shown ({why}): kept as the attachment {UNSAFE_HTML_NAME}"
+                ));
+                unsafe_html = Some(joined);
+            }
+        }
+    }
+    Bodies {
+        text,
+        html,
+        unsafe_html,
+    }
 }
+
+/// The file name of an HTML body too large or too deep to sanitise.
+pub(super) const UNSAFE_HTML_NAME: &str = "message.html";
 
 /// `s` without NUL bytes (the bodies are stored NUL-free); sets `seen` when it had any.
 fn strip_nul(s: &str, seen: &mut bool) -> String {

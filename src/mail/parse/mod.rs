@@ -259,8 +259,21 @@ fn parse_unescaped(raw: &[u8]) -> Result<(ParsedMail, Option<Message<'_>>), Pars
         });
 
     part_defects(&message, bytes, &mut defects);
-    let (text, html) = bodies(&message, &mut defects);
-    let attachments = attachments(&message, bytes, html.as_deref());
+    let body::Bodies {
+        text,
+        html,
+        unsafe_html,
+    } = bodies(&message, &mut defects);
+    let mut attachments = attachments(&message, bytes, html.as_deref());
+    if let Some(raw_html) = unsafe_html {
+        attachments.push(ParsedAttachment {
+            name: body::UNSAFE_HTML_NAME.to_owned(),
+            content_type: "text/html".to_owned(),
+            data: raw_html.into_bytes(),
+            inline: false,
+            content_id: None,
+        });
+    }
 
     let mail = ParsedMail {
         message_id,

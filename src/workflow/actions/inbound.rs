@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::threads::THREAD_FACTS;
 use crate::jobs::Job;
 use crate::jobs::JobError;
-use crate::mail::classify::MailClass;
+use crate::mail::classify::{ListFacts, MailClass};
 use crate::mail::inbound::{self, EarlyParse, InboundMail, Parsed};
 use crate::mail::parse;
 use crate::services::Services;
@@ -102,15 +102,18 @@ impl Action for StoreRawMail {
             }
         };
         let (job, now) = (ctx.job, ctx.now);
-        let db = ctx.db().await?;
-        let (raw_id, early) = match input.reprocess {
-            Some(id) => (stored_raw(db, id).await?, None),
+        let (input, (raw_id, early)) = match input.reprocess {
+            Some(id) => (input, (stored_raw(ctx.db().await?, id).await?, None)),
             None => {
-                let (outcome, state) = input.parse();
-                let row =
-                    store::store_raw(db, &input.row(&job.message_id, Some((&state, now)))).await?;
+                // Before the transaction begins: parsing holds no connection or lock.
+                let mut parsed = parse_off_runtime(vec![Ok(input)]).await?;
+                let Some((Ok(input), Some((outcome, state)))) = parsed.pop() else {
+                    return Err(JobError::permanent("the mail was not parsed"));
+                };
+                let row = input.row(&job.message_id, Some((&state, now)));
+                let row = store::store_raw(ctx.db().await?, &row).await?;
                 let on_row = row.written;
-                (row.id, Some(EarlyParse { outcome, on_row }))
+                (input, (row.id, Some(EarlyParse { outcome, on_row })))
             }
         };
         ctx.inbound = Some(input.stored(raw_id, early, ctx.facts));
@@ -205,7 +208,7 @@ impl RawInput {
     }
 
     /// Parses and classifies it (before it is stored, so its row goes in marked): the
-    /// outcome, and how its row is marked for it.
+    /// outcome, and how its row is marked for it. CPU-bound: see [`parse_off_runtime`].
     pub fn parse(&self) -> (Parsed, store::RawState) {
         let outcome =
             inbound::parse_and_classify(&self.raw, self.envelope_from.as_deref(), &self.recipients);
@@ -255,6 +258,33 @@ impl RawInput {
             early,
         })
     }
+}
+
+/// What [`parse_off_runtime`] gives for each input: the input back, with its parse and
+/// row state when it is a new mail to store (not refused, not a reprocess).
+pub(super) type ParsedInput = (Result<RawInput, String>, Option<(Parsed, store::RawState)>);
+
+/// Parses and classifies the new mails among `inputs` on a blocking thread: a large or
+/// crafted mail costs up to a few hundred milliseconds of CPU (within the HTML limits of
+/// [`crate::mail::html`]), and on the async runtime that would stall every other job and
+/// the broker's heartbeats with it.
+pub(super) async fn parse_off_runtime(
+    inputs: Vec<Result<RawInput, String>>,
+) -> Result<Vec<ParsedInput>, JobError> {
+    tokio::task::spawn_blocking(move || {
+        inputs
+            .into_iter()
+            .map(|input| {
+                let parsed = match &input {
+                    Ok(i) if i.reprocess.is_none() => Some(i.parse()),
+                    _ => None,
+                };
+                (input, parsed)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| JobError::permanent(format!("parsing the mail failed: {e}")))
 }
 
 /// The id of a stored raw mail a reprocess job names.
@@ -314,6 +344,23 @@ static PARSE: ActionSpec = ActionSpec {
             name: "inbound.attachments",
             ty: FactType::Int,
             doc: "How many attachments it has (inline images apart).",
+        },
+        FactSpec {
+            name: "inbound.list",
+            ty: FactType::Any,
+            doc: "The mailing list or group it came through (its `List-Id`, or `unnamed` when \
+                  only `List-Unsubscribe`/`List-Post` say so), or null for direct mail.",
+        },
+        FactSpec {
+            name: "inbound.precedence",
+            ty: FactType::Any,
+            doc: "`bulk`, `junk` or `list` from its `Precedence` header, or null.",
+        },
+        FactSpec {
+            name: "inbound.may_auto_answer",
+            ty: FactType::Bool,
+            doc: "An automatic answer may go to its sender: it is neither list nor bulk mail \
+                  (RFC 3834 §2).",
         },
     ],
 };
@@ -417,6 +464,10 @@ pub(super) fn apply_parse(
     facts.set("inbound.subject", json!(parsed.subject));
     facts.set("inbound.class", json!(inbound::class_name(&class)));
     facts.set("inbound.class_reason", reason);
+    let list = ListFacts::of(&parsed);
+    facts.set("inbound.may_auto_answer", json!(list.may_auto_answer()));
+    facts.set("inbound.list", json!(list.list));
+    facts.set("inbound.precedence", json!(list.precedence));
     facts.set(
         "inbound.attachments",
         json!(parsed.attachments.iter().filter(|a| !a.inline).count()),

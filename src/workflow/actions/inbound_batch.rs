@@ -14,13 +14,13 @@ use serde_json::json;
 
 use super::inbound::{
     NO_MAIL, RawInput, apply_parse, count_item, dedupe_key_of, duplicate, duplicate_mark,
-    loop_sender, loop_window, set_loop, stored_raw, take_parse,
+    loop_sender, loop_window, parse_off_runtime, set_loop, stored_raw, take_parse,
 };
 use super::threading::{
     inbound_message, is_normal_mail, new_customer, record_sender, sender_input, set_message_facts,
 };
 use crate::jobs::JobError;
-use crate::mail::inbound::{EarlyParse, InboundMail, Parsed, Sender};
+use crate::mail::inbound::{EarlyParse, InboundMail, Sender};
 use crate::services::Services;
 use crate::store::threads::{self, Target};
 use crate::store::{ContactInput, Tx, customers, inbound as store};
@@ -75,15 +75,9 @@ pub(super) async fn store_raw(
         .iter()
         .map(|item| RawInput::of(item.job, max, now))
         .collect();
-    // Parsed here, so each row goes in once, marked (a reprocessed mail is parsed by
-    // `parse_mail`, which marks its stored row).
-    let outcomes: Vec<Option<(Parsed, store::RawState)>> = inputs
-        .iter()
-        .map(|input| match input {
-            Ok(i) if i.reprocess.is_none() => Some(i.parse()),
-            _ => None,
-        })
-        .collect();
+    // Parsed here, before the transaction begins, so each row goes in once, marked (a
+    // reprocessed mail is parsed by `parse_mail`, which marks its stored row).
+    let (inputs, outcomes): (Vec<_>, Vec<_>) = parse_off_runtime(inputs).await?.into_iter().unzip();
     let db = tx.get().await?;
     let new: Vec<store::NewRawMail<'_>> = items
         .iter()
