@@ -350,14 +350,14 @@ both_backends!(
             m.text_body.as_deref().map(str::trim),
             Some("The plain words.")
         );
-        let names = texts(
-            &store,
-            &format!(
-                "SELECT a.name AS t FROM attachments a WHERE a.message_id = '{}'",
-                m.id
-            ),
-        )
-        .await;
+        let names: Vec<String> = gochat_entities::attachments::Entity::find()
+            .filter(gochat_entities::attachments::Column::MessageId.eq(m.id))
+            .all(store.conn())
+            .await
+            .expect("attachments")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
         assert_eq!(names, vec!["message.html"]);
     }
 );
