@@ -361,3 +361,72 @@ both_backends!(
         assert_eq!(names, vec!["message.html"]);
     }
 );
+
+// A support address behind a Google Group or a Microsoft 365 group: every customer's mail
+// carries List-Id, List-Unsubscribe and Precedence: list. Those once made every mail an
+// auto-reply, and an auto-reply answering no thread was dropped: such an installation showed
+// no mail at all. Now the mail opens and continues its thread like any other; only the
+// acknowledgement is withheld (no automatic answer to a list).
+both_backends!(
+    mail_relayed_by_a_group_opens_and_continues_threads_without_acknowledgement,
+    |db: TestDb| async move {
+        use common::mail::TestMail;
+        let (store, handler) = handler_on(&db).await;
+        let group = |m: TestMail| {
+            m.header("List-Id", "<support.acme-help.example>")
+                .header(
+                    "List-Unsubscribe",
+                    "<mailto:support+unsubscribe@acme-help.example>",
+                )
+                .header("Precedence", "list")
+                .header("Mailing-list", "list support@acme-help.example")
+        };
+        let first = group(TestMail::new(
+            "ann@acme.example",
+            SUPPORT,
+            "Printer",
+            "Help\n",
+        ));
+        let job1 = inbound_job("group-1", job(&first.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&job1).await, Ok(Handled::Applied));
+        let reply = group(TestMail::new(
+            "ann@acme.example",
+            SUPPORT,
+            "Re: Printer",
+            "More\n",
+        ))
+        .replying_to(&first.id());
+        let job2 = inbound_job("group-2", job(&reply.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&job2).await, Ok(Handled::Applied));
+
+        let conn = store.conn();
+        assert_eq!(count(conn, "SELECT COUNT(*) AS n FROM threads").await, 1);
+        let classes = texts(
+            &store,
+            "SELECT classification AS t FROM messages ORDER BY created_at",
+        )
+        .await;
+        assert_eq!(classes, vec!["new", "reply"]);
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'outbound-message'"
+            )
+            .await,
+            0,
+            "no acknowledgement to a list"
+        );
+        // The same mail sent directly is acknowledged.
+        let direct = TestMail::new("bob@acme.example", SUPPORT, "Scanner", "Help\n");
+        let job3 = inbound_job("direct", job(&direct.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&job3).await, Ok(Handled::Applied));
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'outbound-message'"
+            )
+            .await,
+            1
+        );
+    }
+);
