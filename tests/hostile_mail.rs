@@ -430,3 +430,50 @@ both_backends!(
         );
     }
 );
+
+// A mail to support@ with billing@ in Cc is delivered once per recipient (as the Postfix
+// setup in docs/inbound.md does). De-duplication was keyed on the mailbox, so it opened two
+// threads and acknowledged twice. Now it is one message, one thread, one acknowledgement,
+// and the second delivery's raw row (with its mailbox) is linked to that message.
+both_backends!(
+    one_mail_delivered_to_two_mailboxes_is_one_message,
+    |db: TestDb| async move {
+        use common::mail::TestMail;
+        let (store, handler) = handler_on(&db).await;
+        let mail = TestMail::new("ann@acme.example", SUPPORT, "Invoice", "Wrong total\n")
+            .header("Cc", "billing@gochat.example");
+        let raw = mail.bytes();
+        let to_support = inbound_job("to-support", job(&raw, SUPPORT));
+        let to_billing = inbound_job("to-billing", job(&raw, "billing@gochat.example"));
+        assert_eq!(handler.handle(&to_support).await, Ok(Handled::Applied));
+        assert_eq!(handler.handle(&to_billing).await, Ok(Handled::Applied));
+
+        let conn = store.conn();
+        assert_eq!(count(conn, "SELECT COUNT(*) AS n FROM threads").await, 1);
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM messages WHERE direction = 'inbound'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            count(
+                conn,
+                "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'outbound-message'"
+            )
+            .await,
+            1,
+            "acknowledged once"
+        );
+        let first = raw_row(&store, "to-support").await;
+        let second = raw_row(&store, "to-billing").await;
+        assert_eq!(second.status, raw_mails::RawMailStatus::Duplicate);
+        assert_eq!(second.mailbox.as_deref(), Some("billing@gochat.example"));
+        assert_eq!(
+            second.message_row_id,
+            Some(message_of(&store, first.id).await.id)
+        );
+    }
+);

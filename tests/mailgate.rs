@@ -241,6 +241,21 @@ async fn mailgate_exit_codes_tell_the_mta_what_to_do() {
     assert!(err.contains("mail.max_size"), "{err}");
     // Empty: 65.
     assert_eq!(mailgate(b"", SUPPORT, None, &env).status.code(), Some(65));
+    // A recipient that is no address (an MTA command line with a typo): 64, a usage
+    // error, and nothing published.
+    let out = mailgate(&mail, "${recipient}", None, &env);
+    assert_eq!(out.status.code(), Some(64), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("is not a mail address"));
+    assert!(
+        broker
+            .get(
+                &broker.names.queue("inbound-mail"),
+                Duration::from_millis(500)
+            )
+            .await
+            .is_none(),
+        "nothing published"
+    );
 
     // The broker is unreachable: 75, the MTA keeps the mail.
     let down = vec![

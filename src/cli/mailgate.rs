@@ -21,6 +21,30 @@ use crate::config::Config;
 pub const EX_TEMPFAIL: u8 = 75;
 /// The mail is refused for good.
 pub const EX_DATAERR: u8 = 65;
+/// The command line is wrong (a recipient that is no address): the MTA's setup, not the
+/// mail, needs fixing.
+pub const EX_USAGE: u8 = 64;
+
+/// An envelope address as an MTA passes it: `local@domain` (angle brackets allowed), with
+/// no spaces, controls or list separators. A recipient is a job's mailbox and dedupe scope,
+/// so a typo in the MTA's command line must not become one.
+pub fn is_address(s: &str) -> bool {
+    let s = s.trim();
+    let s = s
+        .strip_prefix('<')
+        .and_then(|r| r.strip_suffix('>'))
+        .unwrap_or(s);
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let plain = |p: &str| {
+        !p.is_empty()
+            && !p
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'))
+    };
+    plain(local) && plain(domain) && !domain.contains('@') && !domain.starts_with('.')
+}
 
 #[derive(Debug, Args)]
 pub struct MailgateArgs {
@@ -36,6 +60,13 @@ pub struct MailgateArgs {
 }
 
 pub async fn run(config: &Config, args: MailgateArgs) -> ExitCode {
+    if let Some(bad) = args.recipient.iter().find(|r| !is_address(r)) {
+        eprintln!(
+            "gochat mailgate: --recipient {bad:?} is not a mail address (local@domain); \
+             check the MTA's command line (Postfix: ${{recipient}})"
+        );
+        return ExitCode::from(EX_USAGE);
+    }
     let max = config.mail.max_size;
     let raw = match read_limited(std::io::stdin().lock(), max) {
         Ok(Some(raw)) if !raw.is_empty() => raw,
@@ -136,6 +167,29 @@ mod tests {
             Some(5)
         );
         assert_eq!(read_limited(&b"123456"[..], 5).ok(), Some(None));
+    }
+
+    #[test]
+    fn recipients_must_be_addresses() {
+        for ok in [
+            "support@help.example",
+            "<support+x@help.example>",
+            "a@localhost",
+        ] {
+            assert!(is_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "support",
+            "@help.example",
+            "support@",
+            "a b@x.example",
+            "a@x.example,b@y.example",
+            "${recipient}",
+            "a@.example",
+        ] {
+            assert!(!is_address(bad), "{bad}");
+        }
     }
 
     #[test]

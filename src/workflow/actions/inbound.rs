@@ -484,9 +484,10 @@ pub struct DedupeMail;
 
 static DEDUPE: ActionSpec = ActionSpec {
     name: "dedupe_mail",
-    summary: "Recognises a mail already stored: the same Message-ID from the same sender to the \
-              same mailbox (a mail without a Message-ID by its content). A duplicate is marked \
-              so on its raw row and ends the workflow, done.",
+    summary: "Recognises a mail already stored: the same Message-ID from the same sender, \
+              whatever mailbox it came in on (a mail without a Message-ID by its content). \
+              A duplicate's raw row (with the mailbox it reached) is marked so and linked to \
+              the message, and its workflow ends, done.",
     params: &[],
     reads: &["inbound.class"],
     writes: &[FactSpec {
@@ -552,7 +553,6 @@ pub(super) fn dedupe_key_of(m: &InboundMail) -> Result<String, JobError> {
     Ok(inbound::dedupe_key(
         p.message_id.as_deref(),
         &sender,
-        m.mailbox.as_deref(),
         &m.raw,
     ))
 }
