@@ -10,6 +10,7 @@ use base64::Engine;
 use common::fixtures::{handler_on, inbound_job};
 use common::{TestDb, count};
 use gochat::queue::{Handled, Handler};
+use gochat_entities::threads::ThreadStatus;
 use gochat_entities::{messages, raw_mails};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
@@ -474,6 +475,105 @@ both_backends!(
         assert_eq!(
             second.message_row_id,
             Some(message_of(&store, first.id).await.id)
+        );
+    }
+);
+
+/// Hands a status-transition job to `handler`: thread `thread` to `to`.
+async fn set_status(
+    handler: &gochat::jobs::handler::WorkflowHandler,
+    id: &str,
+    thread: uuid::Uuid,
+    to: &str,
+) {
+    let job = gochat::jobs::Job {
+        kind: "status-transition".into(),
+        ..inbound_job(
+            id,
+            json!({"schema": "status-transition/v1", "thread_id": thread, "to": to,
+                   "actor": {"kind": "agent", "id": "a1", "name": "Agent"}}),
+        )
+    };
+    assert_eq!(handler.handle(&job).await, Ok(Handled::Applied), "{id}");
+}
+
+async fn thread(store: &gochat::store::Store, id: uuid::Uuid) -> gochat_entities::threads::Model {
+    gochat_entities::threads::Entity::find_by_id(id)
+        .one(store.conn())
+        .await
+        .expect("query")
+        .expect("thread")
+}
+
+// Anyone who knows a Message-ID could answer a customer's thread. To a closed thread, that
+// opened a new thread on the customer's behalf (linked, unflagged) and queued an
+// acknowledgement to the stranger; to an open one, it reopened it, cancelled its reminders
+// and took the card's contact and snippet over. A stranger's mail is now stored on the
+// thread, flagged `unknown_sender`, and changes nothing else.
+both_backends!(
+    a_stranger_answering_by_message_id_changes_nothing_but_a_flag,
+    |db: TestDb| async move {
+        use common::mail::TestMail;
+        let (store, handler) = handler_on(&db).await;
+        let acks = |store: gochat::store::Store| async move {
+            count(
+                store.conn(),
+                "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'outbound-message'",
+            )
+            .await
+        };
+        // Two threads of Ann's: one closed, one waiting for her.
+        let closed_mail = TestMail::new("ann@acme.example", SUPPORT, "Printer", "Help\n");
+        let open_mail = TestMail::new("ann@acme.example", SUPPORT, "Scanner", "Also this\n");
+        for (id, m) in [("ann-1", &closed_mail), ("ann-2", &open_mail)] {
+            let j = inbound_job(id, job(&m.bytes(), SUPPORT));
+            assert_eq!(handler.handle(&j).await, Ok(Handled::Applied));
+        }
+        let closed = message_of(&store, raw_row(&store, "ann-1").await.id)
+            .await
+            .thread_id;
+        let waiting = message_of(&store, raw_row(&store, "ann-2").await.id)
+            .await
+            .thread_id;
+        set_status(&handler, "close", closed, "closed").await;
+        set_status(&handler, "wait", waiting, "waiting").await;
+        let before = thread(&store, waiting).await;
+        assert_eq!(acks(store.clone()).await, 2);
+
+        for (id, answered) in [("eve-1", &closed_mail), ("eve-2", &open_mail)] {
+            let eve = TestMail::new("eve@evil.example", SUPPORT, "Re: hi", "Mine now\n")
+                .replying_to(&answered.id());
+            let j = inbound_job(id, job(&eve.bytes(), SUPPORT));
+            assert_eq!(handler.handle(&j).await, Ok(Handled::Applied), "{id}");
+            let m = message_of(&store, raw_row(&store, id).await.id).await;
+            let t = thread(&store, m.thread_id).await;
+            assert!(
+                t.flags.to_string().contains("unknown_sender"),
+                "{id}: {}",
+                t.flags
+            );
+        }
+        assert_eq!(
+            count(store.conn(), "SELECT COUNT(*) AS n FROM threads").await,
+            2,
+            "no thread opened for the stranger on Ann's behalf"
+        );
+        assert_eq!(
+            message_of(&store, raw_row(&store, "eve-1").await.id)
+                .await
+                .thread_id,
+            closed
+        );
+        let c = thread(&store, closed).await;
+        assert_eq!(c.status, ThreadStatus::Closed, "not reopened");
+        let w = thread(&store, waiting).await;
+        assert_eq!(w.status, ThreadStatus::Waiting, "not reopened");
+        assert_eq!(w.contact_id, before.contact_id, "the card keeps Ann");
+        assert_eq!(w.snippet, before.snippet, "and her words");
+        assert_eq!(
+            acks(store.clone()).await,
+            2,
+            "nothing acknowledged to the stranger"
         );
     }
 );

@@ -31,6 +31,8 @@ pub struct InboundMail {
     pub dedupe_key: Option<String>,
     /// Set by `check_loop`.
     pub looping: bool,
+    /// Set by `match_thread`: the sender is not a contact of the matched thread's customers.
+    pub stranger: bool,
     /// Set by `store_raw_mail`, taken by `parse_mail`.
     pub early: Option<EarlyParse>,
 }

@@ -87,6 +87,9 @@ pub struct NewMessage {
     pub job_message_id: Option<String>,
     pub dedupe_key: Option<String>,
     pub attachments: Vec<NewAttachment>,
+    /// Whether the card shows it as the latest word (snippet, contact): not for a
+    /// stranger's mail, which must not take the card over from the customer.
+    pub on_card: bool,
 }
 
 impl NewMessage {
@@ -119,6 +122,7 @@ impl NewMessage {
             job_message_id: None,
             dedupe_key: None,
             attachments: Vec::new(),
+            on_card: true,
         }
     }
 }
@@ -355,6 +359,7 @@ pub async fn add_messages(
     let mut files: Vec<(Uuid, Vec<NewAttachment>)> = Vec::new();
     for (target, msg) in batch {
         let id = target.thread_id();
+        let on_card = msg.on_card;
         let (row, attachments) = message_row(id, msg, now);
         let at = match cards.iter().position(|c| c.after.id == id) {
             Some(at) => at,
@@ -370,7 +375,7 @@ pub async fn add_messages(
                 cards.len() - 1
             }
         };
-        cards[at].after = with_message(&cards[at].after, &row, &attachments, now);
+        cards[at].after = with_message(&cards[at].after, &row, &attachments, on_card, now);
         of_card.push(at);
         if !attachments.is_empty() {
             files.push((row.id, attachments));
@@ -546,12 +551,13 @@ fn message_row(
     (row, msg.attachments)
 }
 
-/// The thread's inbox card once `row` is on it (last message time, item count, snippet,
-/// latest contact, attachments), not yet saved.
+/// The thread's inbox card once `row` is on it (last message time, item count, snippet and
+/// latest contact when `on_card`, attachments), not yet saved.
 fn with_message(
     thread: &threads::Model,
     row: &messages::Model,
     attachments: &[NewAttachment],
+    on_card: bool,
     now: DateTime<Utc>,
 ) -> threads::Model {
     let names: Vec<String> = attachments
@@ -562,10 +568,10 @@ fn with_message(
     let mut card = thread.clone();
     card.last_message_at = Some(now);
     card.item_count += 1 + names.len() as i32;
-    if let Some(text) = row.text_body.as_deref() {
+    if let Some(text) = row.text_body.as_deref().filter(|_| on_card) {
         card.snippet = Some(snippet(text));
     }
-    if row.contact_id.is_some() {
+    if row.contact_id.is_some() && on_card {
         card.contact_id = row.contact_id;
     }
     if !names.is_empty() {

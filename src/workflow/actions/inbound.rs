@@ -255,6 +255,7 @@ impl RawInput {
             sender: None,
             dedupe_key: None,
             looping: false,
+            stranger: false,
             early,
         })
     }

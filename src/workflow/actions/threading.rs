@@ -257,6 +257,13 @@ static MATCH_THREAD: ActionSpec = ActionSpec {
             ty: FactType::Any,
             doc: "The closed thread a new thread continues, or null.",
         },
+        FactSpec {
+            name: "inbound.stranger",
+            ty: FactType::Bool,
+            doc: "The mail answers a thread by its headers but its sender is not a contact of \
+                  the thread's customers: stored there and flagged `unknown_sender`, it \
+                  reopens, relinks and acknowledges nothing.",
+        },
     ],
 };
 
@@ -442,6 +449,7 @@ impl Action for MatchThread {
         }
 
         ctx.facts.set("thread.linked_to", Value::Null);
+        ctx.facts.set("inbound.stranger", json!(false));
         let flow = if let Some(f) = found {
             matched(ctx, f, &sender, &actor, normal, &subject, mailbox, &pattern).await?
         } else if !normal {
@@ -498,7 +506,19 @@ async fn matched(
     let mut thread = f.thread;
     let detail =
         json!({"by": f.by, "key": f.key, "contact": sender.contact_id, "address": sender.address});
-    if thread.status == ThreadStatus::Closed && normal {
+    let member = match f.member {
+        Some(known) => known,
+        None => store::is_contact_of_thread(ctx.db().await?, sender.contact_id, thread.id).await?,
+    };
+    // A stranger (anyone who knows a Message-ID) is never treated as the customer: their
+    // mail is stored on the thread, flagged, and changes nothing else: no reopening, no
+    // new linked thread on the customer's behalf, no acknowledgement, and the card keeps
+    // showing the customer's side.
+    ctx.facts.set("inbound.stranger", json!(!member));
+    if let Some(m) = ctx.inbound.as_deref_mut() {
+        m.stranger = !member;
+    }
+    if thread.status == ThreadStatus::Closed && normal && member {
         let policy = ctx
             .lifecycles
             .for_thread(&thread.lifecycle)
@@ -535,12 +555,8 @@ async fn matched(
             }
         }
     }
-    let db = ctx.db().await?;
-    let member = match f.member {
-        Some(known) => known,
-        None => store::is_contact_of_thread(db, sender.contact_id, thread.id).await?,
-    };
     if !member {
+        let db = ctx.db().await?;
         thread =
             threads::add_flag(db, &thread, "unknown_sender", detail.clone(), actor, now).await?;
     }
@@ -630,7 +646,7 @@ static STORE_MESSAGE: ActionSpec = ActionSpec {
     summary: "Stores the mail on the loaded thread (bodies, threading headers, attachments as \
               content-addressed blobs, its classification: new, reply, auto_reply, bounce or \
               loop) and updates the inbox card (last message time, snippet, attachments, item \
-              count, latest contact).",
+              count, latest contact; a stranger's mail changes neither snippet nor contact).",
     params: &[],
     reads: &["thread.id"],
     writes: &[
@@ -765,6 +781,7 @@ pub(super) fn inbound_message(
     msg.raw_mail_id = Some(m.raw_id);
     msg.job_message_id = Some(job.message_id.clone());
     msg.dedupe_key = m.dedupe_key.clone();
+    msg.on_card = !m.stranger;
     msg.attachments = p
         .attachments
         .into_iter()
