@@ -577,3 +577,88 @@ both_backends!(
         );
     }
 );
+
+// Nothing read Authentication-Results, so a forged From of a known contact (plus a token
+// from an old acknowledgement, or a Message-ID) was taken as that customer. With the MTA's
+// authserv-id configured, a sender whose DMARC fails there is a stranger: the reply is
+// flagged and reopens nothing, the token does not match, and a new thread is flagged
+// `unauthenticated_sender` and not acknowledged.
+both_backends!(
+    a_sender_failing_our_mtas_dmarc_check_is_a_stranger,
+    |db: TestDb| async move {
+        use common::mail::TestMail;
+        let store = db.store().await;
+        let mut config = gochat::config::Config {
+            database: db.config(),
+            ..Default::default()
+        };
+        config.mail.authserv_id = Some("mx.help.example".into());
+        let handler = common::fixtures::workflow_handler(&store, config);
+        let acks = || async {
+            count(
+                store.conn(),
+                "SELECT COUNT(*) AS n FROM outbox WHERE routing_key = 'outbound-message'",
+            )
+            .await
+        };
+        let pass = "mx.help.example; spf=pass smtp.mailfrom=acme.example; dmarc=pass header.from=acme.example";
+        let fail = "mx.help.example; spf=fail smtp.mailfrom=acme.example; dmarc=fail header.from=acme.example";
+        let ann = TestMail::new("ann@acme.example", SUPPORT, "Printer", "Help\n")
+            .header("Authentication-Results", pass);
+        let j = inbound_job("real-ann", job(&ann.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&j).await, Ok(Handled::Applied));
+        let t = message_of(&store, raw_row(&store, "real-ann").await.id)
+            .await
+            .thread_id;
+        set_status(&handler, "wait", t, "waiting").await;
+        assert_eq!(acks().await, 1);
+
+        // A forged reply by Message-ID: on the thread, flagged, nothing reopened.
+        let forged_reply = TestMail::new("ann@acme.example", SUPPORT, "Re: Printer", "Pay me\n")
+            .replying_to(&ann.id())
+            .header("Authentication-Results", fail);
+        let j = inbound_job("forged-reply", job(&forged_reply.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&j).await, Ok(Handled::Applied));
+        let on = message_of(&store, raw_row(&store, "forged-reply").await.id).await;
+        assert_eq!(on.thread_id, t);
+        let card = thread(&store, t).await;
+        assert_eq!(card.status, ThreadStatus::Waiting, "not reopened");
+        assert!(
+            card.flags.to_string().contains("unknown_sender"),
+            "{}",
+            card.flags
+        );
+
+        // The thread's token in the subject, forged: no match, a flagged thread of its own.
+        let tag = format!("[#{}]", card.reply_token);
+        let forged_token = TestMail::new(
+            "ann@acme.example",
+            SUPPORT,
+            &format!("Re: {tag}"),
+            "Pay me\n",
+        )
+        .header("Authentication-Results", fail);
+        let j = inbound_job("forged-token", job(&forged_token.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&j).await, Ok(Handled::Applied));
+        let own = message_of(&store, raw_row(&store, "forged-token").await.id).await;
+        assert_ne!(
+            own.thread_id, t,
+            "the token does not match for a forged sender"
+        );
+        let new = thread(&store, own.thread_id).await;
+        assert!(
+            new.flags.to_string().contains("unauthenticated_sender"),
+            "{}",
+            new.flags
+        );
+        assert_eq!(acks().await, 1, "a forged sender is never acknowledged");
+
+        // Ann's real reply still reopens her thread.
+        let real_reply = TestMail::new("ann@acme.example", SUPPORT, "Re: Printer", "Thanks\n")
+            .replying_to(&ann.id())
+            .header("Authentication-Results", pass);
+        let j = inbound_job("real-reply", job(&real_reply.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&j).await, Ok(Handled::Applied));
+        assert_eq!(thread(&store, t).await.status, ThreadStatus::Open);
+    }
+);

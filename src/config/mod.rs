@@ -222,6 +222,10 @@ pub struct MailConfig {
     /// Mail domains whose new senders join an existing customer (by external id) instead of
     /// each getting a customer of their own, e.g. `"acme.example" = "acme"`.
     pub domain_customers: BTreeMap<String, String>,
+    /// The authserv-id of the MTA we trust (its `Authentication-Results` header, RFC 8601):
+    /// a sender its DMARC/SPF/DKIM results fail is handled as a stranger. Unset: no mail's
+    /// authentication is read.
+    pub authserv_id: Option<String>,
 }
 
 impl Default for MailConfig {
@@ -235,6 +239,7 @@ impl Default for MailConfig {
             loop_limit: 30,
             loop_window: Duration::from_secs(3600),
             domain_customers: BTreeMap::new(),
+            authserv_id: None,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct InboundMail {
     pub looping: bool,
     /// Set by `match_thread`: the sender is not a contact of the matched thread's customers.
     pub stranger: bool,
+    /// Set by `upsert_sender`: our MTA's `Authentication-Results` say the From is forged.
+    pub spoofed: bool,
     /// Set by `store_raw_mail`, taken by `parse_mail`.
     pub early: Option<EarlyParse>,
 }

@@ -2,6 +2,7 @@
 //! classification (auto-reply, bounce, feedback report) and HTML sanitising for inbound
 //! mail.
 
+pub mod auth;
 pub mod classify;
 pub mod dates;
 pub mod html;

@@ -256,6 +256,7 @@ impl RawInput {
             dedupe_key: None,
             looping: false,
             stranger: false,
+            spoofed: false,
             early,
         })
     }

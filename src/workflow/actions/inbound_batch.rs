@@ -378,6 +378,7 @@ pub(super) async fn upsert_sender(
             customers,
         };
         record_sender(
+            services,
             item.facts,
             item.carried.inbound.as_deref_mut(),
             sender,

@@ -19,6 +19,7 @@ use super::inbound_batch::SET_LOCK_WAIT;
 use super::threads::THREAD_FACTS;
 use crate::jobs::JobError;
 use crate::lifecycle::{ClosedReply, ThreadTraits};
+use crate::mail::auth;
 use crate::mail::classify::MailClass;
 use crate::mail::inbound::{self, InboundMail, Sender};
 use crate::services::Services;
@@ -73,6 +74,14 @@ static UPSERT_SENDER: ActionSpec = ActionSpec {
             doc: "A customer was created for the sender.",
         },
         FactSpec {
+            name: "inbound.auth",
+            ty: FactType::Enum(&["pass", "fail", "unknown"]),
+            doc: "What the `Authentication-Results` of our MTA (`mail.authserv_id`) say of the \
+                  sender: `fail` (DMARC, or SPF/DKIM without a pass) makes them a stranger to \
+                  every thread and their new threads flagged `unauthenticated_sender`; \
+                  `unknown` without such a header or setting.",
+        },
+        FactSpec {
             name: "inbound.actor",
             ty: FactType::Object,
             doc: "The sender as the actor of what their mail changes (`{kind: contact, id, name}`).",
@@ -124,6 +133,7 @@ impl Action for UpsertSender {
             customers,
         };
         record_sender(
+            ctx.services,
             ctx.facts,
             ctx.inbound.as_deref_mut(),
             sender,
@@ -196,18 +206,32 @@ pub(super) fn new_customer(services: &Services, c: &ContactInput) -> (String, St
 
 /// Sets the sender's facts and hands it to the steps after.
 pub(super) fn record_sender(
+    services: &Services,
     facts: &mut Facts,
     mail: Option<&mut InboundMail>,
     sender: Sender,
     contact_created: bool,
     customer_created: bool,
 ) {
+    // Whether the From is the sender's to use, by our MTA's Authentication-Results.
+    let verdict = mail
+        .as_ref()
+        .and_then(|m| m.parsed.as_ref())
+        .map_or(auth::Verdict::Unknown, |p| {
+            auth::verdict(p, services.config.mail.authserv_id.as_deref())
+        });
+    facts.set("inbound.auth", json!(verdict.name()));
+    let spoofed = matches!(verdict, auth::Verdict::Fail(_));
+    if let auth::Verdict::Fail(why) = &verdict {
+        tracing::info!(sender = %sender.address, results = %why, "the sender failed authentication: handled as a stranger");
+    }
     facts.set("inbound.contact_id", json!(sender.contact_id));
     facts.set("inbound.contact_created", json!(contact_created));
     facts.set("inbound.customer_created", json!(customer_created));
     facts.set("inbound.actor", sender_actor(&sender));
     if let Some(m) = mail {
         m.sender = Some(sender);
+        m.spoofed = spoofed;
     }
 }
 
@@ -417,6 +441,7 @@ impl Action for MatchThread {
         }
         // 2. Tokens, only for the thread's own customers' contacts.
         let mut ignored_token = None;
+        let spoofed = mail(ctx)?.spoofed;
         if found.is_none() {
             let p = parsed(ctx)?;
             let to_and_cc = p.to.iter().chain(&p.cc).map(|a| a.address.as_str());
@@ -435,7 +460,7 @@ impl Action for MatchThread {
                 let Some(t) = store::by_token(db, &token).await? else {
                     continue;
                 };
-                if store::is_contact_of_thread(db, sender.contact_id, t.id).await? {
+                if !spoofed && store::is_contact_of_thread(db, sender.contact_id, t.id).await? {
                     found = Some(Found {
                         thread: threads::get_for_update(db, t.id).await?,
                         by,
@@ -506,10 +531,14 @@ async fn matched(
     let mut thread = f.thread;
     let detail =
         json!({"by": f.by, "key": f.key, "contact": sender.contact_id, "address": sender.address});
-    let member = match f.member {
-        Some(known) => known,
-        None => store::is_contact_of_thread(ctx.db().await?, sender.contact_id, thread.id).await?,
-    };
+    let spoofed = ctx.inbound.as_deref().is_some_and(|m| m.spoofed);
+    let member = !spoofed
+        && match f.member {
+            Some(known) => known,
+            None => {
+                store::is_contact_of_thread(ctx.db().await?, sender.contact_id, thread.id).await?
+            }
+        };
     // A stranger (anyone who knows a Message-ID) is never treated as the customer: their
     // mail is stored on the thread, flagged, and changes nothing else: no reopening, no
     // new linked thread on the customer's behalf, no acknowledgement, and the card keeps
@@ -626,7 +655,12 @@ async fn new_thread(
             mailbox,
             customers: customers.iter().map(|(id, _)| *id).collect(),
             linked_thread_id: linked,
-            flags: Vec::new(),
+            // A forged From opens a thread all the same (the mail may matter), marked.
+            flags: if ctx.inbound.as_deref().is_some_and(|m| m.spoofed) {
+                vec!["unauthenticated_sender".to_owned()]
+            } else {
+                Vec::new()
+            },
             detail: Some(detail),
         },
         actor,
