@@ -370,3 +370,36 @@ async fn starttls_and_login_against_a_server_that_requires_them() {
     .expect("missing CA file refused");
     assert!(err.contains("cannot read the CA certificate"), "{err}");
 }
+
+// A crafted inbound mail's 10 KB Message-ID, stored on its thread, went into every reply's
+// References and In-Reply-To: the line could not be folded and the mail server refused
+// every reply ("line too long"). Over-long ids are left out, a long history keeps its first
+// and latest ids, and a long subject is folded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_threading_ids_and_subjects_never_break_a_reply() {
+    let sink = SmtpSink::start_async().await;
+    let mut m = mail("zoe@acme.example");
+    let huge = format!("<{}@evil.example>", "x".repeat(10_000));
+    m.in_reply_to = Some(huge.clone());
+    m.references = (0..300)
+        .map(|i| format!("<m{i}@acme.example>"))
+        .chain([huge])
+        .collect();
+    m.subject = format!("Re: {}", "long words ".repeat(500));
+    let msg = mime::build(&m).expect("build");
+    let accepted = smtp(&sink).send(&msg).await.expect("sent");
+    assert_eq!(accepted.code, "250");
+    let raw = String::from_utf8(msg.formatted()).expect("utf-8");
+    let longest = raw.lines().map(str::len).max().unwrap_or_default();
+    assert!(longest <= 998, "a line of {longest} characters");
+    let refs: String = raw
+        .split("\r\n")
+        .skip_while(|l| !l.starts_with("References:"))
+        .take_while(|l| l.starts_with("References:") || l.starts_with(' '))
+        .collect();
+    let ids: Vec<&str> = refs.split_whitespace().skip(1).collect();
+    assert_eq!(ids.len(), mime::MAX_REFERENCES, "{refs}");
+    assert_eq!(ids[0], "<m0@acme.example>");
+    assert_eq!(ids[ids.len() - 1], "<m299@acme.example>");
+    assert!(!raw.contains("xxxxxxxxxx"), "the over-long id is left out");
+}

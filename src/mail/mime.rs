@@ -106,6 +106,31 @@ fn raw_header(name: &'static str, value: &str) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_owned())
 }
 
+/// The longest Message-ID written into `In-Reply-To` or `References`. A Message-ID cannot
+/// be folded, so a longer one (a crafted inbound mail's, stored on the thread) would make
+/// every reply on that thread fail with "line too long" (RFC 5322: 998 characters a line).
+pub const MAX_ID_LEN: usize = 250;
+
+/// The most Message-IDs written into `References`: the first and the latest ones, as RFC
+/// 5322 §3.6.4 suggests for long threads.
+pub const MAX_REFERENCES: usize = 20;
+
+/// `references` without over-long ids, trimmed to the first and the latest
+/// [`MAX_REFERENCES`] − 1.
+pub fn trimmed_references(references: &[String]) -> Vec<&str> {
+    let usable: Vec<&str> = references
+        .iter()
+        .map(String::as_str)
+        .filter(|r| r.len() <= MAX_ID_LEN)
+        .collect();
+    if usable.len() <= MAX_REFERENCES {
+        return usable;
+    }
+    let mut kept = vec![usable[0]];
+    kept.extend_from_slice(&usable[usable.len() - (MAX_REFERENCES - 1)..]);
+    kept
+}
+
 /// Builds the message, its SMTP envelope (the VERP sender, every To and Cc) included.
 pub fn build(m: &OutgoingMail) -> Result<Message, MimeError> {
     if m.to.is_empty() && m.cc.is_empty() {
@@ -133,11 +158,12 @@ pub fn build(m: &OutgoingMail) -> Result<Message, MimeError> {
     for p in &m.cc {
         b = b.cc(mailbox("Cc", p)?);
     }
-    if let Some(r) = &m.in_reply_to {
+    if let Some(r) = m.in_reply_to.as_ref().filter(|r| r.len() <= MAX_ID_LEN) {
         b = b.in_reply_to(r.clone());
     }
-    if !m.references.is_empty() {
-        b = b.references(m.references.join(" "));
+    let references = trimmed_references(&m.references);
+    if !references.is_empty() {
+        b = b.references(references.join(" "));
     }
     if m.automatic {
         b = b

@@ -151,6 +151,25 @@ pub struct ParsedAttachment {
     pub content_id: Option<String>,
 }
 
+/// The longest Message-ID kept as a threading key (longer ones are no real ids, and could
+/// not be written into a reply's headers: see [`crate::mail::mime::MAX_ID_LEN`]).
+pub const MAX_ID_LEN: usize = crate::mail::mime::MAX_ID_LEN;
+
+/// The most `References` ids kept: the first and the latest (a crafted mail may list
+/// thousands; threading needs the newest, and the first names the conversation).
+pub const MAX_STORED_REFERENCES: usize = 100;
+
+/// `references` without over-long ids, trimmed to the first and the latest ones.
+fn stored_references(mut references: Vec<String>) -> Vec<String> {
+    references.retain(|id| id.len() <= MAX_ID_LEN);
+    if references.len() > MAX_STORED_REFERENCES {
+        let first = references[0].clone();
+        references.drain(..references.len() - (MAX_STORED_REFERENCES - 1));
+        references.insert(0, first);
+    }
+    references
+}
+
 /// Why a byte string is not a message at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -213,12 +232,23 @@ fn parse_unescaped(raw: &[u8]) -> Result<(ParsedMail, Option<Message<'_>>), Pars
     let message_id = first_of(HeaderName::MessageId)
         .and_then(first_id)
         .and_then(clean_id);
+    let message_id = message_id.filter(|id| {
+        let fits = id.len() <= MAX_ID_LEN;
+        if !fits {
+            defects.push(format!(
+                "a Message-ID of {} characters ignored (over {MAX_ID_LEN})",
+                id.len()
+            ));
+        }
+        fits
+    });
     if message_id.is_none() {
         defects.push("no Message-ID".to_owned());
     }
     let empty = HeaderValue::Empty;
-    let in_reply_to = ids(first_of(HeaderName::InReplyTo).unwrap_or(&empty));
-    let references = ids(first_of(HeaderName::References).unwrap_or(&empty));
+    let mut in_reply_to = ids(first_of(HeaderName::InReplyTo).unwrap_or(&empty));
+    in_reply_to.retain(|id| id.len() <= MAX_ID_LEN);
+    let references = stored_references(ids(first_of(HeaderName::References).unwrap_or(&empty)));
 
     let from = first_of(HeaderName::From)
         .and_then(HeaderValue::as_address)
@@ -353,6 +383,29 @@ Hallo!
         assert_eq!(m.header("SUBJECT"), Some("Hello Wörld again"));
         assert_eq!(m.headers[0].0, "From");
         assert_eq!(m.headers_named("to").count(), 1);
+    }
+
+    #[test]
+    fn over_long_ids_are_no_threading_keys() {
+        let long = "x".repeat(300);
+        let refs: String = (0..150).map(|i| format!(" <r{i}@x>")).collect();
+        let raw = format!(
+            "From: a@example.org\nMessage-ID: <{long}@x>\nIn-Reply-To: <{long}@y> <ok@y>\nReferences:{refs} <{long}@z>\n\nhi\n"
+        );
+        let m = parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.message_id, None);
+        assert!(
+            m.defects
+                .iter()
+                .any(|d| d.contains("Message-ID of 302 characters")),
+            "{:?}",
+            m.defects
+        );
+        assert_eq!(m.in_reply_to, vec!["ok@y"]);
+        assert_eq!(m.references.len(), MAX_STORED_REFERENCES);
+        assert_eq!(m.references[0], "r0@x");
+        assert_eq!(m.references[1], "r51@x");
+        assert_eq!(m.references.last().map(String::as_str), Some("r149@x"));
     }
 
     #[test]
