@@ -662,3 +662,55 @@ both_backends!(
         assert_eq!(thread(&store, t).await.status, ThreadStatus::Open);
     }
 );
+
+// Every raw mail ends saying what became of it: one refused for having no usable sender
+// stayed `parsed` (its dead letter's reason did not name it), and a mail held back as part
+// of a loop stayed classified `normal`.
+both_backends!(raw_mails_say_what_became_of_them, |db: TestDb| async move {
+    use common::mail::TestMail;
+    let store = db.store().await;
+    let mut config = gochat::config::Config {
+        database: db.config(),
+        ..Default::default()
+    };
+    config.mail.loop_limit = 2;
+    let handler = common::fixtures::workflow_handler(&store, config);
+
+    let anonymous = b"Subject: hello\r\nTo: support@gochat.example\r\n\r\nwho am I?\r\n";
+    let error = handler
+        .handle(&inbound_job("anon", job(anonymous, SUPPORT)))
+        .await
+        .expect_err("refused");
+    let row = raw_row(&store, "anon").await;
+    assert_eq!(row.status, raw_mails::RawMailStatus::Failed);
+    assert!(error.to_string().contains("no usable sender"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("kept as raw mail {}", row.id)),
+        "{error}"
+    );
+    assert_eq!(
+        row.error.as_deref(),
+        Some(error.to_string().trim_start_matches("step `sender`: "))
+    );
+
+    for i in 0..3 {
+        let m = TestMail::new("robot@acme.example", SUPPORT, "Ticket", "Beep\n");
+        let id = format!("robot-{i}");
+        let j = inbound_job(&id, job(&m.bytes(), SUPPORT));
+        assert_eq!(handler.handle(&j).await, Ok(Handled::Applied), "{id}");
+    }
+    let mut classes = Vec::new();
+    for i in 0..3 {
+        classes.push(raw_row(&store, &format!("robot-{i}")).await.classification);
+    }
+    assert_eq!(
+        classes,
+        vec![
+            Some("normal".into()),
+            Some("normal".into()),
+            Some("loop".into())
+        ]
+    );
+});

@@ -329,6 +329,30 @@ pub struct RawMark {
     pub state: RawState,
 }
 
+/// Sets the classification of raw mails found to be more than they were parsed as (a
+/// normal-looking mail that is part of a loop), leaving their status and defects.
+pub async fn reclassify_raw(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+    classification: &'static str,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        raw_mails::Entity::update_many()
+            .col_expr(
+                raw_mails::Column::Classification,
+                Expr::value(classification.to_owned()),
+            )
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                raw_mails::Column::Id,
+                chunk.iter().copied(),
+            ))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Marks several raw mails: one statement per distinct outcome (most of a batch shares one).
 pub async fn mark_raw_many(
     db: &impl ConnectionTrait,

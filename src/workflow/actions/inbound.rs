@@ -559,6 +559,21 @@ pub(super) fn dedupe_key_of(m: &InboundMail) -> Result<String, JobError> {
     ))
 }
 
+/// The mark and the reason of a mail refused after its raw row was written: the row says
+/// `failed` with the reason, and the reason names the row (`gochat mail reprocess <id>`).
+pub(super) fn refused(raw_id: uuid::Uuid, why: &str) -> (store::RawMark, String) {
+    let reason = format!("{why} (kept as raw mail {raw_id})");
+    let mark = store::RawMark {
+        id: raw_id,
+        state: store::RawState {
+            status: RawMailStatus::Failed,
+            error: Some(reason.clone()),
+            classification: None,
+        },
+    };
+    (mark, reason)
+}
+
 /// How a duplicate's raw row is marked.
 pub(super) fn duplicate_mark(raw_id: uuid::Uuid) -> store::RawMark {
     store::RawMark {
@@ -610,13 +625,16 @@ impl Action for CheckLoop {
         };
         let (limit, since) = loop_window(ctx.services, ctx.now);
         let recent = store::recent_from(ctx.db().await?, &sender, since).await?;
-        set_loop(
+        let raw_id = mail(ctx)?.raw_id;
+        if set_loop(
             ctx.facts,
             ctx.inbound.as_deref_mut(),
             &sender,
             recent,
             limit,
-        );
+        ) {
+            store::reclassify_raw(ctx.db().await?, &[raw_id], "loop").await?;
+        }
         Ok(Flow::Continue)
     }
 
@@ -651,14 +669,15 @@ pub(super) fn loop_window(services: &Services, now: DateTime<Utc>) -> (u64, Date
     (u64::from(cfg.loop_limit), since)
 }
 
-/// Records whether `sender`, with `recent` mails in the window, is over `limit`.
+/// Records whether `sender`, with `recent` mails in the window, is over `limit`; true when
+/// it is (its raw row is then classified `loop`).
 pub(super) fn set_loop(
     facts: &mut Facts,
     mail: Option<&mut InboundMail>,
     sender: &str,
     recent: u64,
     limit: u64,
-) {
+) -> bool {
     let looping = recent >= limit;
     if looping {
         tracing::warn!(%sender, recent, limit, "mail loop: the sender is over mail.loop_limit");
@@ -667,6 +686,7 @@ pub(super) fn set_loop(
         m.looping = looping;
     }
     facts.set("inbound.loop", json!(looping));
+    looping
 }
 
 /// `match_bounce`.

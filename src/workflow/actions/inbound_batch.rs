@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::inbound::{
     NO_MAIL, RawInput, apply_parse, count_item, dedupe_key_of, duplicate, duplicate_mark,
-    loop_sender, loop_window, parse_off_runtime, set_loop, stored_raw, take_parse,
+    loop_sender, loop_window, parse_off_runtime, refused, set_loop, stored_raw, take_parse,
 };
 use super::threading::{
     inbound_message, is_normal_mail, new_customer, record_sender, sender_input, set_message_facts,
@@ -216,6 +216,7 @@ pub(super) async fn check_loop(
     let counts = store::recent_from_many(tx.get().await?, &distinct, since).await?;
     let mut seen: HashMap<&str, u64> = HashMap::new();
     let mut flows = Vec::with_capacity(items.len());
+    let mut looping = Vec::new();
     for (k, (item, sender)) in items.iter_mut().zip(&senders).enumerate() {
         let Some(sender) = sender else {
             item.facts.set("inbound.loop", json!(false));
@@ -234,14 +235,20 @@ pub(super) async fn check_loop(
             ));
         }
         *earlier += 1;
-        set_loop(
+        let raw_id = mail_of(item)?.raw_id;
+        if set_loop(
             item.facts,
             item.carried.inbound.as_deref_mut(),
             sender,
             recent,
             limit,
-        );
+        ) {
+            looping.push(raw_id);
+        }
         flows.push(Ok(Flow::Continue));
+    }
+    if !looping.is_empty() {
+        store::reclassify_raw(tx.get().await?, &looping, "loop").await?;
     }
     Ok(flows)
 }
@@ -348,12 +355,15 @@ pub(super) async fn upsert_sender(
     let mut contact_told = vec![false; contacts.len()];
     let mut customer_told = vec![false; wanted.len()];
     let mut flows = Vec::with_capacity(items.len());
+    let mut refusals = Vec::new();
     for (k, item) in items.iter_mut().enumerate() {
         let (input, at) = match (&inputs[k], slot[k]) {
             (Ok(input), Some(at)) => (input, at),
             (Err(why), _) => {
                 count_item(item, "refused");
-                flows.push(Ok(Flow::Refuse(why.clone())));
+                let (mark, reason) = refused(mail_of(item)?.raw_id, why);
+                refusals.push(mark);
+                flows.push(Ok(Flow::Refuse(reason)));
                 continue;
             }
             (Ok(_), None) => return Err(JobError::permanent("a sender lost its contact")),
@@ -386,6 +396,9 @@ pub(super) async fn upsert_sender(
             customer_created,
         );
         flows.push(Ok(Flow::Continue));
+    }
+    if !refusals.is_empty() {
+        store::mark_raw_many(tx.get().await?, &refusals, now).await?;
     }
     Ok(flows)
 }

@@ -14,7 +14,7 @@ use gochat_entities::threads::{self as thread_entity, ThreadStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::inbound::{count, mail, parsed};
+use super::inbound::{count, mail, parsed, refused};
 use super::inbound_batch::SET_LOCK_WAIT;
 use super::threads::THREAD_FACTS;
 use crate::jobs::JobError;
@@ -100,7 +100,10 @@ impl Action for UpsertSender {
             Ok(input) => input,
             Err(why) => {
                 count(ctx, "refused");
-                return Ok(Flow::Refuse(why));
+                let (mark, reason) = refused(mail(ctx)?.raw_id, &why);
+                let now = ctx.now;
+                store::mark_raw_many(ctx.db().await?, &[mark], now).await?;
+                return Ok(Flow::Refuse(reason));
             }
         };
         let normal = is_normal(ctx);
