@@ -714,3 +714,56 @@ both_backends!(raw_mails_say_what_became_of_them, |db: TestDb| async move {
         ]
     );
 });
+
+// The crafted set `gochat bench hostile` measures, through the worker: each is stored as a
+// customer's mail (nothing dead-lettered, nothing lost), its HTML shown only when within the
+// sanitising limits, otherwise kept as `message.html`.
+both_backends!(
+    every_crafted_mail_of_the_bench_set_is_stored_with_its_expected_outcome,
+    |db: TestDb| async move {
+        let (store, handler) = handler_on(&db).await;
+        // (name, HTML shown: Some(true|false), or None for a mail without HTML)
+        let expected: &[(&str, Option<bool>)] = &[
+            ("div-nested-100k", Some(false)),
+            ("li-nested-20k", Some(false)),
+            ("div-stray-ends-50k", Some(false)),
+            ("b-unclosed-200k", Some(false)),
+            ("b-i-misnested-60k", Some(false)),
+            ("table-nested-20k", Some(false)),
+            ("flat-html-24MiB", Some(false)),
+            ("html-under-limits", Some(true)),
+            ("cid-parts-40k", Some(false)),
+            ("references-100k", None),
+            ("headers-10k", None),
+            ("nul-bytes", None),
+        ];
+        let set = gochat::bench::hostile::hostile_mails();
+        assert_eq!(
+            set.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            expected.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+        );
+        for ((name, raw), (_, html_shown)) in set.into_iter().zip(expected) {
+            let id = format!("hostile-{name}");
+            let outcome = handler.handle(&inbound_job(&id, job(&raw, SUPPORT))).await;
+            assert_eq!(outcome, Ok(Handled::Applied), "{name}");
+            let row = raw_row(&store, &id).await;
+            assert_eq!(row.data.len(), raw.len(), "{name}: kept whole");
+            let m = message_of(&store, row.id).await;
+            match html_shown {
+                Some(true) => assert!(m.html_body.is_some(), "{name}"),
+                Some(false) => {
+                    assert!(m.html_body.is_none(), "{name}");
+                    assert!(
+                        row.error
+                            .as_deref()
+                            .unwrap_or_default()
+                            .contains("HTML body not shown"),
+                        "{name}: {:?}",
+                        row.error
+                    );
+                }
+                None => assert!(m.html_body.is_none(), "{name}"),
+            }
+        }
+    }
+);

@@ -2,6 +2,7 @@
 //! and, last, one JSON object with the figures (for `docs/BENCHMARKS.md` and CI trends).
 
 pub mod e2e;
+pub mod hostile;
 pub mod inbound;
 pub mod measure;
 pub mod outbound;

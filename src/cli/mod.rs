@@ -77,6 +77,8 @@ pub enum BenchCommand {
     Inbound(crate::bench::inbound::InboundArgs),
     /// The whole worker under a realistic mix, at a fixed rate and at the maximum rate.
     E2e(crate::bench::e2e::E2eArgs),
+    /// The CPU cost of the worst crafted mails (parse, sanitise, classify), per mail.
+    Hostile(crate::bench::hostile::HostileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +175,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
         Command::Bench(BenchCommand::Timers(args)) => {
             crate::bench::timers::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Hostile(args)) => {
+            crate::bench::hostile::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Runtime(args)) => {

@@ -136,7 +136,7 @@ fn probe() -> Option<u64> {
 }
 
 /// This thread's CPU clock, in nanoseconds.
-fn thread_cpu_ns() -> Option<u64> {
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

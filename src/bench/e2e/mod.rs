@@ -4,7 +4,7 @@
 //! with a million future timers stored; then the worker's memory with a backlog of a
 //! million jobs waiting in the broker. The same run measures the raw broker as a baseline.
 
-mod cpu;
+pub(crate) mod cpu;
 mod load;
 mod process;
 mod seed;
