@@ -144,15 +144,109 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 /// Sanitised HTML, safe to show in the inbox: scripts, `<style>` sheets, event handlers,
 /// `javascript:`/`data:` URLs, forms and frames removed; links get
 /// `rel="noopener noreferrer"`; `cid:` image references are kept so inline parts still show.
+///
+/// Remote images are blocked: an `<img>` whose `src` is an `http(s)` URL keeps it as
+/// `data-remote-src` (a link the agent may choose to load), so a tracking pixel does not
+/// tell the sender each time the mail is viewed. Inline styles lose the declarations that
+/// overlay or hide content (negative margins, zero sizes) or run code (`expression(`).
 pub fn sanitize(html: &str) -> String {
     let html = html.replace('\0', "");
     let mut builder = ammonia::Builder::default();
     builder
         .add_generic_attributes(EXTRA_GENERIC_ATTRIBUTES.iter().copied())
+        .add_tag_attributes("img", ["data-remote-src"])
         .filter_style_properties(STYLE_PROPERTIES.iter().copied().collect::<HashSet<_>>())
+        .attribute_filter(|_element, attribute, value| match attribute {
+            "style" => Some(safe_style(value).into()),
+            _ => Some(value.into()),
+        })
         .add_url_schemes(["cid"])
         .strip_comments(true);
-    builder.clean(&html).to_string()
+    block_remote_images(&builder.clean(&html).to_string())
+}
+
+/// `style` without the declarations that could overlay other content, hide it, or run code.
+fn safe_style(style: &str) -> String {
+    style
+        .split(';')
+        .filter(|declaration| {
+            let Some((name, value)) = declaration.split_once(':') else {
+                return false;
+            };
+            let name = name.trim().to_ascii_lowercase();
+            let value = value.trim().to_ascii_lowercase();
+            let zero = value
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == '%')
+                .parse::<f64>()
+                .is_ok_and(|v| v <= 0.0);
+            !(value.contains("expression(")
+                || value.contains("url(")
+                || (name.starts_with("margin")
+                    && value.split_whitespace().any(|v| v.starts_with('-')))
+                || (matches!(
+                    name.as_str(),
+                    "width" | "height" | "max-width" | "font-size" | "line-height"
+                ) && zero))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Sanitised HTML with each remote `<img src>` renamed `data-remote-src`. Reads ammonia's
+/// output, whose serializer writes every attribute as `name="value"` with `"` escaped, so
+/// a tag's end and its attributes are found exactly.
+fn block_remote_images(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find("<img ") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let mut end = tag.len();
+        let mut quoted = false;
+        for (i, c) in tag.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '>' if !quoted => {
+                    end = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.push_str(&rename_remote_src(&tag[..end]));
+        rest = &tag[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One `<img ...>` tag with a remote ` src="http..."` renamed.
+fn rename_remote_src(tag: &str) -> String {
+    let mut out = String::with_capacity(tag.len() + 12);
+    let mut quoted = false;
+    let mut i = 0;
+    while i < tag.len() {
+        let rest = &tag[i..];
+        if !quoted && rest.starts_with(" src=\"") {
+            let value = rest[6..].to_ascii_lowercase();
+            if value.starts_with("http://")
+                || value.starts_with("https://")
+                || value.starts_with("//")
+            {
+                out.push_str(" data-remote-src=\"");
+                i += 6;
+                quoted = true;
+                continue;
+            }
+        }
+        let Some(c) = rest.chars().next() else { break };
+        if c == '"' {
+            quoted = !quoted;
+        }
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
 }
 
 /// Elements whose content is never text a reader sees.
@@ -460,6 +554,49 @@ mod tests {
         );
         assert_eq!(text_from_html(""), "");
         assert_eq!(text_from_html("<script>never closed"), "");
+    }
+
+    #[test]
+    fn remote_images_are_blocked_and_kept_as_links() {
+        let clean = sanitize(
+            r#"<p><img alt="a>b" src="https://t.example/pixel.gif?u=1&amp;v=2" width="1"><img src="cid:logo@x"><img src="HTTP://x.example/a.png"> src="https://text.example"</p>"#,
+        );
+        assert!(!clean.contains(" src=\"https://t.example"), "{clean}");
+        assert!(!clean.contains(" src=\"HTTP"), "{clean}");
+        assert!(
+            clean.contains(r#"data-remote-src="https://t.example/pixel.gif?u=1&amp;v=2""#),
+            "{clean}"
+        );
+        assert!(clean.contains(r#"src="cid:logo@x""#), "{clean}");
+        assert!(
+            clean.contains("src=\"https://text.example\""),
+            "text is untouched: {clean}"
+        );
+        // A crafted `data-remote-src` stays data: it never loads either.
+        assert!(!sanitize(r#"<img data-remote-src="x" src="//t.example/p">"#).contains(" src="));
+    }
+
+    #[test]
+    fn styles_that_overlay_hide_or_run_are_dropped() {
+        let clean = sanitize(
+            r#"<div style="margin-top: -500px; color: red; width: 0; height:0px; font-size: 0; width: expression(alert(1)); margin: 0 -20px">x</div><p style="margin: 4px; width: 50%">y</p>"#,
+        );
+        for banned in [
+            "-500px",
+            "expression",
+            "-20px",
+            "width:0",
+            "height:0",
+            "font-size:0",
+        ] {
+            assert!(
+                !clean.replace(' ', "").contains(banned),
+                "{banned} in {clean}"
+            );
+        }
+        assert!(clean.contains("color:red"), "{clean}");
+        assert!(clean.replace(' ', "").contains("margin:4px"), "{clean}");
+        assert!(clean.replace(' ', "").contains("width:50%"), "{clean}");
     }
 
     #[test]
