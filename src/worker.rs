@@ -134,6 +134,7 @@ impl Worker {
                 let amqp = &services.config.amqp;
                 let c = amqp.consumer(&kind);
                 let spec = ConsumerSpec {
+                    in_turn: kind == "inbound-mail",
                     kind,
                     prefetch: c.prefetch,
                     concurrency: c.concurrency,

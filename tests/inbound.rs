@@ -813,7 +813,19 @@ both_backends!(
         for job in &jobs {
             one_by_one.push(alone.handle(job).await);
         }
-        assert_eq!(results, one_by_one);
+        // The same, but for the raw mail ids a refusal names (each database has its own).
+        let without_ids = |rs: &[Result<gochat::queue::Handled, JobError>]| -> Vec<String> {
+            rs.iter()
+                .map(|r| {
+                    let text = format!("{r:?}");
+                    match text.find("(kept as raw mail ") {
+                        Some(at) => text[..at].to_owned(),
+                        None => text,
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(without_ids(&results), without_ids(&one_by_one));
         for (k, r) in results.iter().enumerate() {
             match k {
                 7 => assert!(
@@ -839,7 +851,7 @@ both_backends!(
             "customer email:dan@example.org dan@example.org has dan@example.org",
             "contact eve@example.net Eve Example de",
             "message m12 new thread of m12 contact robot@loop.example",
-            "raw m13 parsed normal ok",
+            "raw m13 parsed loop ok",
             "message m14 reply thread of m00 contact zed@acme.example",
             "message m15 reply thread of m00 contact yan@acme.example",
             "message m18 reply thread of m16 contact eli@globex.example",

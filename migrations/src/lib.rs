@@ -13,6 +13,7 @@ mod m20261125_000005_contact_time_zone;
 mod m20261125_000006_outbox_unpublished;
 mod m20261203_000007_toast_lz4;
 mod m20261203_000008_partial_indexes;
+mod m20261207_000009_replies_index;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_outbox_unpublished::Migration),
             Box::new(m20261203_000007_toast_lz4::Migration),
             Box::new(m20261203_000008_partial_indexes::Migration),
+            Box::new(m20261207_000009_replies_index::Migration),
         ]
     }
 }

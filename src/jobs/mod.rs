@@ -3,6 +3,7 @@
 
 pub mod handler;
 pub mod schema;
+pub mod turn;
 
 use chrono::{DateTime, Utc};
 

@@ -23,6 +23,7 @@ use super::acks::{Acks, Settlement, Ticket};
 use super::publisher::{Outgoing, Publisher};
 use super::topology::{RETRY_DELAY_HEADER, retry_header_value};
 use super::{Broker, Names};
+use crate::jobs::turn::Turns;
 use crate::jobs::{Job, JobError};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -71,6 +72,9 @@ pub struct ConsumerSpec {
     pub batch_size: usize,
     pub retry_delays: Vec<Duration>,
     pub confirm_timeout: Duration,
+    /// Batches start their transactions in delivery order (see [`crate::jobs::turn`]):
+    /// for inbound mail, whose replies must see the mails they answer.
+    pub in_turn: bool,
 }
 
 /// Consumes `spec.kind` until shutdown, reconnecting with the broker. On shutdown it stops
@@ -146,6 +150,7 @@ async fn consume_on<H: Handler>(
         )
         .await?;
     tracing::info!(kind = %ctx.spec.kind, %queue, prefetch = ctx.spec.prefetch, concurrency = ctx.spec.concurrency, "consuming");
+    let mut turns = ctx.spec.in_turn.then(Turns::default);
     loop {
         // A free slot first, then a delivery: while every slot is busy, deliveries wait in
         // the prefetch buffer and the next batch takes them all at once.
@@ -194,8 +199,13 @@ async fn consume_on<H: Handler>(
             publisher.clone(),
             acks.clone(),
         );
+        let turn = turns.as_mut().map(Turns::next);
         tokio::spawn(async move {
-            ctx.process(batch, handler.as_ref(), &publisher).await;
+            let process = ctx.process(batch, handler.as_ref(), &publisher);
+            match turn {
+                Some(turn) => turn.scope(process).await,
+                None => process.await,
+            }
             acks.flush().await;
             drop(permit);
         });

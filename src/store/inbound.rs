@@ -3,6 +3,8 @@
 //! Message-ID or token names, the message a bounce is about), the loop count, and the
 //! contact facts threading decides on.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use gochat_entities::messages::{self, MessageDirection, OutboundState};
 use gochat_entities::raw_mails::{self, RawMailStatus};
@@ -110,6 +112,77 @@ pub async fn by_message_ids(
         .one(db)
         .await?;
     Ok(found.map(|(mid, thread)| (mid.unwrap_or_default(), thread)))
+}
+
+/// For each of `ids` (Message-IDs) that a stored inbound message answers by its
+/// `In-Reply-To`, the newest such message's time and thread: a mail whose reply came
+/// first joins the reply's thread.
+pub async fn threads_answering(
+    db: &impl ConnectionTrait,
+    ids: &[String],
+) -> Result<HashMap<String, (DateTime<Utc>, Uuid)>, StoreError> {
+    let mut out: HashMap<String, (DateTime<Utc>, Uuid)> = HashMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<(Option<String>, Uuid, DateTime<Utc>)> = messages::Entity::find()
+            .select_only()
+            .column(messages::Column::InReplyTo)
+            .column(messages::Column::ThreadId)
+            .column(messages::Column::CreatedAt)
+            // As a literal, so the partial index applies to the generic plan.
+            .filter(Expr::cust("direction = 'inbound'"))
+            .filter(super::bulk::any_of(
+                db.get_database_backend(),
+                messages::Column::InReplyTo,
+                chunk.iter().map(String::as_str),
+            ))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (answered, thread, at) in rows {
+            let Some(answered) = answered else { continue };
+            match out.get(&answered) {
+                Some((newest, _)) if *newest >= at => {}
+                _ => {
+                    out.insert(answered, (at, thread));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Takes, until the transaction ends, a lock on each conversation key (a mail's own
+/// Message-ID and the one it answers), sorted: a mail and its reply in two batches at once
+/// then commit one after the other, and the second sees the first (PostgreSQL advisory
+/// locks; SQLite runs one writer at a time already).
+pub async fn lock_conversations(
+    db: &impl ConnectionTrait,
+    keys: &[String],
+) -> Result<(), StoreError> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres || keys.is_empty() {
+        return Ok(());
+    }
+    let mut hashed: Vec<i64> = keys.iter().map(|k| conversation_key(k)).collect();
+    hashed.sort_unstable();
+    hashed.dedup();
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+        [hashed.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A stable 64-bit key for a Message-ID (FNV-1a: the same in every worker, whatever its
+/// build), in a space of its own (the high bits of `GOCHAT`'s tag are mixed in first).
+fn conversation_key(message_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ 0x474f_4348_4154;
+    for b in message_id.bytes() {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// The thread whose reply token is `token`.

@@ -27,6 +27,8 @@ pub struct MatchReadAhead {
     newest: HashMap<String, Option<(DateTime<Utc>, Uuid)>>,
     /// The threads of those messages, locked until the transaction ends.
     threads: HashMap<Uuid, threads::Model>,
+    /// Every own Message-ID read, with the thread of the newest stored reply to it.
+    answering: HashMap<String, Option<Uuid>>,
     /// The contacts asked about, and the (contact, thread) pairs where the contact belongs
     /// to one of the thread's customers.
     contacts: HashSet<Uuid>,
@@ -34,10 +36,12 @@ pub struct MatchReadAhead {
 }
 
 impl MatchReadAhead {
-    /// Reads what `ids` (Message-IDs) and `contacts` (senders) would be asked about.
+    /// Reads what `ids` (Message-IDs answered), `own` (the mails' own Message-IDs, which a
+    /// reply that came first may answer) and `contacts` (senders) would be asked about.
     pub async fn read(
         db: &impl ConnectionTrait,
         ids: &[String],
+        own: &[String],
         contacts: &[Uuid],
     ) -> Result<Self, StoreError> {
         let backend = db.get_database_backend();
@@ -69,7 +73,13 @@ impl MatchReadAhead {
                 }
             }
         }
+        let answering = super::inbound::threads_answering(db, own).await?;
+        out.answering = own
+            .iter()
+            .map(|id| (id.clone(), answering.get(id).map(|(_, t)| *t)))
+            .collect();
         let mut found: Vec<Uuid> = out.newest.values().flatten().map(|(_, t)| *t).collect();
+        found.extend(out.answering.values().flatten());
         found.sort();
         found.dedup();
         out.threads = super::cards::get_many_for_update(db, &found).await?;
@@ -126,6 +136,11 @@ impl MatchReadAhead {
             }
         }
         Some(best.map(|(_, id, thread)| (id.clone(), thread)))
+    }
+
+    /// What [`super::inbound::threads_answering`] would answer for `id`, if it was read.
+    pub fn answering(&self, id: &str) -> Option<Option<Uuid>> {
+        self.answering.get(id).copied()
     }
 
     /// The thread as read (and locked), if it was.

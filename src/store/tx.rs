@@ -48,6 +48,8 @@ pub struct Tx {
     /// Mails matched to a thread and not stored yet, by Message-ID (see
     /// [`Tx::note_unstored_mail`]).
     unstored_mails: HashMap<String, (usize, UnstoredMail)>,
+    /// The Message-IDs those mails answer, to their own.
+    unstored_replies: HashMap<String, String>,
     /// How many mails [`Tx::note_unstored_mail`] noted: the order they were matched in.
     noted_mails: usize,
     /// The newest card of each thread written in this unit of work (see [`Tx::note_thread`]).
@@ -78,6 +80,7 @@ impl Tx {
             committed: Vec::new(),
             lock_wait: None,
             unstored_mails: HashMap::new(),
+            unstored_replies: HashMap::new(),
             noted_mails: 0,
             threads: HashMap::new(),
             gate: None,
@@ -140,15 +143,35 @@ impl Tx {
     /// not stored yet. A batch's mails are stored together once all of them are matched, so
     /// a later mail of the batch that answers this one would not find it in the database:
     /// it asks [`Tx::unstored_mail`] instead.
-    pub fn note_unstored_mail(&mut self, message_id: &str, mail: UnstoredMail) {
+    /// `answers` is the Message-ID its `In-Reply-To` names, for a mail of the batch that
+    /// comes after its reply ([`Tx::unstored_reply_to`]).
+    pub fn note_unstored_mail(
+        &mut self,
+        message_id: &str,
+        answers: Option<&str>,
+        mail: UnstoredMail,
+    ) {
         self.noted_mails += 1;
         self.unstored_mails
             .insert(message_id.to_owned(), (self.noted_mails, mail));
+        if let Some(answered) = answers {
+            self.unstored_replies
+                .insert(answered.to_owned(), message_id.to_owned());
+        }
     }
 
     /// The mail with this Message-ID is stored now (see [`Tx::note_unstored_mail`]).
     pub fn mail_stored(&mut self, message_id: &str) {
         self.unstored_mails.remove(message_id);
+    }
+
+    /// A mail of this unit of work not stored yet that answers `message_id` (its reply came
+    /// first), with its own Message-ID.
+    pub fn unstored_reply_to(&self, message_id: &str) -> Option<(&str, &UnstoredMail)> {
+        let reply = self.unstored_replies.get(message_id)?;
+        self.unstored_mails
+            .get(reply)
+            .map(|(_, m)| (reply.as_str(), m))
     }
 
     /// Of `ids`, the mail of this unit of work not stored yet that was matched last (the
@@ -269,6 +292,7 @@ impl Tx {
         }
         self.lock_wait = None;
         self.unstored_mails.clear();
+        self.unstored_replies.clear();
         self.threads.clear();
         self.read_ahead = None;
         if let Some(t) = self.current.take() {
@@ -286,6 +310,7 @@ impl Tx {
         self.events.clear();
         self.lock_wait = None;
         self.unstored_mails.clear();
+        self.unstored_replies.clear();
         self.threads.clear();
         self.read_ahead = None;
         if let Some(t) = self.current.take() {
@@ -341,6 +366,7 @@ mod tests {
         let note = |tx: &mut Tx, id: &str, thread: Uuid| {
             tx.note_unstored_mail(
                 id,
+                Some("parent@x"),
                 UnstoredMail {
                     thread,
                     opens: None,
@@ -353,6 +379,9 @@ mod tests {
         let both = ids(&["second@x", "first@x"]);
         let found = tx.unstored_mail(&both);
         assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("second@x", b)));
+        // The mail they answer, coming after them, finds the newest reply.
+        let reply = tx.unstored_reply_to("parent@x");
+        assert_eq!(reply.map(|(id, m)| (id, m.thread)), Some(("second@x", b)));
         tx.mail_stored("second@x");
         let found = tx.unstored_mail(&both);
         assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("first@x", a)));

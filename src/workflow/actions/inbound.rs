@@ -110,6 +110,13 @@ impl Action for StoreRawMail {
                 let Some((Ok(input), Some((outcome, state)))) = parsed.pop() else {
                     return Err(JobError::permanent("the mail was not parsed"));
                 };
+                let keys = conversation_keys(std::iter::once(&outcome));
+                let db = ctx.db();
+                crate::jobs::turn::in_turn(async {
+                    store::lock_conversations(db.await?, &keys).await?;
+                    Ok::<_, JobError>(())
+                })
+                .await?;
                 let row = input.row(&job.message_id, Some((&state, now)));
                 let row = store::store_raw(ctx.db().await?, &row).await?;
                 let on_row = row.written;
@@ -287,6 +294,21 @@ pub(super) async fn parse_off_runtime(
     })
     .await
     .map_err(|e| JobError::permanent(format!("parsing the mail failed: {e}")))
+}
+
+/// What the mails' conversations are known by, for [`store::lock_conversations`]: each
+/// one's own Message-ID and the one its `In-Reply-To` names. A mail and its reply share a
+/// key, so two batches holding them commit one after the other and the second threads by
+/// what the first stored.
+pub(super) fn conversation_keys<'a>(outcomes: impl Iterator<Item = &'a Parsed>) -> Vec<String> {
+    let mut keys = Vec::new();
+    for outcome in outcomes {
+        if let Parsed::Mail { parsed, .. } = outcome {
+            keys.extend(parsed.message_id.iter().cloned());
+            keys.extend(parsed.in_reply_to.first().cloned());
+        }
+    }
+    keys
 }
 
 /// The id of a stored raw mail a reprocess job names.

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::inbound::{
-    NO_MAIL, RawInput, apply_parse, count_item, dedupe_key_of, duplicate, duplicate_mark,
-    loop_sender, loop_window, parse_off_runtime, refused, set_loop, stored_raw, take_parse,
+    NO_MAIL, RawInput, apply_parse, conversation_keys, count_item, dedupe_key_of, duplicate,
+    duplicate_mark, loop_sender, loop_window, parse_off_runtime, refused, set_loop, stored_raw,
+    take_parse,
 };
 use super::threading::{
     inbound_message, is_normal_mail, new_customer, record_sender, sender_input, set_message_facts,
@@ -78,6 +79,20 @@ pub(super) async fn store_raw(
     // Parsed here, before the transaction begins, so each row goes in once, marked (a
     // reprocessed mail is parsed by `parse_mail`, which marks its stored row).
     let (inputs, outcomes): (Vec<_>, Vec<_>) = parse_off_runtime(inputs).await?.into_iter().unzip();
+    // First, before any row lock: a batch holding a mail's reply commits first.
+    let keys = conversation_keys(outcomes.iter().flatten().map(|(o, _)| o));
+    crate::jobs::turn::in_turn(async {
+        let bound = tx.lock_wait();
+        if bound.is_some() {
+            tx.bound_lock_waits(SET_LOCK_WAIT).await?;
+        }
+        store::lock_conversations(tx.get().await?, &keys).await?;
+        if let Some(bound) = bound {
+            tx.bound_lock_waits(bound).await?;
+        }
+        Ok::<_, JobError>(())
+    })
+    .await?;
     let db = tx.get().await?;
     let new: Vec<store::NewRawMail<'_>> = items
         .iter()

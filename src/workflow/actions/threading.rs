@@ -246,6 +246,7 @@ const MATCHED_BY: &[&str] = &[
     "references",
     "address_token",
     "subject_token",
+    "earlier_reply",
     "new_thread",
 ];
 
@@ -254,7 +255,8 @@ static MATCH_THREAD: ActionSpec = ActionSpec {
     summary: "Finds the thread the mail answers: In-Reply-To / References against stored \
               Message-IDs (any sender; a sender not among the thread's customers' contacts \
               flags the thread `unknown_sender`), else a reply token in a recipient address or \
-              the subject (only from a contact of the thread's customers). A reply to a closed \
+              the subject (only from a contact of the thread's customers), else a stored \
+              reply to it that came first (its In-Reply-To names this mail). A reply to a closed \
               thread follows its lifecycle's `closed_reply` (a new thread linked to it, or \
               reopen). Otherwise a new thread for the sender's customers, on the lifecycle \
               whose selector matches. An auto-reply or a loop never opens or reopens a thread: \
@@ -327,16 +329,21 @@ impl Action for MatchThread {
         _params: &Params,
     ) -> Result<(), JobError> {
         let mut ids = Vec::new();
+        let mut own = Vec::new();
         let mut contacts = Vec::new();
         for m in items.iter().filter_map(|i| i.carried.inbound.as_deref()) {
             if let Some(p) = &m.parsed {
                 ids.extend(threading_ids(p));
+                own.extend(p.message_id.clone());
+                own.extend(p.in_reply_to.first().cloned());
             }
             contacts.extend(m.sender.as_ref().map(|s| s.contact_id));
         }
         ids.sort();
         ids.dedup();
-        if ids.is_empty() {
+        own.sort();
+        own.dedup();
+        if ids.is_empty() && own.is_empty() {
             return Ok(());
         }
         contacts.sort();
@@ -346,7 +353,7 @@ impl Action for MatchThread {
         if bound.is_some() {
             tx.bound_lock_waits(SET_LOCK_WAIT).await?;
         }
-        let read = MatchReadAhead::read(tx.get().await?, &ids, &contacts).await?;
+        let read = MatchReadAhead::read(tx.get().await?, &ids, &own, &contacts).await?;
         if let Some(bound) = bound {
             tx.bound_lock_waits(bound).await?;
         }
@@ -476,6 +483,19 @@ impl Action for MatchThread {
             }
         }
 
+        // 3. Mail that came out of order (greylisting, retries, a backlog drained by several
+        // batches at once): a stored reply to this mail, else a stored reply to the mail this
+        // one answers (a sibling that also came before their parent), has the thread.
+        if found.is_none() {
+            let keys = message_id.iter().chain(in_reply_to.first());
+            for key in keys {
+                found = answered_by_earlier_reply(ctx, key, &sender).await?;
+                if found.is_some() {
+                    break;
+                }
+            }
+        }
+
         ctx.facts.set("thread.linked_to", Value::Null);
         ctx.facts.set("inbound.stranger", json!(false));
         let flow = if let Some(f) = found {
@@ -498,11 +518,68 @@ impl Action for MatchThread {
                 None => opens,
             };
             let thread = ctx.thread()?.id;
-            ctx.tx
-                .note_unstored_mail(own, crate::store::UnstoredMail { thread, opens });
+            ctx.tx.note_unstored_mail(
+                own,
+                in_reply_to.first().map(String::as_str),
+                crate::store::UnstoredMail { thread, opens },
+            );
         }
         Ok(flow)
     }
+}
+
+/// The thread of a mail (of this batch, or stored) that answers `own` by its In-Reply-To,
+/// with `own` as the key it matched by.
+async fn answered_by_earlier_reply(
+    ctx: &mut StepContext<'_>,
+    own: &str,
+    sender: &Sender,
+) -> Result<Option<Found>, JobError> {
+    let found = |thread, member| Found {
+        thread,
+        by: "earlier_reply",
+        key: own.to_owned(),
+        member,
+    };
+    if let Some((_, reply)) = ctx.tx.unstored_reply_to(own) {
+        let reply = reply.clone();
+        return Ok(Some(match reply.opens {
+            Some((thread, customers)) => {
+                if !sender.customers.iter().any(|(c, _)| customers.contains(c)) {
+                    return Err(JobError::transient(
+                        "a mail of its batch not stored yet answers it, from outside its sender's customers: runs after it",
+                    ));
+                }
+                found(thread, Some(true))
+            }
+            None => found(
+                threads::get_for_update(ctx.db().await?, reply.thread).await?,
+                None,
+            ),
+        }));
+    }
+    let thread_id = match ctx.tx.read_ahead().and_then(|a| a.answering(own)) {
+        Some(hit) => hit,
+        None => store::threads_answering(ctx.db().await?, &[own.to_owned()])
+            .await?
+            .remove(own)
+            .map(|(_, t)| t),
+    };
+    let Some(thread_id) = thread_id else {
+        return Ok(None);
+    };
+    let ahead = ctx.tx.read_ahead().and_then(|a| {
+        let t = a.thread(thread_id)?;
+        let t = ctx.tx.newer_thread(t).unwrap_or(t).clone();
+        Some((t, a.is_member(sender.contact_id, thread_id)))
+    });
+    Ok(Some(match ahead {
+        Some((thread, member)) => found(thread, member),
+        None => found(
+            threads::get_for_update(ctx.db().await?, thread_id).await?,
+            None,
+        ),
+    }))
 }
 
 /// The Message-IDs a mail answers, in the order threading tries them: In-Reply-To first,
