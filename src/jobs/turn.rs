@@ -7,7 +7,7 @@
 //! that needs a conversation an earlier one holds then waits for its commit and sees it.
 //! The rest of the batches still run side by side.
 //!
-//! The consumer gives each batch's task its [`Turn`] ([`Turns::next`], [`Turn::scope`]); a
+//! The consumer gives each batch's task its [`Turn`] ([`Turns::next_turn`], [`Turn::scope`]); a
 //! step runs its ordered part through [`in_turn`]. A batch that never gets there (only
 //! duplicates, a failure before) passes its turn on when its task ends. Code run outside a
 //! consumer (tests, `gochat mail reprocess`) has no turn and waits for nothing.
@@ -21,10 +21,12 @@ tokio::task_local! {
     static TURN: Turn;
 }
 
-/// One batch's place in its consumer's order: the signal of the batch before it, and its
-/// own signal for the batch after.
+/// The signal of the batch before (none for the first), and this batch's own for the next.
+type Signals = (Option<oneshot::Receiver<()>>, oneshot::Sender<()>);
+
+/// One batch's place in its consumer's order; taken by the first [`in_turn`] of the batch.
 pub struct Turn {
-    slot: Mutex<Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>>,
+    slot: Mutex<Option<Signals>>,
 }
 
 impl Turn {
@@ -42,7 +44,7 @@ pub struct Turns {
 
 impl Turns {
     /// The next batch's turn.
-    pub fn next(&mut self) -> Turn {
+    pub fn next_turn(&mut self) -> Turn {
         let (done, after) = oneshot::channel();
         let before = self.previous.replace(after);
         Turn {
@@ -83,7 +85,7 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for k in 0..4u64 {
-            let turn = turns.next();
+            let turn = turns.next_turn();
             let order = order.clone();
             tasks.push(tokio::spawn(turn.scope(async move {
                 // Later batches reach their turn first.
@@ -102,8 +104,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_that_never_takes_its_turn_passes_it_on_when_it_ends() {
         let mut turns = Turns::default();
-        let skipped = turns.next();
-        let waiting = turns.next();
+        let skipped = turns.next_turn();
+        let waiting = turns.next_turn();
         drop(skipped);
         tokio::time::timeout(Duration::from_secs(1), waiting.scope(in_turn(async {})))
             .await

@@ -199,7 +199,7 @@ async fn consume_on<H: Handler>(
             publisher.clone(),
             acks.clone(),
         );
-        let turn = turns.as_mut().map(Turns::next);
+        let turn = turns.as_mut().map(Turns::next_turn);
         tokio::spawn(async move {
             let process = ctx.process(batch, handler.as_ref(), &publisher);
             match turn {
