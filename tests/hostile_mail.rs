@@ -8,7 +8,7 @@ mod common;
 
 use base64::Engine;
 use common::fixtures::{handler_on, inbound_job};
-use common::{TestDb, count};
+use common::{TestDb, count, texts};
 use gochat::queue::{Handled, Handler};
 use gochat_entities::threads::ThreadStatus;
 use gochat_entities::{messages, raw_mails};
@@ -140,21 +140,6 @@ both_backends!(
     }
 );
 
-/// The texts of `sql`'s column `t`.
-async fn texts(store: &gochat::store::Store, sql: &str) -> Vec<String> {
-    use sea_orm::ConnectionTrait;
-    let conn = store.conn();
-    conn.query_all_raw(sea_orm::Statement::from_string(
-        conn.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .expect("query")
-    .iter()
-    .map(|r| r.try_get::<String>("", "t").expect("t"))
-    .collect()
-}
-
 // A NUL in any text field of a job (a customer's or a contact's name, a tag, a comment, an
 // assignee, an actor, a reason) once failed its insert on PostgreSQL with a database error,
 // retried for eleven minutes and then dead-lettered. Through the real broker and worker, each
@@ -190,9 +175,9 @@ both_backends!(
             )
             .await;
         applied("nul-customer").await;
-        let names = texts(&store, "SELECT name AS t FROM customers").await;
+        let names = texts(&store, "SELECT name AS r FROM customers").await;
         assert_eq!(names, vec!["AC\\x00ME"]);
-        let contact = texts(&store, "SELECT display_name AS t FROM contacts").await;
+        let contact = texts(&store, "SELECT display_name AS r FROM contacts").await;
         assert_eq!(contact, vec!["A\\x00nn"]);
         let (thread, _) = common::fixtures::thread_with_contact(
             &store,
@@ -222,13 +207,13 @@ both_backends!(
             .await;
         applied("nul-status").await;
 
-        let tags = texts(&store, "SELECT tag AS t FROM thread_tags").await;
+        let tags = texts(&store, "SELECT tag AS r FROM thread_tags").await;
         assert_eq!(tags, vec!["ur\\x00gent"]);
-        let comments = texts(&store, "SELECT body AS t FROM comments").await;
+        let comments = texts(&store, "SELECT body AS r FROM comments").await;
         assert_eq!(comments, vec!["see\\x00this\\x1b[2J"]);
-        let assignee = texts(&store, "SELECT assignee AS t FROM threads").await;
+        let assignee = texts(&store, "SELECT assignee AS r FROM threads").await;
         assert_eq!(assignee, vec!["agent\\x00-2"]);
-        let status = texts(&store, "SELECT status AS t FROM threads").await;
+        let status = texts(&store, "SELECT status AS r FROM threads").await;
         assert_eq!(status, vec!["waiting"]);
         worker.stop().await;
         broker.cleanup(&[]).await;
@@ -404,7 +389,7 @@ both_backends!(
         assert_eq!(count(conn, "SELECT COUNT(*) AS n FROM threads").await, 1);
         let classes = texts(
             &store,
-            "SELECT classification AS t FROM messages ORDER BY created_at",
+            "SELECT classification AS r FROM messages ORDER BY created_at",
         )
         .await;
         assert_eq!(classes, vec!["new", "reply"]);

@@ -1174,21 +1174,6 @@ both_backends!(
     }
 );
 
-/// The one text column `r` of each row `sql` returns.
-async fn texts(store: &Store, sql: &str) -> Vec<String> {
-    use sea_orm::ConnectionTrait;
-    let conn = store.conn();
-    conn.query_all_raw(sea_orm::Statement::from_string(
-        conn.get_database_backend(),
-        sql,
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    .iter()
-    .map(|r| r.try_get::<String>("", "r").expect("r"))
-    .collect()
-}
-
 // A raw mail is parsed before its row is written, so the row goes in saying what it is:
 // one write of a mail-sized row, not an insert and then an update. A row the job stored
 // before (an older worker's `pending` row, or a failed attempt's) is not what this run
@@ -1234,7 +1219,7 @@ both_backends!(
             let sql = "SELECT job_message_id || ' ' || CAST(ctid AS TEXT) AS r \
                        FROM raw_mails ORDER BY job_message_id";
             assert_eq!(
-                texts(&store, sql).await,
+                common::texts(&store, sql).await,
                 ["a-fresh (0,1)", "b-fresh (0,2)", "c-fresh (0,3)"]
             );
         }

@@ -409,12 +409,23 @@ pub async fn reclassify_raw(
     ids: &[Uuid],
     classification: &'static str,
 ) -> Result<(), StoreError> {
+    update_raw(db, ids, || {
+        raw_mails::Entity::update_many().col_expr(
+            raw_mails::Column::Classification,
+            Expr::value(classification.to_owned()),
+        )
+    })
+    .await
+}
+
+/// Runs the update `set` makes on the raw mails `ids`, a statement per chunk of them.
+async fn update_raw(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+    set: impl Fn() -> sea_orm::UpdateMany<raw_mails::Entity>,
+) -> Result<(), StoreError> {
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        raw_mails::Entity::update_many()
-            .col_expr(
-                raw_mails::Column::Classification,
-                Expr::value(classification.to_owned()),
-            )
+        set()
             .filter(super::bulk::any_of(
                 db.get_database_backend(),
                 raw_mails::Column::Id,
@@ -440,24 +451,19 @@ pub async fn mark_raw_many(
         }
     }
     for (mark, ids) in groups {
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut update = raw_mails::Entity::update_many()
+        update_raw(db, &ids, || {
+            let update = raw_mails::Entity::update_many()
                 .col_expr(raw_mails::Column::Status, Expr::value(mark.status))
                 .col_expr(raw_mails::Column::Error, Expr::value(mark.error.clone()))
                 .col_expr(raw_mails::Column::ProcessedAt, Expr::value(now));
-            if let Some(c) = mark.classification {
-                update =
-                    update.col_expr(raw_mails::Column::Classification, Expr::value(c.to_owned()));
+            match mark.classification {
+                Some(c) => {
+                    update.col_expr(raw_mails::Column::Classification, Expr::value(c.to_owned()))
+                }
+                None => update,
             }
-            update
-                .filter(super::bulk::any_of(
-                    db.get_database_backend(),
-                    raw_mails::Column::Id,
-                    chunk.iter().copied(),
-                ))
-                .exec(db)
-                .await?;
-        }
+        })
+        .await?;
     }
     Ok(())
 }

@@ -223,3 +223,17 @@ pub fn t0() -> chrono::DateTime<chrono::Utc> {
         .expect("time")
         .with_timezone(&chrono::Utc)
 }
+
+/// The one text column `r` of each row `sql` returns.
+pub async fn texts(store: &Store, sql: &str) -> Vec<String> {
+    let conn = store.conn();
+    conn.query_all_raw(sea_orm::Statement::from_string(
+        conn.get_database_backend(),
+        sql,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    .iter()
+    .map(|r| r.try_get::<String>("", "r").expect("r"))
+    .collect()
+}
