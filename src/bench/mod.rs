@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod inbound;
+pub mod lmtp;
 pub mod measure;
 pub mod outbound;
 pub mod runtime;

@@ -132,6 +132,14 @@ fn apply_env(
             message: format!("expected a socket address such as 127.0.0.1:9187, found {v:?}"),
         })?;
     }
+    if let Some(v) = env("GOCHAT_LMTP_ADDR") {
+        config.lmtp.addr = v.parse().map_err(|_| ConfigError::Invalid {
+            file: "environment".into(),
+            line: 0,
+            key: "GOCHAT_LMTP_ADDR".into(),
+            message: format!("expected a socket address such as 127.0.0.1:2424, found {v:?}"),
+        })?;
+    }
     if let Some(v) = env("GOCHAT_WORKFLOWS") {
         config.workflows.dir = PathBuf::from(v);
     }
@@ -264,6 +272,18 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
         return Err(fail(
             "runtime.worker_threads",
             "expected at least 1, found 0; leave the key out for one thread per core".into(),
+        ));
+    }
+    if config.lmtp.max_connections == 0 {
+        return Err(fail(
+            "lmtp.max_connections",
+            "expected at least 1, found 0".into(),
+        ));
+    }
+    if config.lmtp.idle_timeout.is_zero() || config.lmtp.read_timeout.is_zero() {
+        return Err(fail(
+            "lmtp.idle_timeout",
+            "idle_timeout and read_timeout must be positive".into(),
         ));
     }
     if config.scheduler.interval.is_zero() || config.scheduler.batch == 0 {
@@ -440,12 +460,14 @@ mod tests {
             "GOCHAT_DATABASE_URL" => Some("postgres://u:secret@db/x".into()),
             "GOCHAT_HTTP_ADDR" => Some("127.0.0.1:9999".into()),
             "GOCHAT_WORKFLOWS" => Some("/etc/gochat/workflows".into()),
+            "GOCHAT_LMTP_ADDR" => Some("127.0.0.1:2525".into()),
             _ => None,
         };
         let (config, source) = load_with_env(None, env).expect("valid");
         assert_eq!(source, ConfigSource::File(file.clone()));
         assert_eq!(config.amqp.prefix, "env-");
         assert_eq!(config.http.addr.port(), 9999);
+        assert_eq!(config.lmtp.addr.port(), 2525);
         assert_eq!(config.workflows.dir, PathBuf::from("/etc/gochat/workflows"));
         assert!(!format!("{config:?}").contains("secret"));
     }
