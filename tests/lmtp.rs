@@ -322,7 +322,9 @@ async fn with_the_broker_unreachable_recipients_are_told_to_retry() {
             format!("t{}.", uuid::Uuid::now_v7().simple()),
         ),
     ];
-    let mut lmtp = Lmtp::start(&down, "[amqp]\nconfirm_timeout = \"1s\"\n").await;
+    let config =
+        "[amqp]\nconfirm_timeout = \"1s\"\n[lmtp]\nmax_connections = 2\nidle_timeout = \"1s\"\n";
+    let mut lmtp = Lmtp::start(&down, config).await;
     let mut c = lmtp.session().await;
     let replies = c
         .envelope("ada@acme.example", &[SUPPORT, "sales@gochat.example"])
@@ -347,6 +349,26 @@ async fn with_the_broker_unreachable_recipients_are_told_to_retry() {
     }
     c.send(b"QUIT\r\n").await;
     assert_eq!(c.replies(1).await[0], "221 2.0.0 Bye");
+    assert!(c.closed().await);
+    tokio::time::sleep(Duration::from_millis(200)).await; // its permit is back
+
+    // Past lmtp.max_connections: 421 and closed, the MTA comes back later.
+    let _busy = lmtp.session().await;
+    let mut idle = lmtp.session().await;
+    let mut third = TcpStream::connect(&lmtp.addr).await.expect("connect");
+    let mut refusal = String::new();
+    use tokio::io::AsyncReadExt;
+    third.read_to_string(&mut refusal).await.expect("read");
+    assert_eq!(
+        refusal,
+        "421 4.3.2 Too many connections, try again later\r\n"
+    );
+    // An idle session is closed after lmtp.idle_timeout.
+    assert_eq!(
+        idle.replies(1).await[0],
+        "421 4.4.2 Idle timeout, closing connection"
+    );
+    assert!(idle.closed().await);
     assert_eq!(lmtp.stop(), Some(0), "{}", lmtp.log());
 }
 

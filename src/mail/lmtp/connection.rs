@@ -102,6 +102,8 @@ where
             continue;
         }
         let read = tokio::select! {
+            // Shutdown first: a client that keeps sending must not keep an idle session on.
+            biased;
             _ = shutdown.recv() => {
                 let bye = Reply::new(421, "4.3.2", "Service shutting down, try again later");
                 bye.write_to(&mut out);
