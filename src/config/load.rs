@@ -274,10 +274,13 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
             "expected at least 1, found 0; leave the key out for one thread per core".into(),
         ));
     }
-    if config.lmtp.max_connections == 0 {
+    if !(1..=100_000).contains(&config.lmtp.max_connections) {
         return Err(fail(
             "lmtp.max_connections",
-            "expected at least 1, found 0".into(),
+            format!(
+                "expected 1 to 100000, found {}",
+                config.lmtp.max_connections
+            ),
         ));
     }
     if config.lmtp.idle_timeout.is_zero() || config.lmtp.read_timeout.is_zero() {
@@ -554,6 +557,43 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn lmtp_limits_must_be_usable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("l.toml");
+        for (text, says) in [
+            (
+                "[lmtp]\nmax_connections = 0\n",
+                "l.toml:2: key `lmtp.max_connections`: expected 1 to 100000, found 0",
+            ),
+            (
+                "[lmtp]\nidle_timeout = \"0s\"\n",
+                "key `lmtp.idle_timeout`: idle_timeout and read_timeout must be positive",
+            ),
+            ("[lmtp]\naddr = \"localhost\"\n", "key `lmtp.addr`"),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let err = load_with_env(Some(&file), no_env).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        std::fs::write(
+            &file,
+            "[lmtp]\naddr = \"0.0.0.0:24\"\nmax_connections = 5\n",
+        )
+        .expect("write");
+        let (config, _) = load_with_env(Some(&file), no_env).expect("valid");
+        assert_eq!(
+            (config.lmtp.addr.port(), config.lmtp.max_connections),
+            (24, 5)
+        );
+        let env = |k: &str| (k == "GOCHAT_LMTP_ADDR").then(|| "nowhere".to_owned());
+        let err = load_with_env(Some(&file), env).unwrap_err().to_string();
+        assert!(
+            err.contains("GOCHAT_LMTP_ADDR") && err.contains("\"nowhere\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::mail::gateway;
 use crate::queue::{Broker, Names, Outgoing, Publisher};
 use crate::shutdown::{self, ShutdownTrigger};
 
+/// The most payload bytes published at once for one mail.
+const PUBLISH_BYTES: usize = 64 << 20;
+
 /// Why a recipient's job was not confirmed. Cloned to each recipient of a failed mail.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliverError {
@@ -80,36 +83,40 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => return mail.recipients.iter().map(|_| Err(e.clone())).collect(),
         };
-        let jobs: Vec<Outgoing> = mail
-            .recipients
-            .iter()
-            .map(|r| {
-                let recipients = std::slice::from_ref(r);
-                let payload = gateway::payload(
-                    &mail.raw,
-                    &gateway::Envelope {
-                        sender: Some(&mail.sender),
-                        recipients,
-                        mailbox: None,
-                    },
-                );
-                Outgoing::json(
-                    self.names.jobs_exchange(),
-                    "inbound-mail".into(),
-                    gateway::job_id(&mail.raw, recipients),
-                    payload.to_string().into_bytes(),
-                )
-            })
-            .collect();
-        let outcomes = publisher.publish_all(&jobs).await;
-        jobs.into_iter()
-            .zip(outcomes)
-            .map(|(job, outcome)| {
+        // Each job carries the whole mail in base64: a large mail to many recipients goes
+        // out a few jobs at a time, so its payloads are never all in memory at once.
+        let job_size = mail.raw.len() / 3 * 4 + 1024;
+        let per_publish = (PUBLISH_BYTES / job_size).max(1);
+        let mut outcomes = Vec::with_capacity(mail.recipients.len());
+        for recipients in mail.recipients.chunks(per_publish) {
+            let jobs: Vec<Outgoing> = recipients.iter().map(|r| self.job(mail, r)).collect();
+            let confirmed = publisher.publish_all(&jobs).await;
+            outcomes.extend(jobs.into_iter().zip(confirmed).map(|(job, outcome)| {
                 outcome
                     .map(|()| job.message_id)
                     .map_err(|e| DeliverError::NotConfirmed(e.to_string()))
-            })
-            .collect()
+            }));
+        }
+        outcomes
+    }
+
+    /// The `inbound-mail` job of one recipient, as `gochat mailgate` builds it.
+    fn job(&self, mail: &Mail, recipient: &String) -> Outgoing {
+        let recipients = std::slice::from_ref(recipient);
+        let payload = gateway::payload(
+            &mail.raw,
+            &gateway::Envelope {
+                sender: Some(&mail.sender),
+                recipients,
+                mailbox: None,
+            },
+        );
+        Outgoing::json(
+            self.names.jobs_exchange(),
+            "inbound-mail".into(),
+            gateway::job_id(&mail.raw, recipients),
+            payload.to_string().into_bytes(),
+        )
     }
 
     /// The shared publisher on the current connection, opened again if that changed.
