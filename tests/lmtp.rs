@@ -15,7 +15,7 @@ use common::broker::{TestBroker, amqp_url, eventually};
 use common::mail::TestMail;
 use common::process::free_port;
 use common::{Backend, TestDb, count, gochat, stderr, stdout};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const SUPPORT: &str = "support@gochat.example";
@@ -102,19 +102,26 @@ impl Drop for Lmtp {
     }
 }
 
-/// The MTA's side of a session.
+/// The MTA's side of a session, over TCP or a Unix socket.
 struct Client {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    reader: BufReader<Box<dyn AsyncRead + Unpin + Send>>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
 }
 
 impl Client {
-    /// Connects and checks the greeting.
+    /// Connects over TCP and checks the greeting.
     async fn connect(addr: &str) -> Client {
-        let (rd, writer) = TcpStream::connect(addr)
+        let (rd, wr) = TcpStream::connect(addr)
             .await
             .expect("connect")
             .into_split();
+        Client::over(Box::new(rd), Box::new(wr)).await
+    }
+
+    async fn over(
+        rd: Box<dyn AsyncRead + Unpin + Send>,
+        writer: Box<dyn AsyncWrite + Unpin + Send>,
+    ) -> Client {
         let mut c = Client {
             reader: BufReader::new(rd),
             writer,
@@ -457,4 +464,46 @@ async fn bench_lmtp_ends_with_its_json_report() {
     let store = db.store().await;
     // 80 % of the warm-up's and the measured run's mails open threads.
     assert!(count(store.conn(), threads).await >= 50, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mta_may_deliver_over_a_unix_socket_too() {
+    let broker = TestBroker::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("lmtp.sock");
+    // A stale socket file, as a crash leaves it, is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+    let config = format!("[lmtp]\nsocket = {:?}\n", socket.display().to_string());
+    let mut lmtp = Lmtp::start(&broker_env(&broker), &config).await;
+    // Bound just after the TCP port the start waited for.
+    let stream = eventually(Duration::from_secs(5), "the socket", || async {
+        tokio::net::UnixStream::connect(&socket).await.ok()
+    })
+    .await;
+    let (rd, wr) = stream.into_split();
+    let mut c = Client::over(Box::new(rd), Box::new(wr)).await;
+    let replies = c.envelope("ada@acme.example", &[SUPPORT]).await;
+    assert!(
+        replies.last().is_some_and(|r| r.starts_with("354")),
+        "{replies:?}"
+    );
+    let raw = TestMail::new("ada@acme.example", SUPPORT, "Socket", "Hi\n").bytes();
+    let mut wire = client_stuffed(&raw);
+    wire.extend_from_slice(b".\r\n");
+    c.send(&wire).await;
+    let id = gochat::mail::gateway::job_id(&raw, &[SUPPORT.to_owned()]);
+    assert_eq!(
+        c.replies(1).await[0],
+        format!("250 2.0.0 <{SUPPORT}> queued as {id}")
+    );
+    let job = broker
+        .get(&broker.names.queue("inbound-mail"), Duration::from_secs(10))
+        .await
+        .expect("queued");
+    assert_eq!(job.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(lmtp.stop(), Some(0), "{}", lmtp.log());
+    assert!(!socket.exists(), "the socket is removed on stop");
+    broker
+        .cleanup(&gochat::config::AmqpConfig::default().retry_delays)
+        .await;
 }

@@ -253,6 +253,9 @@ impl MailConfig {
 pub struct LmtpConfig {
     /// Where to listen; loopback by default, since LMTP has no authentication.
     pub addr: SocketAddr,
+    /// A Unix socket to listen on as well (Postfix `lmtp:unix:`, Exim's `lmtp` transport):
+    /// file permissions then say who may deliver.
+    pub socket: Option<PathBuf>,
     /// Sessions served at once; one more is answered `421` and closed, so the MTA retries
     /// later instead of waiting on a connection nobody serves.
     pub max_connections: usize,
@@ -269,6 +272,7 @@ impl Default for LmtpConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 2424)),
+            socket: None,
             max_connections: 100,
             idle_timeout: Duration::from_secs(300),
             read_timeout: Duration::from_secs(180),
