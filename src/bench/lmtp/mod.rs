@@ -117,6 +117,8 @@ async fn phases(
     worker.stop().await;
     store.close().await;
     let w = result?;
+    let [committed, cut, failed] = w.batch_outcomes;
+    println!("batches: {committed} committed, {cut} cut at a job, {failed} failed whole");
     println!(
         "with the worker: {:.0} mails/s accepted, {:.0} mails/s to committed threads; MAIL → commit p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {} refused",
         w.accepted_per_sec,
@@ -139,6 +141,7 @@ async fn phases(
             "commit_p50_ms": round2(w.committed.p50), "commit_p99_ms": round2(w.committed.p99),
             "commit_p999_ms": round2(w.committed.p999),
             "mean_batch": w.mean_batch.map(round2),
+            "batches": {"committed": committed, "cut": cut, "failed": failed},
         },
     }))
 }
@@ -155,6 +158,9 @@ struct WithWorker {
     accepted_per_sec: f64,
     committed: measure::Figures,
     mean_batch: Option<f64>,
+    /// Multi-job batches committed, cut at a job, failed whole (cut and failed ones run
+    /// their jobs alone, at the single-job rate).
+    batch_outcomes: [u64; 3],
     refused: usize,
 }
 
@@ -180,6 +186,15 @@ async fn with_worker(
     }
     let batches = metrics.job_batch_size.with_label_values(&["inbound-mail"]);
     let before = (batches.get_sample_sum(), batches.get_sample_count());
+    let outcomes = || {
+        ["committed", "cut", "failed"].map(|o| {
+            metrics
+                .job_batches
+                .with_label_values(&["inbound-mail", o])
+                .get()
+        })
+    };
+    let outcomes_before = outcomes();
     let start = Instant::now();
     let waiting = async {
         measure::wait_acked(metrics, "inbound-mail", n, limit).await?;
@@ -202,6 +217,10 @@ async fn with_worker(
         accepted_per_sec: ok as f64 / sent_in.as_secs_f64(),
         committed: measure::figures(n, committed_in, measure::latencies(&jobs, &applied)),
         mean_batch: (calls > 0).then(|| (batches.get_sample_sum() - before.0) / calls as f64),
+        batch_outcomes: {
+            let after = outcomes();
+            [0, 1, 2].map(|i| after[i].saturating_sub(outcomes_before[i]))
+        },
         refused: n - ok,
     })
 }
@@ -256,11 +275,12 @@ async fn purge(conn: &Connection, queue: &str) -> anyhow::Result<()> {
 }
 
 /// `n` small plain-text mails of run `run`: 80 % open threads, 20 % answer the mail sent
-/// ten before (from its sender, with `In-Reply-To`).
+/// nine before, one that opened a thread (from its sender, with `In-Reply-To`). A reply
+/// to a reply would come from a stranger to that thread, which the worker sets apart.
 fn mails(n: usize, run: &str) -> Vec<Outgoing> {
     (0..n)
         .map(|i| {
-            let reply_to = (i % 5 == 4 && i >= 10).then(|| i - 10);
+            let reply_to = (i % 5 == 4 && i >= 9).then(|| i - 9);
             let who = reply_to.unwrap_or(i);
             let sender = format!("c{who}-{run}@customer.example");
             let mut head = format!(
