@@ -175,11 +175,14 @@ async fn with_worker(
     let metrics = &worker.services.metrics;
     let limit = Duration::from_secs(1800);
     if warm_up > 0 {
-        let waiting = measure::wait_acked(metrics, "inbound-mail", warm_up, limit);
-        let (sent, ()) = tokio::try_join!(
-            send_all(addr, mails(warm_up, &format!("{run}w")), connections),
-            waiting
-        )?;
+        let (sent, _, _) = send_and_wait(
+            metrics,
+            addr,
+            mails(warm_up, &format!("{run}w")),
+            connections,
+            limit,
+        )
+        .await?;
         anyhow::ensure!(accepted(&sent).0 == warm_up, "warm-up mails were refused");
         println!("warm-up: {warm_up} mails, not measured; statistics refreshed");
         super::refresh_statistics(&worker.services.store).await;
@@ -195,16 +198,14 @@ async fn with_worker(
         })
     };
     let outcomes_before = outcomes();
-    let start = Instant::now();
-    let waiting = async {
-        measure::wait_acked(metrics, "inbound-mail", n, limit).await?;
-        Ok(start.elapsed())
-    };
-    let sending = async {
-        let sent = send_all(addr, mails(n, &format!("{run}m")), connections).await?;
-        Ok::<_, anyhow::Error>((sent, start.elapsed()))
-    };
-    let ((sent, sent_in), committed_in) = tokio::try_join!(sending, waiting)?;
+    let (sent, sent_in, committed_in) = send_and_wait(
+        metrics,
+        addr,
+        mails(n, &format!("{run}m")),
+        connections,
+        limit,
+    )
+    .await?;
     let (ok, _) = accepted(&sent);
     let jobs: SentJobs = sent
         .iter()
@@ -223,6 +224,43 @@ async fn with_worker(
         },
         refused: n - ok,
     })
+}
+
+/// Sends `mails` while the worker commits them; returns what became of each, when the
+/// last reply came and when the worker had acked every accepted one (a refused mail is not
+/// waited for: it may never come).
+async fn send_and_wait(
+    metrics: &crate::metrics::Metrics,
+    addr: std::net::SocketAddr,
+    mails: Vec<Outgoing>,
+    connections: usize,
+    limit: Duration,
+) -> anyhow::Result<(Vec<Sent>, Duration, Duration)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let acked = metrics.jobs.with_label_values(&["inbound-mail", "acked"]);
+    let before = acked.get();
+    let expected = AtomicUsize::new(mails.len());
+    let start = Instant::now();
+    let sending = async {
+        let sent = send_all(addr, mails, connections).await?;
+        expected.store(accepted(&sent).0, Ordering::SeqCst);
+        Ok::<_, anyhow::Error>((sent, start.elapsed()))
+    };
+    let waiting = async {
+        loop {
+            let done = acked.get().saturating_sub(before) as usize;
+            if done >= expected.load(Ordering::SeqCst) {
+                return Ok(start.elapsed());
+            }
+            anyhow::ensure!(
+                start.elapsed() < limit,
+                "only {done} mails committed after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let ((sent, sent_in), committed_in) = tokio::try_join!(sending, waiting)?;
+    Ok((sent, sent_in, committed_in))
 }
 
 /// Mails accepted, and their latencies.
