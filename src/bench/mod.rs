@@ -4,6 +4,7 @@
 pub mod e2e;
 pub mod hostile;
 pub mod inbound;
+pub mod lmtp;
 pub mod measure;
 pub mod outbound;
 pub mod runtime;

@@ -10,12 +10,10 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use base64::Engine;
 use clap::Args;
-use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::mail::gateway;
 
 /// The MTA keeps the mail and retries.
 pub const EX_TEMPFAIL: u8 = 75;
@@ -25,25 +23,15 @@ pub const EX_DATAERR: u8 = 65;
 /// mail, needs fixing.
 pub const EX_USAGE: u8 = 64;
 
-/// An envelope address as an MTA passes it: `local@domain` (angle brackets allowed), with
-/// no spaces, controls or list separators. A recipient is a job's mailbox and dedupe scope,
-/// so a typo in the MTA's command line must not become one.
+/// An envelope address as an MTA passes it (angle brackets allowed): a recipient is a
+/// job's mailbox and dedupe scope, so a typo in the MTA's command line must not become one.
 pub fn is_address(s: &str) -> bool {
     let s = s.trim();
     let s = s
         .strip_prefix('<')
         .and_then(|r| r.strip_suffix('>'))
         .unwrap_or(s);
-    let Some((local, domain)) = s.rsplit_once('@') else {
-        return false;
-    };
-    let plain = |p: &str| {
-        !p.is_empty()
-            && !p
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'))
-    };
-    plain(local) && plain(domain) && !domain.contains('@') && !domain.starts_with('.')
+    gateway::address(s).is_some()
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +67,7 @@ pub async fn run(config: &Config, args: MailgateArgs) -> ExitCode {
         Err(e) => return tempfail(&format!("cannot read the message: {e}")),
     };
     let payload = job(&raw, &args);
-    let message_id = job_id(&raw, &args.recipient);
+    let message_id = gateway::job_id(&raw, &args.recipient);
     match publish(config, &message_id, &payload).await {
         Ok(()) => {
             println!("{message_id}");
@@ -96,33 +84,16 @@ fn read_limited(input: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> 
     Ok((raw.len() as u64 <= max).then_some(raw))
 }
 
+/// The job, built as `gochat lmtp` builds it (see [`crate::mail::gateway`]).
 fn job(raw: &[u8], args: &MailgateArgs) -> serde_json::Value {
-    let mut payload = json!({
-        "schema": "inbound-mail/v1",
-        "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
-        "recipients": args.recipient,
-        "received_at": chrono::Utc::now().to_rfc3339(),
-    });
-    if let Some(s) = &args.sender {
-        payload["envelope_from"] = json!(s);
-    }
-    if let Some(m) = &args.mailbox {
-        payload["mailbox"] = json!(m);
-    }
-    payload
-}
-
-/// The same mail to the same recipients gets the same id: when the MTA delivers again
-/// (a confirm that came too late, say), the second job is a duplicate of the first.
-fn job_id(raw: &[u8], recipients: &[String]) -> String {
-    let mut h = Sha256::new();
-    for r in recipients {
-        h.update(r.trim().to_ascii_lowercase().as_bytes());
-        h.update(b"\0");
-    }
-    h.update(raw);
-    let hex = crate::hex::lower(&h.finalize()[..16]);
-    format!("mailgate-{hex}")
+    gateway::payload(
+        raw,
+        &gateway::Envelope {
+            sender: args.sender.as_deref(),
+            recipients: &args.recipient,
+            mailbox: args.mailbox.as_deref(),
+        },
+    )
 }
 
 async fn publish(
@@ -190,19 +161,5 @@ mod tests {
         ] {
             assert!(!is_address(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_same_mail_to_the_same_recipients_has_one_job_id() {
-        let to = vec!["support@x.example".to_owned()];
-        assert_eq!(
-            job_id(b"mail", &to),
-            job_id(b"mail", &["Support@X.example".into()])
-        );
-        assert_ne!(job_id(b"mail", &to), job_id(b"other", &to));
-        assert_ne!(
-            job_id(b"mail", &to),
-            job_id(b"mail", &["sales@x.example".into()])
-        );
     }
 }

@@ -2,6 +2,7 @@
 
 mod check;
 mod customer;
+mod lmtp;
 mod mail;
 mod mailgate;
 mod migrate;
@@ -47,6 +48,9 @@ pub enum Command {
     /// For the MTA: one raw mail on stdin → an inbound-mail job (exit 0 confirmed, 75 retry
     /// later, 65 refused).
     Mailgate(mailgate::MailgateArgs),
+    /// For the MTA: an LMTP server (lmtp.addr); each recipient's mail → an inbound-mail job,
+    /// answered 250 once the broker confirmed it.
+    Lmtp,
     /// Stored inbound mail.
     #[command(subcommand)]
     Mail(mail::MailCommand),
@@ -79,6 +83,8 @@ pub enum BenchCommand {
     E2e(crate::bench::e2e::E2eArgs),
     /// The CPU cost of the worst crafted mails (parse, sanitise, classify), per mail.
     Hostile(crate::bench::hostile::HostileArgs),
+    /// Mails over LMTP: accepted (250 after confirm) and committed to threads per second.
+    Lmtp(crate::bench::lmtp::LmtpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +155,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Migrate => migrate::run(&config).await,
         Command::Publish(args) => publish::run(&config, args).await,
         Command::Mailgate(args) => Ok(mailgate::run(&config, args).await),
+        Command::Lmtp => lmtp::run(config).await,
         Command::Mail(cmd) => mail::run(&config, cmd).await,
         Command::Threads(args) => threads::list(&config, args).await,
         Command::Thread(args) => threads::show(&config, args).await,
@@ -167,6 +174,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
         Command::Bench(BenchCommand::E2e(args)) => {
             crate::bench::e2e::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Lmtp(args)) => {
+            crate::bench::lmtp::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Inbound(args)) => {

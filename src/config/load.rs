@@ -132,6 +132,14 @@ fn apply_env(
             message: format!("expected a socket address such as 127.0.0.1:9187, found {v:?}"),
         })?;
     }
+    if let Some(v) = env("GOCHAT_LMTP_ADDR") {
+        config.lmtp.addr = v.parse().map_err(|_| ConfigError::Invalid {
+            file: "environment".into(),
+            line: 0,
+            key: "GOCHAT_LMTP_ADDR".into(),
+            message: format!("expected a socket address such as 127.0.0.1:2424, found {v:?}"),
+        })?;
+    }
     if let Some(v) = env("GOCHAT_WORKFLOWS") {
         config.workflows.dir = PathBuf::from(v);
     }
@@ -264,6 +272,21 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
         return Err(fail(
             "runtime.worker_threads",
             "expected at least 1, found 0; leave the key out for one thread per core".into(),
+        ));
+    }
+    if !(1..=100_000).contains(&config.lmtp.max_connections) {
+        return Err(fail(
+            "lmtp.max_connections",
+            format!(
+                "expected 1 to 100000, found {}",
+                config.lmtp.max_connections
+            ),
+        ));
+    }
+    if config.lmtp.idle_timeout.is_zero() || config.lmtp.read_timeout.is_zero() {
+        return Err(fail(
+            "lmtp.idle_timeout",
+            "idle_timeout and read_timeout must be positive".into(),
         ));
     }
     if config.scheduler.interval.is_zero() || config.scheduler.batch == 0 {
@@ -440,12 +463,14 @@ mod tests {
             "GOCHAT_DATABASE_URL" => Some("postgres://u:secret@db/x".into()),
             "GOCHAT_HTTP_ADDR" => Some("127.0.0.1:9999".into()),
             "GOCHAT_WORKFLOWS" => Some("/etc/gochat/workflows".into()),
+            "GOCHAT_LMTP_ADDR" => Some("127.0.0.1:2525".into()),
             _ => None,
         };
         let (config, source) = load_with_env(None, env).expect("valid");
         assert_eq!(source, ConfigSource::File(file.clone()));
         assert_eq!(config.amqp.prefix, "env-");
         assert_eq!(config.http.addr.port(), 9999);
+        assert_eq!(config.lmtp.addr.port(), 2525);
         assert_eq!(config.workflows.dir, PathBuf::from("/etc/gochat/workflows"));
         assert!(!format!("{config:?}").contains("secret"));
     }
@@ -532,6 +557,43 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn lmtp_limits_must_be_usable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("l.toml");
+        for (text, says) in [
+            (
+                "[lmtp]\nmax_connections = 0\n",
+                "l.toml:2: key `lmtp.max_connections`: expected 1 to 100000, found 0",
+            ),
+            (
+                "[lmtp]\nidle_timeout = \"0s\"\n",
+                "key `lmtp.idle_timeout`: idle_timeout and read_timeout must be positive",
+            ),
+            ("[lmtp]\naddr = \"localhost\"\n", "key `lmtp.addr`"),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let err = load_with_env(Some(&file), no_env).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        std::fs::write(
+            &file,
+            "[lmtp]\naddr = \"0.0.0.0:24\"\nmax_connections = 5\n",
+        )
+        .expect("write");
+        let (config, _) = load_with_env(Some(&file), no_env).expect("valid");
+        assert_eq!(
+            (config.lmtp.addr.port(), config.lmtp.max_connections),
+            (24, 5)
+        );
+        let env = |k: &str| (k == "GOCHAT_LMTP_ADDR").then(|| "nowhere".to_owned());
+        let err = load_with_env(Some(&file), env).unwrap_err().to_string();
+        assert!(
+            err.contains("GOCHAT_LMTP_ADDR") && err.contains("\"nowhere\""),
+            "{err}"
+        );
     }
 
     #[test]

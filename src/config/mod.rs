@@ -29,6 +29,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub smtp: SmtpConfig,
     pub mail: MailConfig,
+    pub lmtp: LmtpConfig,
     pub workflows: WorkflowsConfig,
     pub scheduler: SchedulerConfig,
     pub log: LogConfig,
@@ -248,6 +249,39 @@ impl MailConfig {
     /// The subject tag for `token` (`[#<token>]` by default).
     pub fn subject_tag(&self, token: &str) -> String {
         self.subject_token.replace("{token}", token)
+    }
+}
+
+/// `[lmtp]`: `gochat lmtp`, the LMTP server the MTA delivers to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmtpConfig {
+    /// Where to listen; loopback by default, since LMTP has no authentication.
+    pub addr: SocketAddr,
+    /// A Unix socket to listen on as well (Postfix `lmtp:unix:`, Exim's `lmtp` transport):
+    /// file permissions then say who may deliver.
+    pub socket: Option<PathBuf>,
+    /// Sessions served at once; one more is answered `421` and closed, so the MTA retries
+    /// later instead of waiting on a connection nobody serves.
+    pub max_connections: usize,
+    /// How long a session may wait for its next command before it is closed (`421`).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a message in DATA may go without a byte arriving before the session is
+    /// dropped (the mail stays with the MTA).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 2424)),
+            socket: None,
+            max_connections: 100,
+            idle_timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(180),
+        }
     }
 }
 
