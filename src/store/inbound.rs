@@ -121,29 +121,44 @@ pub async fn threads_answering(
     db: &impl ConnectionTrait,
     ids: &[String],
 ) -> Result<HashMap<String, (DateTime<Utc>, Uuid)>, StoreError> {
+    // As a literal, so the partial index applies to the generic plan.
+    let inbound = Some(Expr::cust("direction = 'inbound'"));
+    newest_by(db, messages::Column::InReplyTo, ids, inbound).await
+}
+
+/// For each of `ids` that stored messages carry in `column` (those `only` allows), the
+/// newest such message's time and thread.
+pub(super) async fn newest_by(
+    db: &impl ConnectionTrait,
+    column: messages::Column,
+    ids: &[String],
+    only: Option<sea_orm::sea_query::SimpleExpr>,
+) -> Result<HashMap<String, (DateTime<Utc>, Uuid)>, StoreError> {
     let mut out: HashMap<String, (DateTime<Utc>, Uuid)> = HashMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<(Option<String>, Uuid, DateTime<Utc>)> = messages::Entity::find()
+        let mut query = messages::Entity::find()
             .select_only()
-            .column(messages::Column::InReplyTo)
+            .column(column)
             .column(messages::Column::ThreadId)
-            .column(messages::Column::CreatedAt)
-            // As a literal, so the partial index applies to the generic plan.
-            .filter(Expr::cust("direction = 'inbound'"))
+            .column(messages::Column::CreatedAt);
+        if let Some(only) = &only {
+            query = query.filter(only.clone());
+        }
+        let rows: Vec<(Option<String>, Uuid, DateTime<Utc>)> = query
             .filter(super::bulk::any_of(
                 db.get_database_backend(),
-                messages::Column::InReplyTo,
+                column,
                 chunk.iter().map(String::as_str),
             ))
             .into_tuple()
             .all(db)
             .await?;
-        for (answered, thread, at) in rows {
-            let Some(answered) = answered else { continue };
-            match out.get(&answered) {
+        for (id, thread, at) in rows {
+            let Some(id) = id else { continue };
+            match out.get(&id) {
                 Some((newest, _)) if *newest >= at => {}
                 _ => {
-                    out.insert(answered, (at, thread));
+                    out.insert(id, (at, thread));
                 }
             }
         }

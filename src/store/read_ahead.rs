@@ -14,8 +14,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use gochat_entities::{customer_contacts, messages, thread_customers, threads};
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -50,28 +50,10 @@ impl MatchReadAhead {
             contacts: contacts.iter().copied().collect(),
             ..Self::default()
         };
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<(Option<String>, Uuid, DateTime<Utc>)> = messages::Entity::find()
-                .select_only()
-                .column(messages::Column::MessageIdHeader)
-                .column(messages::Column::ThreadId)
-                .column(messages::Column::CreatedAt)
-                .filter(super::bulk::any_of(
-                    db.get_database_backend(),
-                    messages::Column::MessageIdHeader,
-                    chunk.iter().map(String::as_str),
-                ))
-                .into_tuple()
-                .all(db)
-                .await?;
-            for (mid, thread, at) in rows {
-                let Some(slot) = mid.and_then(|m| out.newest.get_mut(&m)) else {
-                    continue;
-                };
-                if slot.is_none_or(|(newest, _)| at > newest) {
-                    *slot = Some((at, thread));
-                }
-            }
+        let newest =
+            super::inbound::newest_by(db, messages::Column::MessageIdHeader, ids, None).await?;
+        for (id, hit) in newest {
+            out.newest.insert(id, Some(hit));
         }
         let answering = super::inbound::threads_answering(db, own).await?;
         out.answering = own

@@ -395,31 +395,8 @@ impl Action for MatchThread {
         let mut opens = None;
         if let Some((mid, unstored)) = unstored {
             let by = header(&mid);
-            match &unstored.opens {
-                Some((thread, customers)) => {
-                    // A thread the batch opens: who its customers are is known here only.
-                    if !sender.customers.iter().any(|(c, _)| customers.contains(c)) {
-                        return Err(JobError::transient(
-                            "it answers a mail of its batch not stored yet, from outside that thread's customers: runs after it",
-                        ));
-                    }
-                    found = Some(Found {
-                        thread: thread.clone(),
-                        by,
-                        key: mid,
-                        member: Some(true),
-                    });
-                    opens = unstored.opens.clone();
-                }
-                None => {
-                    found = Some(Found {
-                        thread: threads::get_for_update(ctx.db().await?, unstored.thread).await?,
-                        by,
-                        key: mid,
-                        member: None,
-                    })
-                }
-            }
+            let (f, o) = found_unstored(ctx, unstored, &sender, by, mid).await?;
+            (found, opens) = (Some(f), o);
         } else {
             // Read ahead for the batch, or read now.
             let ahead = ctx.tx.read_ahead();
@@ -428,25 +405,8 @@ impl Action for MatchThread {
                 None => store::by_message_ids(ctx.db().await?, &ids).await?,
             };
             if let Some((mid, thread_id)) = hit {
-                let ahead = ctx.tx.read_ahead().and_then(|a| {
-                    let t = a.thread(thread_id)?;
-                    // An earlier mail of the batch may have changed it since.
-                    let t = ctx.tx.newer_thread(t).unwrap_or(t).clone();
-                    Some((t, a.is_member(sender.contact_id, thread_id)))
-                });
-                let (thread, member) = match ahead {
-                    Some(read) => read,
-                    None => (
-                        threads::get_for_update(ctx.db().await?, thread_id).await?,
-                        None,
-                    ),
-                };
-                found = Some(Found {
-                    thread,
-                    by: header(&mid),
-                    key: mid,
-                    member,
-                });
+                let by = header(&mid);
+                found = Some(found_stored(ctx, thread_id, &sender, by, mid).await?);
             }
         }
         // 2. Tokens, only for the thread's own customers' contacts.
@@ -489,8 +449,8 @@ impl Action for MatchThread {
         if found.is_none() {
             let keys = message_id.iter().chain(in_reply_to.first());
             for key in keys {
-                found = answered_by_earlier_reply(ctx, key, &sender).await?;
-                if found.is_some() {
+                if let Some((f, o)) = answered_by_earlier_reply(ctx, key, &sender).await? {
+                    (found, opens) = (Some(f), o);
                     break;
                 }
             }
@@ -528,58 +488,103 @@ impl Action for MatchThread {
     }
 }
 
-/// The thread of a mail (of this batch, or stored) that answers `own` by its In-Reply-To,
-/// with `own` as the key it matched by.
-async fn answered_by_earlier_reply(
+/// A thread the batch opens, with its customers (known here only until it is written).
+type Opens = Option<(thread_entity::Model, Vec<Uuid>)>;
+
+/// The thread of a mail of this batch not stored yet, found under `key`; and, when the batch
+/// opens that thread, the thread and its customers (for the mails after this one).
+async fn found_unstored(
     ctx: &mut StepContext<'_>,
-    own: &str,
+    unstored: crate::store::UnstoredMail,
     sender: &Sender,
-) -> Result<Option<Found>, JobError> {
-    let found = |thread, member| Found {
-        thread,
-        by: "earlier_reply",
-        key: own.to_owned(),
-        member,
-    };
-    if let Some((_, reply)) = ctx.tx.unstored_reply_to(own) {
-        let reply = reply.clone();
-        return Ok(Some(match reply.opens {
-            Some((thread, customers)) => {
-                if !sender.customers.iter().any(|(c, _)| customers.contains(c)) {
-                    return Err(JobError::transient(
-                        "a mail of its batch not stored yet answers it, from outside its sender's customers: runs after it",
-                    ));
-                }
-                found(thread, Some(true))
+    by: &'static str,
+    key: String,
+) -> Result<(Found, Opens), JobError> {
+    match unstored.opens {
+        Some((thread, customers)) => {
+            // A thread the batch opens: who its customers are is known here only.
+            if !sender.customers.iter().any(|(c, _)| customers.contains(c)) {
+                return Err(JobError::transient(
+                    "a mail of its batch not stored yet threads with it, from outside that thread's customers: runs after it",
+                ));
             }
-            None => found(
-                threads::get_for_update(ctx.db().await?, reply.thread).await?,
-                None,
-            ),
-        }));
+            let found = Found {
+                thread: thread.clone(),
+                by,
+                key,
+                member: Some(true),
+            };
+            Ok((found, Some((thread, customers))))
+        }
+        None => {
+            let thread = threads::get_for_update(ctx.db().await?, unstored.thread).await?;
+            let found = Found {
+                thread,
+                by,
+                key,
+                member: None,
+            };
+            Ok((found, None))
+        }
     }
-    let thread_id = match ctx.tx.read_ahead().and_then(|a| a.answering(own)) {
-        Some(hit) => hit,
-        None => store::threads_answering(ctx.db().await?, &[own.to_owned()])
-            .await?
-            .remove(own)
-            .map(|(_, t)| t),
-    };
-    let Some(thread_id) = thread_id else {
-        return Ok(None);
-    };
+}
+
+/// A stored thread found under `key`: as read ahead for the batch (the newer card if an
+/// earlier mail of the batch changed it since), else read and locked now.
+async fn found_stored(
+    ctx: &mut StepContext<'_>,
+    thread_id: Uuid,
+    sender: &Sender,
+    by: &'static str,
+    key: String,
+) -> Result<Found, JobError> {
     let ahead = ctx.tx.read_ahead().and_then(|a| {
         let t = a.thread(thread_id)?;
         let t = ctx.tx.newer_thread(t).unwrap_or(t).clone();
         Some((t, a.is_member(sender.contact_id, thread_id)))
     });
-    Ok(Some(match ahead {
-        Some((thread, member)) => found(thread, member),
-        None => found(
+    let (thread, member) = match ahead {
+        Some(read) => read,
+        None => (
             threads::get_for_update(ctx.db().await?, thread_id).await?,
             None,
         ),
-    }))
+    };
+    Ok(Found {
+        thread,
+        by,
+        key,
+        member,
+    })
+}
+
+/// The thread of a mail (of this batch, or stored) that answers `key` by its In-Reply-To.
+async fn answered_by_earlier_reply(
+    ctx: &mut StepContext<'_>,
+    key: &str,
+    sender: &Sender,
+) -> Result<Option<(Found, Opens)>, JobError> {
+    const BY: &str = "earlier_reply";
+    if let Some((_, reply)) = ctx.tx.unstored_reply_to(key) {
+        let reply = reply.clone();
+        return found_unstored(ctx, reply, sender, BY, key.to_owned())
+            .await
+            .map(Some);
+    }
+    let thread_id = match ctx.tx.read_ahead().and_then(|a| a.answering(key)) {
+        Some(hit) => hit,
+        None => store::threads_answering(ctx.db().await?, &[key.to_owned()])
+            .await?
+            .remove(key)
+            .map(|(_, t)| t),
+    };
+    match thread_id {
+        Some(id) => Ok(Some((
+            found_stored(ctx, id, sender, BY, key.to_owned()).await?,
+            None,
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// The Message-IDs a mail answers, in the order threading tries them: In-Reply-To first,
