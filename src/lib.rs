@@ -5,6 +5,7 @@
 //! (RabbitMQ), `http` (health, readiness, metrics), `cli` (the `gochat` commands), plus the
 //! small shared pieces (`clock`, `shutdown`, `metrics`, `telemetry`).
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;

@@ -297,8 +297,8 @@ both_backends!(
         let cards = inbox::list_threads(
             conn,
             &InboxFilter {
-                status: None,
                 limit: 50,
+                ..InboxFilter::default()
             },
         )
         .await
@@ -336,8 +336,9 @@ both_backends!(
         let open = inbox::list_threads(
             conn,
             &InboxFilter {
-                status: Some(ThreadStatus::Open),
+                statuses: vec![ThreadStatus::Open],
                 limit: 50,
+                ..InboxFilter::default()
             },
         )
         .await
@@ -435,8 +436,8 @@ both_backends!(
         let cards = inbox::list_threads(
             conn,
             &InboxFilter {
-                status: None,
                 limit: 3,
+                ..InboxFilter::default()
             },
         )
         .await
@@ -448,8 +449,9 @@ both_backends!(
         let open = inbox::list_threads(
             conn,
             &InboxFilter {
-                status: Some(ThreadStatus::Open),
+                statuses: vec![ThreadStatus::Open],
                 limit: 10,
+                ..InboxFilter::default()
             },
         )
         .await

@@ -3,6 +3,7 @@
 //! Enumerated columns are stored as short strings (portable to SQLite) and exposed here as
 //! Rust enums, so the application cannot write a status the schema does not know.
 
+pub mod api_keys;
 pub mod attachments;
 pub mod blobs;
 pub mod comments;
@@ -21,6 +22,7 @@ pub mod timers;
 
 /// The entity types under readable names.
 pub mod prelude {
+    pub use super::api_keys::Entity as ApiKey;
     pub use super::attachments::Entity as Attachment;
     pub use super::blobs::Entity as Blob;
     pub use super::comments::Entity as Comment;

@@ -1,5 +1,6 @@
 //! The `gochat` command line: parse, load the configuration, dispatch to one file per command.
 
+mod api;
 mod check;
 mod customer;
 mod lmtp;
@@ -51,6 +52,11 @@ pub enum Command {
     /// For the MTA: an LMTP server (lmtp.addr); each recipient's mail → an inbound-mail job,
     /// answered 250 once the broker confirmed it.
     Lmtp,
+    /// Serve the inbox HTTP API on `api.addr` (GOCHAT_API_ADDR, default 127.0.0.1:8080).
+    Api,
+    /// Create, list and revoke the API's keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(api::ApiKeyCommand),
     /// Stored inbound mail.
     #[command(subcommand)]
     Mail(mail::MailCommand),
@@ -156,6 +162,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Publish(args) => publish::run(&config, args).await,
         Command::Mailgate(args) => Ok(mailgate::run(&config, args).await),
         Command::Lmtp => lmtp::run(config).await,
+        Command::Api => api::serve(config).await,
+        Command::ApiKey(cmd) => api::keys(&config, cmd).await,
         Command::Mail(cmd) => mail::run(&config, cmd).await,
         Command::Threads(args) => threads::list(&config, args).await,
         Command::Thread(args) => threads::show(&config, args).await,

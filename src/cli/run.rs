@@ -26,6 +26,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     );
     let metrics = Metrics::new().context("registering metrics")?;
     let http_addr = config.http.addr;
+    let api_enabled = config.api.enabled;
+    let api_config = config.clone();
     let worker = match Worker::start(config, Arc::new(SystemClock), metrics.clone()).await {
         Ok(w) => w,
         Err(e @ StartError::Workflows { .. }) => {
@@ -45,12 +47,36 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding the HTTP address {http_addr}"))?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    let api = if api_enabled {
+        let running = crate::api::start(
+            &api_config,
+            worker.services.store.clone(),
+            Arc::new(SystemClock),
+            http_stop.subscribe(),
+        )
+        .await;
+        match running {
+            Ok(r) => {
+                tracing::info!(addr = %r.addr, "serving the inbox API");
+                Some(r)
+            }
+            Err(e) => {
+                worker.stop().await;
+                return Err(anyhow::Error::new(e).context("starting the inbox API"));
+            }
+        }
+    } else {
+        None
+    };
 
     wait_for_stop(&worker).await;
     tracing::info!("shutdown requested; finishing in-flight work");
     worker.stop().await;
     http_stop.trigger();
     let _ = http_task.await;
+    if let Some(api) = api {
+        api.stopped().await;
+    }
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

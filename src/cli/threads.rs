@@ -47,8 +47,9 @@ fn parse_status(s: &str) -> Result<ThreadStatus, String> {
 pub async fn list(config: &Config, args: ThreadsArgs) -> anyhow::Result<ExitCode> {
     let store = open(config).await?;
     let filter = InboxFilter {
-        status: args.status,
+        statuses: args.status.into_iter().collect(),
         limit: args.limit,
+        ..InboxFilter::default()
     };
     let mut cards = inbox::list_threads(store.conn(), &filter).await?;
     colour(config, &mut cards);

@@ -140,6 +140,14 @@ fn apply_env(
             message: format!("expected a socket address such as 127.0.0.1:2424, found {v:?}"),
         })?;
     }
+    if let Some(v) = env("GOCHAT_API_ADDR") {
+        config.api.addr = v.parse().map_err(|_| ConfigError::Invalid {
+            file: "environment".into(),
+            line: 0,
+            key: "GOCHAT_API_ADDR".into(),
+            message: format!("expected a socket address such as 127.0.0.1:8080, found {v:?}"),
+        })?;
+    }
     if let Some(v) = env("GOCHAT_WORKFLOWS") {
         config.workflows.dir = PathBuf::from(v);
     }
@@ -287,6 +295,31 @@ fn validate(config: &Config, file: &str, text: &str) -> Result<(), ConfigError> 
         return Err(fail(
             "lmtp.idle_timeout",
             "idle_timeout and read_timeout must be positive".into(),
+        ));
+    }
+    if config.api.max_body < 1024 {
+        return Err(fail(
+            "api.max_body",
+            format!(
+                "expected at least 1024 bytes, found {}",
+                config.api.max_body
+            ),
+        ));
+    }
+    if config.api.request_timeout.is_zero() {
+        return Err(fail(
+            "api.request_timeout",
+            "expected a positive duration such as \"30s\"".into(),
+        ));
+    }
+    if config.api.max_wait >= config.api.request_timeout {
+        return Err(fail(
+            "api.max_wait",
+            format!(
+                "must be shorter than api.request_timeout ({}), found {}",
+                humantime::format_duration(config.api.request_timeout),
+                humantime::format_duration(config.api.max_wait)
+            ),
         ));
     }
     if config.scheduler.interval.is_zero() || config.scheduler.batch == 0 {

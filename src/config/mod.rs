@@ -30,6 +30,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub mail: MailConfig,
     pub lmtp: LmtpConfig,
+    pub api: ApiConfig,
     pub workflows: WorkflowsConfig,
     pub scheduler: SchedulerConfig,
     pub log: LogConfig,
@@ -281,6 +282,37 @@ impl Default for LmtpConfig {
             max_connections: 100,
             idle_timeout: Duration::from_secs(300),
             read_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// `[api]`: the inbox HTTP API (`gochat api`, or `gochat run` with `enabled`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `gochat run` serves the API too. `gochat api` serves it whatever this says.
+    pub enabled: bool,
+    /// Where to listen; separate from the ops listener so `/metrics` and `/healthz` need not
+    /// be exposed where the API is.
+    pub addr: SocketAddr,
+    /// Largest request body accepted (a reply with base64 attachments is the largest).
+    pub max_body: u64,
+    /// Longest a handler may take before the request is answered `503`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest `?wait=` a write may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body: 25 << 20,
+            request_timeout: Duration::from_secs(30),
+            max_wait: Duration::from_secs(10),
         }
     }
 }

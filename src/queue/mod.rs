@@ -8,6 +8,7 @@ mod error;
 mod names;
 pub mod publisher;
 pub mod relay;
+pub mod shared;
 pub mod topology;
 
 pub use connection::{Broker, BrokerStatus};
@@ -15,3 +16,4 @@ pub use consumer::{ConsumerSpec, Handled, Handler};
 pub use error::QueueError;
 pub use names::Names;
 pub use publisher::{Outgoing, Publisher};
+pub use shared::{PublishError, SharedPublisher};

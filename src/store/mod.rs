@@ -1,11 +1,13 @@
 //! Persistence: the one place that knows SQL. Other modules call domain operations
 //! (upsert a customer, list the inbox, claim due timers, ...) and never build queries.
 
+pub mod api_keys;
 pub mod bulk;
 pub mod cards;
 mod connect;
 pub mod customers;
 mod error;
+pub mod files;
 pub mod inbound;
 pub mod inbox;
 pub mod outbound;

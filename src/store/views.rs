@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// A thread as the inbox card shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ThreadCard {
     pub id: Uuid,
     pub subject: String,
@@ -33,14 +33,14 @@ pub struct ThreadCard {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CustomerRef {
     pub id: Uuid,
     pub external_id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ContactRef {
     pub name: Option<String>,
     pub address: String,
@@ -49,14 +49,14 @@ pub struct ContactRef {
 }
 
 /// `{"thread": card, "feed": [...]}`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ThreadView {
     pub thread: ThreadCard,
     pub feed: Vec<FeedItem>,
 }
 
 /// One entry of a thread's feed, in time order.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedItem {
     Message(MessageItem),
@@ -82,7 +82,7 @@ impl FeedItem {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MessageItem {
     pub at: DateTime<Utc>,
     pub id: Uuid,
@@ -96,6 +96,9 @@ pub struct MessageItem {
     pub cc: Vec<String>,
     pub subject: String,
     pub text: Option<String>,
+    /// The HTML body as stored: sanitised on arrival (no scripts, no event handlers, remote
+    /// images blocked).
+    pub html: Option<String>,
     /// Outbound only: draft, queued, sending, sent, failed.
     pub state: Option<String>,
     pub error: Option<String>,
@@ -105,28 +108,54 @@ pub struct MessageItem {
     pub attachments: Vec<AttachmentItem>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AttachmentItem {
+    /// For `/api/v1/messages/{message}/attachments/{id}`.
+    pub id: Uuid,
     pub name: String,
     pub content_type: String,
     pub size: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CommentItem {
     pub at: DateTime<Utc>,
     pub id: Uuid,
+    #[schema(value_type = Object)]
     pub author: serde_json::Value,
     pub body: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct EventItem {
     pub at: DateTime<Utc>,
     pub id: Uuid,
     pub kind: String,
+    #[schema(value_type = Object)]
     pub actor: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
+}
+
+/// A thread's customer with every contact it has (the thread page's side panel).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct CustomerDetail {
+    pub id: Uuid,
+    pub external_id: String,
+    pub name: String,
+    pub contacts: Vec<ContactItem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ContactItem {
+    pub id: Uuid,
+    /// `email` or `chat`.
+    pub kind: String,
+    pub address: String,
+    pub name: Option<String>,
+    pub language: Option<String>,
 }

@@ -7,79 +7,39 @@
 //! connection waits for one up to `amqp.confirm_timeout`, then answers its recipients
 //! `451`: the MTA keeps the mail and tries again.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use lapin::Connection;
-use tokio::sync::Mutex;
-
 use super::session::Mail;
 use crate::config::AmqpConfig;
 use crate::mail::gateway;
-use crate::queue::{Broker, Names, Outgoing, Publisher};
-use crate::shutdown::{self, ShutdownTrigger};
+use crate::queue::{Outgoing, SharedPublisher};
+
+/// Why a recipient's job was not confirmed. Cloned to each recipient of a failed mail.
+pub use crate::queue::PublishError as DeliverError;
 
 /// The most payload bytes published at once for one mail.
 const PUBLISH_BYTES: usize = 64 << 20;
 
-/// Why a recipient's job was not confirmed. Cloned to each recipient of a failed mail.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliverError {
-    #[error("the message queue is unreachable")]
-    Unavailable,
-    #[error("the message queue did not confirm the job: {0}")]
-    NotConfirmed(String),
-}
-
-/// The publisher and the connection it was opened on.
-struct Current {
-    conn: Arc<Connection>,
-    publisher: Arc<Publisher>,
-}
-
 /// Publishes each received mail as `inbound-mail` jobs, one per recipient.
 pub struct Gateway {
-    broker: Broker,
-    names: Names,
-    confirm_timeout: Duration,
-    /// Shared by all sessions; replaced (under the lock, by one session) after a reconnect.
-    current: Mutex<Option<Current>>,
-    /// Stops the supervisor; only after the sessions finished, so mails in DATA at shutdown
-    /// still get their confirms.
-    stop: ShutdownTrigger,
-    supervisor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    jobs: SharedPublisher,
 }
 
 impl Gateway {
     /// Starts the broker supervisor (it connects in the background, retrying).
     pub fn start(amqp: &AmqpConfig) -> Gateway {
-        let (stop, listener) = shutdown::channel();
-        let names = Names::new(&amqp.prefix);
-        let (broker, task) = Broker::supervise(
-            amqp.url.clone(),
-            "gochat lmtp".into(),
-            Some((names.clone(), amqp.clone())),
-            listener,
-        );
         Gateway {
-            broker,
-            names,
-            confirm_timeout: amqp.confirm_timeout,
-            current: Mutex::new(None),
-            stop,
-            supervisor: std::sync::Mutex::new(Some(task)),
+            jobs: SharedPublisher::start(amqp, "gochat lmtp"),
         }
     }
 
     /// Connected to the broker now.
     pub fn is_connected(&self) -> bool {
-        self.broker.status().is_connected()
+        self.jobs.is_connected()
     }
 
     /// Publishes one job per recipient (together: one confirm round trip) and says, per
     /// recipient in order, its job id once the broker confirmed it, or why not.
     pub async fn deliver(&self, mail: &Mail) -> Vec<Result<String, DeliverError>> {
-        let publisher = match self.publisher().await {
+        let publisher = match self.jobs.publisher().await {
             Ok(p) => p,
             Err(e) => return mail.recipients.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -112,57 +72,15 @@ impl Gateway {
             },
         );
         Outgoing::json(
-            self.names.jobs_exchange(),
+            self.jobs.names().jobs_exchange(),
             "inbound-mail".into(),
             gateway::job_id(&mail.raw, recipients),
             payload.to_string().into_bytes(),
         )
     }
 
-    /// The shared publisher on the current connection, opened again if that changed.
-    async fn publisher(&self) -> Result<Arc<Publisher>, DeliverError> {
-        // Waiting for a connection happens outside the lock: sessions wait side by side,
-        // not one confirm timeout after another.
-        let conn = self
-            .broker
-            .connected(self.confirm_timeout)
-            .await
-            .ok_or(DeliverError::Unavailable)?;
-        let mut current = self.current.lock().await;
-        if let Some(c) = current.as_ref()
-            && Arc::ptr_eq(&c.conn, &conn)
-            && c.publisher.is_open()
-        {
-            return Ok(c.publisher.clone());
-        }
-        let opened = tokio::time::timeout(
-            self.confirm_timeout,
-            Publisher::open(&conn, self.confirm_timeout),
-        )
-        .await
-        .map_err(|_| DeliverError::Unavailable)?
-        .map_err(|e| DeliverError::NotConfirmed(e.to_string()))?;
-        let publisher = Arc::new(opened);
-        *current = Some(Current {
-            conn,
-            publisher: publisher.clone(),
-        });
-        Ok(publisher)
-    }
-
     /// Closes the publisher and the connection; call once no session delivers any more.
     pub async fn close(&self) {
-        if let Some(c) = self.current.lock().await.take() {
-            c.publisher.close().await;
-        }
-        self.stop.trigger();
-        let task = self
-            .supervisor
-            .lock()
-            .map(|mut t| t.take())
-            .unwrap_or_default();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.jobs.close().await;
     }
 }
