@@ -45,6 +45,7 @@ use crate::queue::SharedPublisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use problem::Problem;
+pub use threads::LIST_PARAMS;
 
 /// What every handler reads. Cheap to clone.
 #[derive(Clone)]

@@ -38,6 +38,12 @@ impl Params {
                     ),
                 ));
             }
+            if v.chars().any(char::is_control) {
+                return Err(Problem::invalid(
+                    k.as_ref(),
+                    format!("`{k}` contains control characters"),
+                ));
+            }
             values
                 .entry(k.into_owned())
                 .or_default()

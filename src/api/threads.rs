@@ -205,6 +205,7 @@ pub async fn customer_inbox(
             "the customer is in the path; leave out `customer`",
         ));
     }
+    let external_id = external_id_in_path(external_id)?;
     if !inbox::customer_exists(s.store.conn(), &external_id).await? {
         return Err(Problem::not_found(format!(
             "no customer with external id {:?}",
@@ -398,6 +399,18 @@ pub fn thread_id(s: &str) -> Result<Uuid, Problem> {
             ),
         )
     })
+}
+
+/// A customer's external id from the path: 1 to 200 characters, no control characters (a
+/// NUL could not even be stored, and an id is never meant to hold one).
+pub fn external_id_in_path(id: String) -> Result<String, Problem> {
+    if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            "external_id",
+            "a customer's external id is 1 to 200 characters without control characters",
+        ));
+    }
+    Ok(id)
 }
 
 pub fn no_thread(id: Uuid) -> Problem {

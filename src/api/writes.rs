@@ -51,8 +51,11 @@ pub struct Agent {
 /// A literal body: a subject (default: the thread's, with `Re:`) and text and/or HTML.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct MessageBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
 }
 
@@ -60,6 +63,7 @@ pub struct MessageBody {
 pub struct AttachmentIn {
     #[schema(min_length = 1)]
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     /// The file's bytes, base64.
     pub content_base64: String,
@@ -129,8 +133,11 @@ pub struct ContactIn {
     pub kind: String,
     #[schema(min_length = 1)]
     pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
 }
 
@@ -213,12 +220,17 @@ pub async fn reply(
     };
     let to = match req.to {
         Some(to) => to,
-        None => vec![card.contact.map(|c| c.address).ok_or_else(|| {
-            Problem::unprocessable(
-                Some("body.to".into()),
-                "the thread has no contact yet; give `to`",
-            )
-        })?],
+        None => vec![
+            card.contact
+                .as_ref()
+                .map(|c| c.address.clone())
+                .ok_or_else(|| {
+                    Problem::unprocessable(
+                        Some("body.to".into()),
+                        "the thread has no contact yet; give `to`",
+                    )
+                })?,
+        ],
     };
     let mut m = map(json!({
         "schema": "outbound-message/v1",
@@ -228,7 +240,15 @@ pub async fn reply(
     }));
     let m = &mut m;
     put_some(m, "cc", req.cc.map(|v| json!(v)));
-    put_some(m, "body", req.body.map(|b| json!(b)));
+    put_some(
+        m,
+        "body",
+        req.body.map(|mut b| {
+            b.subject
+                .get_or_insert_with(|| reply_subject(&card.subject));
+            json!(b)
+        }),
+    );
     put_some(m, "template", req.template.map(Value::String));
     put_some(m, "variables", req.variables.map(Value::Object));
     put_some(m, "language", req.language.map(Value::String));
@@ -400,6 +420,7 @@ pub async fn upsert_customer(
     headers: HeaderMap,
     Body(req): Body<CustomerRequest>,
 ) -> Result<Response, Problem> {
+    let external_id = super::threads::external_id_in_path(external_id)?;
     let wait = wait(&s, q.as_deref())?;
     let mut m = map(json!({
         "schema": "customer-upsert/v1",
@@ -416,6 +437,18 @@ pub async fn upsert_customer(
     let jobs = publish(&s, &key, &headers, vec![("customer-upsert", "", p)]).await?;
     let done = wait_done(&s, &jobs, wait).await?;
     Ok(answer(jobs, done, None, None))
+}
+
+/// `Re: <subject>`, unless it already reads so.
+fn reply_subject(subject: &str) -> String {
+    if subject
+        .get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case("re:"))
+    {
+        subject.to_owned()
+    } else {
+        format!("Re: {subject}")
+    }
 }
 
 /// `{"kind": "agent", "id", "name"}`.

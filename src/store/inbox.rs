@@ -254,7 +254,7 @@ pub async fn feed_page(
     let mut feed: Vec<FeedItem> = message_items(db, msgs)
         .await?
         .into_iter()
-        .map(FeedItem::Message)
+        .map(|m| FeedItem::Message(Box::new(m)))
         .collect();
     feed.extend(notes.all(db).await?.into_iter().map(|c| {
         FeedItem::Comment(CommentItem {

@@ -59,7 +59,7 @@ pub struct ThreadView {
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedItem {
-    Message(MessageItem),
+    Message(Box<MessageItem>),
     Comment(CommentItem),
     Event(EventItem),
 }
