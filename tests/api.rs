@@ -6,164 +6,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use common::TestDb;
-use common::broker::{TestBroker, eventually, start_worker};
+use common::api::{SUPPORT, WAIT, env};
+use common::broker::eventually;
 use common::mail::TestMail;
-use common::smtp::SmtpSink;
-use gochat::clock::SystemClock;
-use gochat::store::Store;
-use gochat::store::api_keys::{self, Scope};
-use reqwest::{Client, Method, StatusCode};
+use gochat::store::api_keys;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const SUPPORT: &str = "support@gochat.example";
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A worker and an API server on one test database and broker prefix, with a read and a
-/// write key.
-struct Env {
-    base: String,
-    http: Client,
-    read: String,
-    write: String,
-    store: Store,
-    broker: TestBroker,
-    sink: SmtpSink,
-    worker: gochat::worker::Worker,
-    stop: gochat::shutdown::ShutdownTrigger,
-    api: gochat::api::Running,
-}
-
-async fn env(db: &TestDb) -> Env {
-    let sink = SmtpSink::start_async().await;
-    let broker = TestBroker::new().await;
-    let store = db.store().await;
-    let mut config = common::broker::worker_config(db, &broker);
-    config.smtp.url = gochat::config::SecretUrl::new(sink.url());
-    config.amqp.retry_delays = vec![Duration::from_millis(300); 3];
-    config.api.addr = "127.0.0.1:0".parse().expect("addr");
-    let worker = start_worker(config.clone(), Arc::new(SystemClock)).await;
-    let (stop, listener) = gochat::shutdown::channel();
-    let api = gochat::api::start(&config, store.clone(), Arc::new(SystemClock), listener)
-        .await
-        .expect("API starts");
-    let now = chrono::Utc::now();
-    let (_, read) = api_keys::create(store.conn(), "reader", Scope::Read, now)
-        .await
-        .expect("key");
-    let (_, write) = api_keys::create(store.conn(), "writer", Scope::Write, now)
-        .await
-        .expect("key");
-    Env {
-        base: format!("http://{}", api.addr),
-        http: Client::new(),
-        read,
-        write,
-        store,
-        broker,
-        sink,
-        worker,
-        stop,
-        api,
-    }
-}
-
-impl Env {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(k) = key {
-            r = r.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.expect("request");
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let text = resp.text().await.expect("body");
-        if !status.is_success() {
-            assert_eq!(ct, "application/problem+json", "{status} {path}: {text}");
-        }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(Method::GET, path, Some(&self.read), None).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    /// A write with `?wait=5s` that must be committed.
-    async fn write(&self, method: Method, path: &str, body: Value) -> Value {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let (status, got) = self
-            .call(
-                method.clone(),
-                &format!("{path}{sep}wait=5s"),
-                Some(&self.write),
-                Some(body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{method} {path}: {got}");
-        got
-    }
-
-    /// Delivers `mail` through the worker and returns the thread it landed on.
-    async fn mail(&self, mail: &TestMail) -> String {
-        self.raw_mail(&mail.bytes(), &mail.id()).await
-    }
-
-    async fn raw_mail(&self, raw: &[u8], message_id: &str) -> String {
-        let job = json!({"schema": "inbound-mail/v1",
-            "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
-            "recipients": [SUPPORT]});
-        let id = format!("in-{}", uuid::Uuid::now_v7());
-        self.broker.publish_json("inbound-mail", &id, &job).await;
-        let store = &self.store;
-        eventually(WAIT, "the mail's thread", || async {
-            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-            gochat_entities::messages::Entity::find()
-                .filter(gochat_entities::messages::Column::MessageIdHeader.eq(message_id))
-                .one(store.conn())
-                .await
-                .expect("query")
-                .map(|m| m.thread_id.to_string())
-        })
-        .await
-    }
-
-    async fn ids(&self, path: &str) -> Vec<String> {
-        self.get(path).await["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|c| c["id"].as_str().expect("id").to_owned())
-            .collect()
-    }
-
-    async fn stop(self) {
-        self.stop.trigger();
-        self.api.stopped().await;
-        self.worker.stop().await;
-        self.broker.cleanup(&[Duration::from_millis(300)]).await;
-        drop(self.sink);
-    }
-}
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -341,6 +192,11 @@ both_backends!(the_inbox_filters_and_pages, |db: TestDb| async move {
     assert!(e.ids(&q("lifecycle=no-such")).await.is_empty());
     assert_eq!(e.ids(&q("lifecycle=default")).await.len(), 4);
     assert!(e.ids(&q("has_attachments=true")).await.is_empty());
+    assert!(
+        e.ids(&q("unassigned=true&assignee=agent-7"))
+            .await
+            .is_empty()
+    );
     let after = before_last.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let after_ids = e
         .ids(&q(&format!("updated_after={}", after.replace('+', "%2B"))))
@@ -430,7 +286,6 @@ both_backends!(the_inbox_filters_and_pages, |db: TestDb| async move {
         ("cursor=abc", "cursor"),
         ("updated_after=yesterday", "updated_after"),
         ("unassigned=yes", "unassigned"),
-        ("unassigned=true&assignee=x", "unassigned"),
         ("has_attachments=1", "has_attachments"),
         ("assignee=a&assignee=b", "assignee"),
     ] {
@@ -847,7 +702,7 @@ both_backends!(
         let (s, _) = e
             .call(
                 Method::GET,
-                &format!("/api/v1/threads?tag={}", "x".repeat(9000)),
+                &format!("/api/v1/threads?tag={}", "x".repeat(70_000)),
                 Some(&e.read),
                 None,
             )

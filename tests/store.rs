@@ -377,7 +377,11 @@ both_backends!(
         assert_eq!(first["classification"], "new");
         let mut attachment = first["attachments"][0].clone();
         let id = attachment["id"].take();
-        assert!(id.as_str().is_some_and(|i| uuid::Uuid::try_parse(i).is_ok()), "{id}");
+        assert!(
+            id.as_str()
+                .is_some_and(|i| uuid::Uuid::try_parse(i).is_ok()),
+            "{id}"
+        );
         assert_eq!(
             attachment,
             json!({"id": null, "name": "fire.jpg", "content_type": "image/jpeg", "size": 7})

@@ -30,7 +30,7 @@ pub fn routes() -> Router<ApiState> {
         ("attachment_id" = Uuid, Path, description = "The attachment's id (from the feed)"),
     ),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The file, with the media type it was sent with", content_type = "*/*", body = Vec<u8>),
         (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such attachment on that message", body = Problem, content_type = "application/problem+json"),

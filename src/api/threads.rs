@@ -45,7 +45,7 @@ pub struct InboxQuery {
     /// Threads assigned to this agent id.
     #[param(max_length = 200)]
     assignee: Option<String>,
-    /// Only threads nobody is assigned to (not together with `assignee`).
+    /// Only threads nobody is assigned to.
     unassigned: Option<bool>,
     /// Threads carrying every one of these tags.
     #[param(style = Form, explode)]
@@ -163,6 +163,7 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
     responses(
         (status = 200, description = "A page of thread cards", body = ThreadPage),
         (status = 400, description = "A bad parameter (named in `field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "The query string is longer than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -180,12 +181,13 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/v1/customers/{external_id}/threads", tag = "threads",
     params(
-        ("external_id" = String, Path, description = "The customer's external id"),
+        ("external_id" = String, Path, min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$", description = "The customer's external id"),
         InboxQuery,
     ),
     responses(
         (status = 200, description = "The customer's threads", body = ThreadPage),
         (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "The query string is longer than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
     ),
@@ -345,14 +347,9 @@ fn inbox_filter(p: &Params) -> Result<(InboxFilter, bool), Problem> {
             "at most 20 tags of at most 200 characters each",
         ));
     }
+    // Together, `unassigned=true` and `assignee` match nothing, as filters combine with AND.
     let unassigned = p.bool("unassigned")?.unwrap_or(false);
     let assignee = p.text("assignee", 200)?.map(str::to_owned);
-    if unassigned && assignee.is_some() {
-        return Err(Problem::invalid(
-            "unassigned",
-            "`unassigned=true` and `assignee` exclude each other",
-        ));
-    }
     if p.text("q", 500)?.is_some() {
         return Err(Problem::invalid(
             "q",

@@ -61,7 +61,7 @@ pub struct MessageBody {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct AttachmentIn {
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
@@ -81,10 +81,12 @@ pub enum OutboundKind {
 pub struct ReplyRequest {
     pub author: Agent,
     /// Addresses or contact ids of the thread's customers; default: the thread's contact.
+    #[schema(min_items = 1)]
     pub to: Option<Vec<String>>,
     pub cc: Option<Vec<String>>,
     pub body: Option<MessageBody>,
     /// A template name from the workflows folder.
+    #[schema(min_length = 1)]
     pub template: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub variables: Option<Map<String, Value>>,
@@ -98,7 +100,8 @@ pub struct ReplyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CommentRequest {
     pub author: Agent,
-    #[schema(min_length = 1, max_length = 100000)]
+    /// The note; it must have some text that is not white space.
+    #[schema(min_length = 1, max_length = 100000, pattern = "\\S")]
     pub body: String,
 }
 
@@ -109,6 +112,7 @@ pub struct ThreadPatch {
     /// Set this status (the lifecycle must allow it from the current one).
     pub status: Option<super::threads::StatusName>,
     /// Or feed the lifecycle this event (e.g. `agent_replied`).
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
     pub event: Option<String>,
     /// Why, recorded in the audit.
     pub reason: Option<String>,
@@ -116,11 +120,20 @@ pub struct ThreadPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub assignee: Option<Option<String>>,
+    #[schema(inline, value_type = Option<Vec<Word>>)]
     pub tags_add: Option<Vec<String>>,
+    #[schema(inline, value_type = Option<Vec<Word>>)]
     pub tags_remove: Option<Vec<String>>,
     /// External ids: the thread's customers become exactly these.
+    #[schema(inline, value_type = Option<Vec<Word>>, min_items = 1)]
     pub customers_set: Option<Vec<String>>,
 }
+
+/// A tag or an external id: 1 to 200 characters.
+#[derive(ToSchema)]
+#[schema(min_length = 1, max_length = 200)]
+#[allow(dead_code)]
+pub struct Word(String);
 
 /// `"assignee": null` (unassign) differs from no `assignee` (keep): `Some(None)` and `None`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -129,8 +142,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ContactIn {
-    /// `email` or `chat`.
-    pub kind: String,
+    pub kind: ContactKind,
     #[schema(min_length = 1)]
     pub address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,9 +153,17 @@ pub struct ContactIn {
     pub time_zone: Option<String>,
 }
 
+/// The channel of a contact.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactKind {
+    Email,
+    Chat,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CustomerRequest {
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub contacts: Option<Vec<ContactIn>>,
     /// Detach contacts not listed (default: only add).
@@ -176,7 +196,9 @@ pub struct WriteResult {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct WaitQuery {
-    /// Wait up to this long (e.g. `5s`, at most `api.max_wait`) for the worker to commit.
+    /// Wait up to this long (e.g. `5s` or `500ms`; at most `api.max_wait`, 10 s by default)
+    /// for the worker to commit.
+    #[param(value_type = String, required = false, pattern = "^[0-9]{1,6}(s|ms)$")]
     wait: Option<String>,
 }
 
@@ -185,8 +207,18 @@ pub struct WaitQuery {
 #[allow(dead_code)]
 pub struct WriteHeaders {
     /// Makes a retried request have one effect (1 to 200 visible ASCII characters).
-    #[param(rename = "Idempotency-Key", max_length = 200)]
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, pattern = "^[!-~]{1,200}$")]
     idempotency_key: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatchHeader {
+    /// The thread's `version` the change was made against (`7`, `"7"` or `W/"7"`); the
+    /// change is refused with 412 if the thread moved on.
+    #[param(rename = "If-Match", value_type = String, required = false, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#)]
+    if_match: Option<String>,
 }
 
 #[utoipa::path(
@@ -200,6 +232,8 @@ pub struct WriteHeaders {
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The request is not a valid job", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
@@ -215,6 +249,11 @@ pub async fn reply(
 ) -> Result<Response, Problem> {
     let id = thread_id(&id)?;
     let wait = wait(&s, q.as_deref())?;
+    idempotency(&headers)?;
+    req.author.check("body.author")?;
+    for (i, a) in req.attachments.iter().flatten().enumerate() {
+        check_len(&format!("body.attachments[{i}].name"), &a.name, 1, 255)?;
+    }
     let Some(card) = inbox::thread_card(s.store.conn(), id).await? else {
         return Err(no_thread(id));
     };
@@ -270,6 +309,8 @@ pub async fn reply(
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The request is not a valid job", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
@@ -285,6 +326,9 @@ pub async fn comment(
 ) -> Result<Response, Problem> {
     let id = thread_id(&id)?;
     let wait = wait(&s, q.as_deref())?;
+    idempotency(&headers)?;
+    req.author.check("body.author")?;
+    check_len("body.body", &req.body, 1, 100_000)?;
     if req.body.trim().is_empty() {
         return Err(Problem::unprocessable(
             Some("body.body".into()),
@@ -308,8 +352,7 @@ pub async fn comment(
     patch, path = "/api/v1/threads/{id}", tag = "writes",
     params(
         ("id" = Uuid, Path, description = "The thread's id"),
-        ("If-Match" = Option<String>, Header, description = "The thread's `version` the change was made against; 412 if it moved on"),
-        WaitQuery, WriteHeaders,
+        IfMatchHeader, WaitQuery, WriteHeaders,
     ),
     request_body = ThreadPatch,
     responses(
@@ -320,6 +363,8 @@ pub async fn comment(
         (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The thread changed since that version", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Nothing to change, or not a valid job", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
@@ -335,20 +380,17 @@ pub async fn update_thread(
 ) -> Result<Response, Problem> {
     let id = thread_id(&id)?;
     let wait = wait(&s, q.as_deref())?;
+    idempotency(&headers)?;
     let expected = if_match(&headers)?;
-    let Some(card) = inbox::thread_card(s.store.conn(), id).await? else {
-        return Err(no_thread(id));
-    };
-    if let Some(v) = expected
-        && v != card.version
-    {
-        return Err(Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            format!(
-                "thread {id} is at version {}, not {v}: it changed meanwhile; read it again",
-                card.version
-            ),
-        ));
+    req.actor.check("body.actor")?;
+    for (field, list) in [
+        ("tags_add", &req.tags_add),
+        ("tags_remove", &req.tags_remove),
+        ("customers_set", &req.customers_set),
+    ] {
+        for (i, w) in list.iter().flatten().enumerate() {
+            check_len(&format!("body.{field}[{i}]"), w, 1, 200)?;
+        }
     }
     if req.status.is_some() && req.event.is_some() {
         return Err(Problem::unprocessable(
@@ -393,13 +435,30 @@ pub async fn update_thread(
     if jobs.len() == 1 {
         jobs[0].1 = "";
     }
+    // The body is judged before the thread's state: a bad request is a 422 whatever the
+    // version.
+    check_jobs(&jobs)?;
+    let Some(card) = inbox::thread_card(s.store.conn(), id).await? else {
+        return Err(no_thread(id));
+    };
+    if let Some(v) = expected
+        && v != card.version
+    {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            format!(
+                "thread {id} is at version {}, not {v}: it changed meanwhile; read it again",
+                card.version
+            ),
+        ));
+    }
     let jobs = publish(&s, &key, &headers, jobs).await?;
     finish(&s, id, jobs, wait, false).await
 }
 
 #[utoipa::path(
     put, path = "/api/v1/customers/{external_id}", tag = "writes",
-    params(("external_id" = String, Path, description = "The customer's id across Algoreg"), WaitQuery, WriteHeaders),
+    params(("external_id" = String, Path, min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$", description = "The customer's id across Algoreg"), WaitQuery, WriteHeaders),
     request_body = CustomerRequest,
     responses(
         (status = 200, description = "Committed (with `wait`)", body = WriteResult),
@@ -407,6 +466,8 @@ pub async fn update_thread(
         (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The request is not a valid job", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
@@ -422,6 +483,8 @@ pub async fn upsert_customer(
 ) -> Result<Response, Problem> {
     let external_id = super::threads::external_id_in_path(external_id)?;
     let wait = wait(&s, q.as_deref())?;
+    idempotency(&headers)?;
+    check_len("body.name", &req.name, 1, 200)?;
     let mut m = map(json!({
         "schema": "customer-upsert/v1",
         "external_id": external_id,
@@ -451,6 +514,28 @@ fn reply_subject(subject: &str) -> String {
     }
 }
 
+/// A text's length in characters is within `min..=max`, or a 422 naming `field`.
+fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Problem> {
+    let n = value.chars().count();
+    if (min..=max).contains(&n) {
+        return Ok(());
+    }
+    Err(Problem::unprocessable(
+        Some(field.into()),
+        format!("{field} must be {min} to {max} characters long, found {n}"),
+    ))
+}
+
+impl Agent {
+    fn check(&self, field: &str) -> Result<(), Problem> {
+        check_len(&format!("{field}.id"), &self.id, 1, 200)?;
+        if let Some(n) = &self.name {
+            check_len(&format!("{field}.name"), n, 0, 200)?;
+        }
+        Ok(())
+    }
+}
+
 /// `{"kind": "agent", "id", "name"}`.
 fn agent(a: &Agent) -> Value {
     let mut m = map(json!({"kind": "agent", "id": a.id}));
@@ -472,23 +557,28 @@ fn put_some(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
     }
 }
 
-/// `?wait=5s`, bounded by `api.max_wait`.
+/// `?wait=5s` or `?wait=500ms`; a longer wait than `api.max_wait` waits that long.
 fn wait(s: &ApiState, q: Option<&str>) -> Result<Option<Duration>, Problem> {
     let p = Params::parse(q, &["wait"])?;
     let Some(w) = p.one("wait")? else {
         return Ok(None);
     };
-    let max = s.config.max_wait;
-    match humantime::parse_duration(w) {
-        Ok(d) if d <= max => Ok(Some(d)),
-        _ => Err(Problem::invalid(
-            "wait",
-            format!(
-                "`wait` must be a duration such as 5s, at most {}",
-                humantime::format_duration(max)
-            ),
-        )),
-    }
+    let (digits, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
+    let n: u64 = match digits.parse() {
+        Ok(n) if digits.len() <= 6 => n,
+        _ => 0,
+    };
+    let d = match unit {
+        "s" if !digits.is_empty() => Duration::from_secs(n),
+        "ms" if !digits.is_empty() => Duration::from_millis(n),
+        _ => {
+            return Err(Problem::invalid(
+                "wait",
+                "`wait` must be a number of seconds or milliseconds such as 5s or 500ms",
+            ));
+        }
+    };
+    Ok(Some(d.min(s.config.max_wait)))
 }
 
 /// `If-Match: 7`, `"7"` or `W/"7"`.
@@ -506,6 +596,35 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     })
 }
 
+/// The `Idempotency-Key` header, checked; handlers read it before anything else can refuse
+/// the request, so a bad key is always the answer to a bad key.
+fn idempotency(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v.to_str().unwrap_or("");
+    if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::invalid(
+            "Idempotency-Key",
+            "the Idempotency-Key must be 1 to 200 visible ASCII characters",
+        ));
+    }
+    Ok(Some(k))
+}
+
+/// Every payload against its job's JSON Schema.
+fn check_jobs(jobs: &[(&str, &str, Value)]) -> Result<(), Problem> {
+    for (kind, _, payload) in jobs {
+        crate::jobs::check_payload(kind, payload).map_err(|e| {
+            Problem::unprocessable(
+                None,
+                format!("the request makes an invalid {kind} job: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Validates every payload against its job's schema, then publishes them all with confirms.
 /// `jobs` are (kind, id suffix, payload); the suffix tells apart several jobs of one request.
 async fn publish(
@@ -514,18 +633,9 @@ async fn publish(
     headers: &HeaderMap,
     jobs: Vec<(&str, &str, Value)>,
 ) -> Result<Vec<JobRef>, Problem> {
-    let base = match headers.get("idempotency-key") {
+    let base = match idempotency(headers)? {
         None => Uuid::now_v7().to_string(),
-        Some(v) => {
-            let k = v.to_str().unwrap_or("");
-            if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(Problem::invalid(
-                    "Idempotency-Key",
-                    "the Idempotency-Key must be 1 to 200 visible ASCII characters",
-                ));
-            }
-            format!("api-{}-{k}", key.id.simple())
-        }
+        Some(k) => format!("api-{}-{k}", key.id.simple()),
     };
     let mut out = Vec::with_capacity(jobs.len());
     let mut msgs = Vec::with_capacity(jobs.len());

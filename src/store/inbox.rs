@@ -103,7 +103,8 @@ fn conditions(f: &InboxFilter, with_status: bool) -> Condition {
     }
     if f.unassigned {
         c = c.add(threads::Column::Assignee.is_null());
-    } else if let Some(a) = &f.assignee {
+    }
+    if let Some(a) = &f.assignee {
         c = c.add(threads::Column::Assignee.eq(a.as_str()));
     }
     for tag in &f.tags {

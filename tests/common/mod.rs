@@ -2,6 +2,7 @@
 //! `gochat_test_<uuid>`, dropped afterwards) and helpers to run the `gochat` binary.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod api;
 pub mod broker;
 pub mod fixtures;
 pub mod mail;
