@@ -14,6 +14,8 @@ mod m20261125_000006_outbox_unpublished;
 mod m20261203_000007_toast_lz4;
 mod m20261203_000008_partial_indexes;
 mod m20261207_000009_replies_index;
+mod m20261210_000010_search;
+pub mod search_text;
 
 pub struct Migrator;
 
@@ -30,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_toast_lz4::Migration),
             Box::new(m20261203_000008_partial_indexes::Migration),
             Box::new(m20261207_000009_replies_index::Migration),
+            Box::new(m20261210_000010_search::Migration),
         ]
     }
 }
