@@ -732,3 +732,95 @@ fn the_document_lists_the_inbox_parameters() {
         assert!(path.starts_with("/api/v1/"), "{path}");
     }
 }
+
+both_backends!(keyword_search_through_the_api, |db: TestDb| async move {
+    let e = env(&db).await;
+    e.write(
+        Method::PUT,
+        "/api/v1/customers/acme-42",
+        json!({"name": "ACME Corp", "contacts": [{"kind": "email", "address": "zoe@acme.example", "name": "Zoé Müller"}]}),
+    )
+    .await;
+    let cafe = e
+        .mail(&TestMail::new(
+            "Zoé Müller <zoe@acme.example>",
+            SUPPORT,
+            "Le café est froid",
+            "Die Kaffeemaschine ist kaputt.",
+        ))
+        .await;
+    let printer = e
+        .mail(&TestMail::new(
+            "dora@elsewhere.example",
+            SUPPORT,
+            "Printer",
+            "The red printer is on fire.",
+        ))
+        .await;
+    let second = e
+        .mail(&TestMail::new(
+            "dora@elsewhere.example",
+            SUPPORT,
+            "Fire drill",
+            "A red alert, no printer involved.",
+        ))
+        .await;
+    let q = |s: &str| {
+        format!(
+            "/api/v1/threads?q={}",
+            url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+        )
+    };
+    // Accents and case do not matter, either way round.
+    assert_eq!(e.ids(&q("CAFE")).await, [cafe.as_str()]);
+    assert_eq!(e.ids(&q("kaffeemaschine")).await, [cafe.as_str()]);
+    // The contact's name and the customer's external id.
+    assert_eq!(e.ids(&q("muller")).await, [cafe.as_str()]);
+    assert_eq!(e.ids(&q("acme-42")).await, [cafe.as_str()]);
+    // Every word must match; newest update first, not by rank.
+    assert_eq!(
+        e.ids(&q("red printer")).await,
+        [second.as_str(), printer.as_str()]
+    );
+    assert_eq!(
+        e.ids(&q("printer fire")).await,
+        [second.as_str(), printer.as_str()]
+    );
+    // A phrase matches only as written.
+    assert_eq!(e.ids(&q("\"red printer\"")).await, [printer.as_str()]);
+    assert!(e.ids(&q("printer zebra")).await.is_empty());
+    // Combined with a filter, paged, counted.
+    let page = e
+        .get(&format!("{}&limit=1&counts=true", q("printer")))
+        .await;
+    assert_eq!(page["items"][0]["id"], json!(second));
+    assert_eq!(page["counts"]["open"], json!(2));
+    let next = page["next_cursor"].as_str().expect("a second page");
+    assert_eq!(
+        e.ids(&format!("{}&limit=1&cursor={next}", q("printer")))
+            .await,
+        [printer.as_str()]
+    );
+    // Operators of either engine are plain words; punctuation alone is a named error.
+    for hostile in [
+        "printer OR 1=1",
+        "NEAR(printer fire)",
+        "print*",
+        "-printer",
+        "printer & !fire",
+        "'; DROP TABLE threads; --",
+    ] {
+        let (s, body) = e.call(Method::GET, &q(hostile), Some(&e.read), None).await;
+        assert!(
+            s == StatusCode::OK || s == StatusCode::BAD_REQUEST,
+            "{hostile}: {s} {body}"
+        );
+    }
+    let (s, body) = e.call(Method::GET, &q("?!"), Some(&e.read), None).await;
+    assert_eq!(
+        (s, body["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("q"))
+    );
+    assert_eq!(e.ids("/api/v1/threads").await.len(), 3);
+    e.stop().await;
+});

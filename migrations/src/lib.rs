@@ -14,7 +14,9 @@ mod m20261125_000006_outbox_unpublished;
 mod m20261203_000007_toast_lz4;
 mod m20261203_000008_partial_indexes;
 mod m20261207_000009_replies_index;
+mod m20261207_000010_search;
 mod m20261207_000011_api_keys;
+pub mod search_text;
 
 pub struct Migrator;
 
@@ -31,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_toast_lz4::Migration),
             Box::new(m20261203_000008_partial_indexes::Migration),
             Box::new(m20261207_000009_replies_index::Migration),
+            Box::new(m20261207_000010_search::Migration),
             Box::new(m20261207_000011_api_keys::Migration),
         ]
     }

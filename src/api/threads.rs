@@ -64,9 +64,10 @@ pub struct InboxQuery {
     /// The lifecycle's name.
     #[param(max_length = 100)]
     lifecycle: Option<String>,
-    /// Keywords: every word must match the subject, a message or the contact; "quoted
-    /// phrases" match as a phrase; accents and case do not matter.
-    #[param(max_length = 500)]
+    /// Keywords (at most 8 words or "quoted phrases"): every one must match the thread's
+    /// subject, a message's subject or text, its contact's name or address, or a customer's
+    /// name or external id; accents and case do not matter. Sorted by update, not rank.
+    #[param(max_length = 256)]
     q: Option<String>,
     /// Cards a page (1 to 200).
     #[param(minimum = 1, maximum = 200, default = 50)]
@@ -350,12 +351,12 @@ fn inbox_filter(p: &Params) -> Result<(InboxFilter, bool), Problem> {
     // Together, `unassigned=true` and `assignee` match nothing, as filters combine with AND.
     let unassigned = p.bool("unassigned")?.unwrap_or(false);
     let assignee = p.text("assignee", 200)?.map(str::to_owned);
-    if p.text("q", 500)?.is_some() {
-        return Err(Problem::invalid(
-            "q",
-            "keyword search is not available on this server yet",
-        ));
-    }
+    let search = match p.text("q", crate::store::search::MAX_QUERY_CHARS)? {
+        None => None,
+        Some(q) => {
+            Some(crate::store::search::parse(q).map_err(|e| Problem::invalid("q", e.to_string()))?)
+        }
+    };
     let filter = InboxFilter {
         statuses,
         assignee,
@@ -367,6 +368,7 @@ fn inbox_filter(p: &Params) -> Result<(InboxFilter, bool), Problem> {
         updated_after: p.time("updated_after")?,
         updated_before: p.time("updated_before")?,
         lifecycle: p.text("lifecycle", 100)?.map(str::to_owned),
+        search,
         after: cursor(p)?.map(|c| (c.at, c.id)),
         limit: p.int("limit", 1, 200, 50)?,
     };

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::search::Party;
 
 /// A customer with the contacts to attach (the `customer-upsert` job's payload).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -308,6 +309,7 @@ pub async fn upsert_customers(
         results.push((id, outcome));
     }
     insert_links(db, links).await?;
+    index_upserted(db, &prepared, &customer_ids, &contact_ids).await?;
     for (customer, keep) in detach {
         customer_contacts::Entity::delete_many()
             .filter(customer_contacts::Column::CustomerId.eq(customer))
@@ -316,6 +318,46 @@ pub async fn upsert_customers(
             .await?;
     }
     Ok(results)
+}
+
+/// Indexes what [`upsert_customers`] wrote for keyword search: each customer as named now,
+/// each contact as stored (its name is kept when the upsert gave none, so it is read back).
+async fn index_upserted(
+    db: &impl ConnectionTrait,
+    prepared: &[Prepared<'_>],
+    customer_ids: &HashMap<String, Uuid>,
+    contact_ids: &HashMap<(String, String), Uuid>,
+) -> Result<(), StoreError> {
+    let mut parties: Vec<Party<'_>> = prepared
+        .iter()
+        .filter_map(|p| {
+            customer_ids.get(p.external_id).map(|id| Party {
+                id: *id,
+                name: Some(p.input.name.as_str()),
+                key: p.external_id,
+            })
+        })
+        .collect();
+    let mut contacts = Vec::with_capacity(contact_ids.len());
+    let ids: Vec<Uuid> = contact_ids.values().copied().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        contacts.extend(
+            contacts::Entity::find()
+                .filter(super::bulk::any_of(
+                    db.get_database_backend(),
+                    contacts::Column::Id,
+                    chunk.iter().copied(),
+                ))
+                .all(db)
+                .await?,
+        );
+    }
+    parties.extend(contacts.iter().map(|c| Party {
+        id: c.id,
+        name: c.display_name.as_deref(),
+        key: &c.address,
+    }));
+    super::search::index_parties(db, &parties).await
 }
 
 /// The customer with `external_id`, created (named `name`) if there is none; an existing
@@ -430,9 +472,15 @@ pub async fn find_or_create_contacts(
         .collect();
 
     let mut out = Vec::with_capacity(rows.len());
+    let mut named = Vec::new();
     for (key, c) in &rows {
         if let Some(id) = made.get(key) {
             out.push((*id, true));
+            named.push(Party {
+                id: *id,
+                name: c.name.as_deref(),
+                key: &key.1,
+            });
             continue;
         }
         let known = found.get(key).ok_or_else(|| {
@@ -443,8 +491,16 @@ pub async fn find_or_create_contacts(
         if fills(&known.name, &c.name) || fills(&known.language, &c.language) {
             fill_contact(db, known.id, c).await?;
         }
+        if fills(&known.name, &c.name) {
+            named.push(Party {
+                id: known.id,
+                name: c.name.as_deref(),
+                key: &key.1,
+            });
+        }
         out.push((known.id, false));
     }
+    super::search::index_parties(db, &named).await?;
     Ok(out)
 }
 
@@ -571,6 +627,18 @@ pub async fn ensure_customers(
         .map(|(e, _)| e.as_str())
         .collect();
     ids.extend(find_customers(db, &existing).await?);
+    let made: Vec<Party<'_>> = wanted
+        .iter()
+        .filter_map(|(external, name)| {
+            let id = ids.get(external).filter(|id| created.contains(*id))?;
+            Some(Party {
+                id: *id,
+                name: Some(name.as_str()),
+                key: external,
+            })
+        })
+        .collect();
+    super::search::index_parties(db, &made).await?;
     wanted
         .iter()
         .map(|(external, _)| {

@@ -12,7 +12,7 @@ use gochat_entities::{
 use sea_orm::sea_query::{Query, SelectStatement};
 use sea_orm::{
     ActiveEnum, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -41,6 +41,8 @@ pub struct InboxFilter {
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
     pub lifecycle: Option<String>,
+    /// Keywords: every term must match the thread (see [`super::search`]).
+    pub search: Option<super::search::SearchQuery>,
     /// Start strictly after this (updated_at, id): the previous page's last card.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: u64,
@@ -48,14 +50,11 @@ pub struct InboxFilter {
 
 /// Thread cards matching `filter`, most recently updated first (then by id, so that equal
 /// times still have one order and a cursor can resume exactly).
-pub async fn list_threads(
-    db: &impl ConnectionTrait,
-    filter: &InboxFilter,
-) -> Result<Vec<ThreadCard>, StoreError> {
-    let mut q = threads::Entity::find()
-        .filter(conditions(filter, true))
-        .order_by_desc(threads::Column::UpdatedAt)
-        .order_by_desc(threads::Column::Id);
+pub async fn list_threads<C>(db: &C, filter: &InboxFilter) -> Result<Vec<ThreadCard>, StoreError>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let mut q = threads::Entity::find().filter(conditions(filter, true));
     if let Some((at, id)) = filter.after {
         q = q.filter(
             Condition::any().add(threads::Column::UpdatedAt.lt(at)).add(
@@ -65,7 +64,17 @@ pub async fn list_threads(
             ),
         );
     }
-    let rows = q.limit(filter.limit.max(1)).all(db).await?;
+    let rows = match &filter.search {
+        // The search picks its own plan for the keyset-bounded, filtered threads.
+        Some(terms) => super::search::find_threads(db, q, terms, filter.limit).await?,
+        None => {
+            q.order_by_desc(threads::Column::UpdatedAt)
+                .order_by_desc(threads::Column::Id)
+                .limit(filter.limit.max(1))
+                .all(db)
+                .await?
+        }
+    };
     cards(db, rows).await
 }
 
@@ -80,6 +89,12 @@ pub async fn count_by_status(
         .column(threads::Column::Status)
         .column_as(threads::Column::Id.count(), "n")
         .filter(conditions(filter, false))
+        .apply_if(filter.search.as_ref(), |q, terms| {
+            q.filter(super::search::thread_condition(
+                db.get_database_backend(),
+                terms,
+            ))
+        })
         .group_by(threads::Column::Status)
         .into_tuple()
         .all(db)

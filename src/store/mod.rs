@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod outbox;
 pub mod processed;
 pub mod read_ahead;
+pub mod search;
 pub mod threads;
 pub mod timers;
 mod tx;

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::search::Doc;
 
 /// Longest snippet kept on the inbox card, in characters.
 const SNIPPET_CHARS: usize = 160;
@@ -285,7 +286,12 @@ pub async fn insert_prepared_many(
 ) -> Result<(), StoreError> {
     let opened: Vec<(&PreparedThread, &threads::Model)> =
         prepared.iter().map(|p| (*p, &p.thread)).collect();
-    insert_opened(db, &opened, events).await
+    insert_opened(db, &opened, events).await?;
+    let subjects: Vec<Doc> = prepared
+        .iter()
+        .filter_map(|p| Doc::thread_subject(p.thread.id, &p.thread.subject, None))
+        .collect();
+    super::search::index_docs(db, &subjects).await
 }
 
 /// Writes a prepared thread together with its first message: the thread row goes in with
@@ -394,6 +400,7 @@ pub async fn add_messages(
     let models: Vec<messages::ActiveModel> =
         rows.iter().map(|r| r.clone().into_active_model()).collect();
     super::insert_in_chunks(db, models, MESSAGE_CHUNK).await?;
+    index_for_search(db, &rows, &cards).await?;
     store_attachments(db, &files, now).await?;
     let mut writes = Vec::new();
     for card in &mut cards {
@@ -411,6 +418,30 @@ pub async fn add_messages(
         .zip(of_card)
         .map(|(row, at)| (cards[at].after.clone(), row))
         .collect())
+}
+
+/// The keyword index's documents of a batch (see [`super::search`]): each message's, and
+/// each new thread's subject where its first message does not carry it. Written with the
+/// messages, so the index never holds what the transaction did not keep.
+async fn index_for_search(
+    db: &impl ConnectionTrait,
+    rows: &[messages::Model],
+    cards: &[Card],
+) -> Result<(), StoreError> {
+    let mut docs: Vec<Doc> = rows
+        .iter()
+        .map(|r| Doc::message(r.id, r.thread_id, &r.subject, r.text_body.as_deref()))
+        .collect();
+    for card in cards {
+        if let Target::Open(p) = &card.before {
+            let first = rows
+                .iter()
+                .find(|r| r.thread_id == p.thread.id)
+                .map(|r| r.subject.as_str());
+            docs.extend(Doc::thread_subject(p.thread.id, &p.thread.subject, first));
+        }
+    }
+    super::search::index_docs(db, &docs).await
 }
 
 /// Messages a statement: 28 columns each, under SQLite's 32,766 parameters.
