@@ -47,6 +47,12 @@ use crate::store::Store;
 use problem::Problem;
 pub use threads::LIST_PARAMS;
 
+/// The cursor of the page that starts after the thread updated at `at` with id `id` (for
+/// benchmarks and tools that know a position).
+pub fn cursor_for(at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+    cursor::Cursor { at, id }.encode()
+}
+
 /// What every handler reads. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState(Arc<Inner>);

@@ -1,6 +1,7 @@
 //! `gochat bench <name>`: measurements, run in a release build. Each prints readable lines
 //! and, last, one JSON object with the figures (for `docs/BENCHMARKS.md` and CI trends).
 
+pub mod api;
 pub mod e2e;
 pub mod hostile;
 pub mod inbound;

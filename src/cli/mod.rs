@@ -87,6 +87,8 @@ pub enum BenchCommand {
     Inbound(crate::bench::inbound::InboundArgs),
     /// The whole worker under a realistic mix, at a fixed rate and at the maximum rate.
     E2e(crate::bench::e2e::E2eArgs),
+    /// The inbox API at scale: a million threads, latency per kind of request, peak RSS.
+    Api(crate::bench::api::ApiArgs),
     /// The CPU cost of the worst crafted mails (parse, sanitise, classify), per mail.
     Hostile(crate::bench::hostile::HostileArgs),
     /// Mails over LMTP: accepted (250 after confirm) and committed to threads per second.
@@ -182,6 +184,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
         Command::Bench(BenchCommand::E2e(args)) => {
             crate::bench::e2e::run(config, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Api(args)) => {
+            crate::bench::api::run(config, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Lmtp(args)) => {

@@ -6,7 +6,7 @@
 
 pub(crate) mod cpu;
 mod load;
-mod process;
+pub(crate) mod process;
 mod seed;
 
 use std::collections::{BTreeMap, HashMap};

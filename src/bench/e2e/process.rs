@@ -16,30 +16,47 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `gochat run` with these overrides and waits until `/readyz` answers 200.
     pub async fn start(env: &[(&str, String)], log: &Path) -> anyhow::Result<WorkerProcess> {
+        Self::start_command("run", "GOCHAT_HTTP_ADDR", env, log).await
+    }
+
+    /// Starts `gochat <command>` with its `/readyz` on a free port given in `addr_env`
+    /// (unless `env` sets it), and waits until it answers 200.
+    pub async fn start_command(
+        command: &str,
+        addr_env: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> anyhow::Result<WorkerProcess> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let http = format!("127.0.0.1:{port}");
+        let http = env
+            .iter()
+            .find(|(k, _)| *k == addr_env)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("127.0.0.1:{port}"));
         let exe = std::env::current_exe().context("the bench's own executable")?;
         let mut cmd = Command::new(exe);
-        cmd.arg("run")
-            .env("GOCHAT_HTTP_ADDR", &http)
+        cmd.arg(command)
+            .env(addr_env, &http)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().context("starting gochat run")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting gochat {command}"))?;
         let mut w = WorkerProcess { child, http };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !w.ready().await {
             if let Some(status) = w.child.try_wait()? {
-                anyhow::bail!("gochat run exited ({status}); see {}", log.display());
+                anyhow::bail!("gochat {command} exited ({status}); see {}", log.display());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "gochat run not ready within 30 s"
+                "gochat {command} not ready within 30 s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
