@@ -10,6 +10,7 @@ pub mod comments;
 pub mod contacts;
 pub mod customer_contacts;
 pub mod customers;
+pub mod dead_jobs;
 pub mod messages;
 pub mod outbox;
 pub mod processed_jobs;
@@ -29,6 +30,7 @@ pub mod prelude {
     pub use super::contacts::Entity as Contact;
     pub use super::customer_contacts::Entity as CustomerContact;
     pub use super::customers::Entity as Customer;
+    pub use super::dead_jobs::Entity as DeadJob;
     pub use super::messages::Entity as Message;
     pub use super::outbox::Entity as Outbox;
     pub use super::processed_jobs::Entity as ProcessedJob;

@@ -16,6 +16,7 @@ mod m20261203_000008_partial_indexes;
 mod m20261207_000009_replies_index;
 mod m20261207_000010_search;
 mod m20261207_000011_api_keys;
+mod m20261207_000012_dead_jobs;
 pub mod search_text;
 
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000009_replies_index::Migration),
             Box::new(m20261207_000010_search::Migration),
             Box::new(m20261207_000011_api_keys::Migration),
+            Box::new(m20261207_000012_dead_jobs::Migration),
         ]
     }
 }

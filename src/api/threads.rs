@@ -47,8 +47,8 @@ pub struct InboxQuery {
     assignee: Option<String>,
     /// Only threads nobody is assigned to.
     unassigned: Option<bool>,
-    /// Threads carrying every one of these tags.
-    #[param(style = Form, explode)]
+    /// Threads carrying every one of these tags (at most 20).
+    #[param(style = Form, explode, value_type = Option<Vec<super::writes::Word>>, max_items = 20)]
     tag: Option<Vec<String>>,
     /// A customer's external id.
     #[param(max_length = 200)]
@@ -164,7 +164,7 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
     responses(
         (status = 200, description = "A page of thread cards", body = ThreadPage),
         (status = 400, description = "A bad parameter (named in `field`)", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "The query string is longer than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "The query string is longer than 60 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -188,7 +188,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The customer's threads", body = ThreadPage),
         (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "The query string is longer than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "The query string is longer than 60 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
     ),
@@ -299,7 +299,13 @@ async fn page(s: &ApiState, mut filter: InboxFilter, counts: bool) -> Result<Thr
     let db = s.store.conn();
     let limit = filter.limit;
     filter.limit = limit + 1;
-    let mut items = inbox::list_threads(db, &filter).await?;
+    // Only a search can be refused here (it took too long): the fix is in `q`.
+    let mut items = inbox::list_threads(db, &filter)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Invalid(m) => Problem::invalid("q", m),
+            e => e.into(),
+        })?;
     let next_cursor = next(&mut items, limit, |c| Cursor {
         at: c.updated_at,
         id: c.id,

@@ -234,7 +234,7 @@ pub struct IfMatchHeader {
         (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The request is not a valid job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The request is not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -311,7 +311,7 @@ pub async fn reply(
         (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The request is not a valid job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The request is not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -365,7 +365,7 @@ pub async fn comment(
         (status = 412, description = "The thread changed since that version", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Nothing to change, or not a valid job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Nothing to change, not a valid job, or (with `wait`) the worker dead-lettered it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -468,7 +468,7 @@ pub async fn update_thread(
         (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The request is not a valid job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The request is not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -701,17 +701,27 @@ async fn finish(
     Ok(answer(jobs, true, card, message))
 }
 
-/// Polls `processed_jobs` until every job is recorded or `wait` runs out.
+/// Polls the database until every job is applied, one was dead-lettered (its reason, as a
+/// 422: the job cannot be done as asked), or `wait` runs out.
 async fn wait_done(s: &ApiState, jobs: &[JobRef], wait: Option<Duration>) -> Result<bool, Problem> {
     let Some(wait) = wait else {
         return Ok(false);
     };
     let deadline = tokio::time::Instant::now() + wait;
     let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let db = s.store.conn();
     loop {
-        let done = crate::store::processed::which_processed(s.store.conn(), &ids).await?;
+        let done = crate::store::processed::which_processed(db, &ids).await?;
         if done.len() == ids.len() {
             return Ok(true);
+        }
+        let open: Vec<&str> = ids.iter().copied().filter(|i| !done.contains(*i)).collect();
+        let dead = crate::store::processed::dead_reasons(db, &open).await?;
+        if let Some((id, reason)) = dead.into_iter().next() {
+            return Err(Problem::unprocessable(
+                None,
+                format!("job {id} was dead-lettered: {reason}"),
+            ));
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(false);

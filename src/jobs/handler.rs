@@ -97,6 +97,16 @@ fn workflow_for<'a>(set: &'a WorkflowSet, kind: &str) -> Result<&'a Arc<Workflow
 }
 
 impl Handler for WorkflowHandler {
+    async fn dead_lettered(&self, job: &Job, reason: &str) {
+        let now = self.services.clock.now();
+        let db = self.services.store.conn();
+        if let Err(e) =
+            crate::store::processed::record_dead(db, &job.message_id, &job.kind, reason, now).await
+        {
+            tracing::warn!(error = %e, "could not record the dead letter in the database (it is in the dead-letter queue)");
+        }
+    }
+
     async fn handle(&self, job: &Job) -> Result<Handled, JobError> {
         // Inside the consumer's `job` span (kind, id, attempt); this adds the thread.
         let span = tracing::info_span!("workflow", thread_id = %thread_of(job));

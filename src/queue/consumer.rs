@@ -59,6 +59,13 @@ pub trait Handler: Send + Sync + 'static {
     {
         handle_each(self, jobs)
     }
+
+    /// Told once a job was moved to the dead letters (the move confirmed), so the handler
+    /// can record it where readers of the database see it (the API's `?wait=`). Best
+    /// effort: the dead-letter queue stays the record a job is replayed from.
+    fn dead_lettered(&self, _job: &Job, _reason: &str) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// How one kind's consumer runs.
@@ -274,7 +281,9 @@ impl Settle {
                 // broker outage).
                 let span = tracing::info_span!("job", kind, job_id = %job.message_id, attempt = job.attempt);
                 async move {
-                    let how = self.settle_result(&delivery, publisher, job, result).await;
+                    let how = self
+                        .settle_result(&delivery, publisher, handler, job, result)
+                        .await;
                     ticket.settle(how);
                     self.observe(started);
                 }
@@ -290,10 +299,11 @@ impl Settle {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    async fn settle_result(
+    async fn settle_result<H: Handler>(
         &self,
         delivery: &Delivery,
         publisher: &Publisher,
+        handler: &H,
         job: &Job,
         result: Result<Handled, JobError>,
     ) -> Settlement {
@@ -321,12 +331,22 @@ impl Settle {
             }
             Err(JobError::Transient(reason)) => {
                 let reason = format!("gave up after {attempt} attempts: {reason}");
-                self.dead_letter(delivery, publisher, &reason, attempt, first_failure)
-                    .await
+                let how = self
+                    .dead_letter(delivery, publisher, &reason, attempt, first_failure)
+                    .await;
+                if how == Settlement::Ack {
+                    handler.dead_lettered(job, &reason).await;
+                }
+                how
             }
             Err(JobError::Permanent(reason)) => {
-                self.dead_letter(delivery, publisher, &reason, attempt, first_failure)
-                    .await
+                let how = self
+                    .dead_letter(delivery, publisher, &reason, attempt, first_failure)
+                    .await;
+                if how == Settlement::Ack {
+                    handler.dead_lettered(job, &reason).await;
+                }
+                how
             }
         }
     }

