@@ -17,6 +17,7 @@ mod m20261207_000009_replies_index;
 mod m20261207_000010_search;
 mod m20261207_000011_api_keys;
 mod m20261207_000012_dead_jobs;
+mod m20261207_000013_inbox_order;
 pub mod search_text;
 
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000010_search::Migration),
             Box::new(m20261207_000011_api_keys::Migration),
             Box::new(m20261207_000012_dead_jobs::Migration),
+            Box::new(m20261207_000013_inbox_order::Migration),
         ]
     }
 }
