@@ -463,7 +463,6 @@ both_backends!(
         use gochat_migrations::Migrator;
         use gochat_migrations::sea_orm_migration::MigratorTrait;
         let conn = sea_orm::Database::connect(&db.url).await.unwrap();
-        use gochat_migrations::sea_orm_migration::MigrationName;
         // Every migration before the search index's (later ones do not touch the rows
         // written here).
         let before = Migrator::migrations()
