@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Reader;
-use super::problem::Problem;
+use super::problem::{Problem, ReadErrors};
 use crate::store::files;
 
 pub fn routes() -> Router<ApiState> {
@@ -31,9 +31,7 @@ pub fn routes() -> Router<ApiState> {
     ),
     responses(
         (status = 200, description = "The file, with the media type it was sent with", content_type = "*/*", body = Vec<u8>),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such attachment on that message", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -66,9 +64,7 @@ pub async fn attachment(
     params(("id" = Uuid, Path, description = "The message's id")),
     responses(
         (status = 200, description = "The raw mail as received", content_type = "message/rfc822", body = Vec<u8>),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such message, or it has no raw mail (outbound or chat)", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]

@@ -36,7 +36,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
 
 use crate::clock::SharedClock;
 use crate::config::ApiConfig;
@@ -104,25 +103,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Binds `addr` and serves until shutdown, finishing requests in flight. Returns the bound
-/// address (port 0 picks one).
+/// Binds `addr` and serves the API until shutdown, finishing requests in flight. Returns
+/// the bound address (port 0 picks one).
 pub async fn serve(
     addr: SocketAddr,
     state: ApiState,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.recv().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "API server stopped");
-        }
-    });
-    Ok((bound, task))
+    crate::http::serve_router(addr, router(state), shutdown, "API").await
 }
 
 /// A handler that runs past `api.request_timeout` is dropped and answered 503: a stuck
@@ -173,20 +161,9 @@ async fn common_headers(req: Request, next: Next) -> Response {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let db = tokio::time::timeout(crate::http::DATABASE_CHECK_TIMEOUT, s.store.ping())
+    crate::http::readiness(&s.store, s.jobs.is_connected())
         .await
-        .unwrap_or(false);
-    let broker = s.jobs.is_connected();
-    let body = serde_json::json!({
-        "database": if db { "up" } else { "down" },
-        "broker": if broker { "up" } else { "down" },
-    });
-    let code = if db && broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
+        .into_response()
 }
 
 /// Why the API could not start.

@@ -100,3 +100,87 @@ impl From<StoreError> for Problem {
         }
     }
 }
+
+/// The errors every read may answer, for the OpenAPI document (`responses(ReadErrors)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadErrors {
+    #[response(
+        status = 400,
+        description = "A bad parameter (named in `field`)",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(Problem),
+    #[response(
+        status = 401,
+        description = "No valid API key",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 404,
+        description = "No such thread, customer, message or attachment",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 414,
+        description = "The query string is longer than 60 KiB",
+        content_type = "application/problem+json"
+    )]
+    UriTooLong(Problem),
+}
+
+/// The errors every write may answer, for the OpenAPI document (`responses(WriteErrors)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteErrors {
+    #[response(
+        status = 400,
+        description = "A bad parameter or header (named in `field`)",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(Problem),
+    #[response(
+        status = 401,
+        description = "No valid API key",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "A read-only key",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(
+        status = 404,
+        description = "No such thread",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 413,
+        description = "The body is larger than api.max_body",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "The body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+    #[response(
+        status = 422,
+        description = "Nothing to do, not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(Problem),
+    #[response(
+        status = 503,
+        description = "The message queue is unreachable; retry",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}

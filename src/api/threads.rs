@@ -15,7 +15,7 @@ use super::ApiState;
 use super::auth::Reader;
 use super::cursor::Cursor;
 use super::params::Params;
-use super::problem::Problem;
+use super::problem::{Problem, ReadErrors};
 use crate::store::inbox::{self, InboxFilter};
 use crate::store::views::{CustomerDetail, FeedItem, ThreadCard};
 
@@ -163,9 +163,7 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
     params(InboxQuery),
     responses(
         (status = 200, description = "A page of thread cards", body = ThreadPage),
-        (status = 400, description = "A bad parameter (named in `field`)", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "The query string is longer than 60 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -187,10 +185,7 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The customer's threads", body = ThreadPage),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "The query string is longer than 60 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -224,9 +219,7 @@ pub async fn customer_inbox(
     params(("id" = Uuid, Path, description = "The thread's id")),
     responses(
         (status = 200, description = "The thread", body = ThreadDetail),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -266,9 +259,7 @@ pub async fn detail(
     params(("id" = Uuid, Path, description = "The thread's id"), PageQuery),
     responses(
         (status = 200, description = "Messages, comments and events in time order", body = FeedPage),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("api_key" = []))
 )]
@@ -425,13 +416,7 @@ pub fn no_thread(id: Uuid) -> Problem {
 impl ApiState {
     /// Fills each card's status colour from its lifecycle.
     pub fn colour(&self, cards: &mut [ThreadCard]) {
-        for c in cards {
-            c.status_colour = self
-                .lifecycles
-                .for_thread(&c.lifecycle)
-                .zip(crate::lifecycle::parse_status(&c.status))
-                .and_then(|(l, st)| l.colours.get(&st).cloned());
-        }
+        self.lifecycles.colour(cards);
     }
 
     /// The statuses an agent may set and the events that apply, from the card's status.

@@ -23,7 +23,7 @@ use super::ApiState;
 use super::auth::Writer;
 use super::body::Body;
 use super::params::Params;
-use super::problem::Problem;
+use super::problem::{Problem, WriteErrors};
 use super::threads::{no_thread, thread_id};
 use crate::queue::Outgoing;
 use crate::store::api_keys::KeyInfo;
@@ -228,14 +228,7 @@ pub struct IfMatchHeader {
     responses(
         (status = 200, description = "Sent to the worker and committed (with `wait`)", body = WriteResult),
         (status = 202, description = "Queued", body = WriteResult),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The request is not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -305,14 +298,7 @@ pub async fn reply(
     responses(
         (status = 200, description = "Committed (with `wait`)", body = WriteResult),
         (status = 202, description = "Queued", body = WriteResult),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The request is not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -358,15 +344,8 @@ pub async fn comment(
     responses(
         (status = 200, description = "Committed (with `wait`)", body = WriteResult),
         (status = 202, description = "Queued", body = WriteResult),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such thread", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The thread changed since that version", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Nothing to change, not a valid job, or (with `wait`) the worker dead-lettered it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]
@@ -463,13 +442,7 @@ pub async fn update_thread(
     responses(
         (status = 200, description = "Committed (with `wait`)", body = WriteResult),
         (status = 202, description = "Queued", body = WriteResult),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A read-only key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than api.max_body", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The request is not a valid job, or (with `wait`) the worker dead-lettered it: `detail` says why", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message queue is unreachable; retry", body = Problem, content_type = "application/problem+json"),
+        WriteErrors,
     ),
     security(("api_key" = []))
 )]

@@ -82,14 +82,8 @@ pub async fn show(config: &Config, args: ThreadArgs) -> anyhow::Result<ExitCode>
 /// Fills in each card's status colour from its lifecycle. Lifecycles that do not load leave
 /// the colours unset rather than failing the inbox (`gochat check` reports them).
 fn colour(config: &Config, cards: &mut [ThreadCard]) {
-    let Ok(lifecycles) = crate::lifecycle::load::load_dir(&config.workflows.dir) else {
-        return;
-    };
-    for c in cards {
-        c.status_colour = lifecycles
-            .for_thread(&c.lifecycle)
-            .zip(crate::lifecycle::parse_status(&c.status))
-            .and_then(|(l, s)| l.colours.get(&s).cloned());
+    if let Ok(lifecycles) = crate::lifecycle::load::load_dir(&config.workflows.dir) {
+        lifecycles.colour(cards);
     }
 }
 

@@ -31,17 +31,27 @@ pub fn router(state: HttpState) -> Router {
 pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
+    shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router(addr, router(state), shutdown, "HTTP").await
+}
+
+/// Binds `addr` and serves `app` until shutdown, finishing requests in flight; the ops
+/// listener and the API listener (`what` names it in the log) both run this way.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
     mut shutdown: Shutdown,
+    what: &'static str,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(state);
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.recv().await })
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server stopped");
+            tracing::error!(error = %e, "{what} server stopped");
         }
     });
     Ok((bound, task))
@@ -54,10 +64,15 @@ pub async fn serve(
 pub const DATABASE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    let db = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, s.store.ping())
+    readiness(&s.store, s.broker.is_connected()).await
+}
+
+/// `/readyz`: 200 when the database answers (within [`DATABASE_CHECK_TIMEOUT`]) and the
+/// broker is connected, else 503; the body says which is down.
+pub async fn readiness(store: &Store, broker: bool) -> impl IntoResponse + use<> {
+    let db = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, store.ping())
         .await
         .unwrap_or(false);
-    let broker = s.broker.is_connected();
     let body = format!(
         "{{\"database\":\"{}\",\"broker\":\"{}\"}}\n",
         if db { "up" } else { "down" },

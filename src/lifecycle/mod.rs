@@ -183,6 +183,17 @@ impl Lifecycles {
     pub fn for_thread(&self, name: &str) -> Option<&Arc<Lifecycle>> {
         self.get(name).or_else(|| self.default_lifecycle())
     }
+
+    /// Fills each card's status colour from its lifecycle (the store does not read
+    /// lifecycle files).
+    pub fn colour(&self, cards: &mut [crate::store::views::ThreadCard]) {
+        for c in cards {
+            c.status_colour = self
+                .for_thread(&c.lifecycle)
+                .zip(parse_status(&c.status))
+                .and_then(|(l, s)| l.colours.get(&s).cloned());
+        }
+    }
 }
 
 /// Parses `3d`, `36h`, `90m`, `2d 12h`.

@@ -329,17 +329,11 @@ impl Settle {
                 self.retry(delivery, publisher, delay, attempt, first_failure)
                     .await
             }
-            Err(JobError::Transient(reason)) => {
-                let reason = format!("gave up after {attempt} attempts: {reason}");
-                let how = self
-                    .dead_letter(delivery, publisher, &reason, attempt, first_failure)
-                    .await;
-                if how == Settlement::Ack {
-                    handler.dead_lettered(job, &reason).await;
-                }
-                how
-            }
-            Err(JobError::Permanent(reason)) => {
+            Err(e) => {
+                let reason = match e {
+                    JobError::Transient(r) => format!("gave up after {attempt} attempts: {r}"),
+                    JobError::Permanent(r) => r,
+                };
                 let how = self
                     .dead_letter(delivery, publisher, &reason, attempt, first_failure)
                     .await;
