@@ -25,7 +25,7 @@ use sea_orm::{DatabaseConnection, DbBackend};
 pub use customers::{ContactInput, CustomerUpsert, UpsertOutcome};
 pub use error::StoreError;
 pub use inbox::InboxFilter;
-pub use tx::{Tx, UnstoredMail};
+pub use tx::Tx;
 
 /// A pooled connection to the configured database (SQLite or PostgreSQL).
 #[derive(Clone, Debug)]

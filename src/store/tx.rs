@@ -19,7 +19,6 @@
 //! gives it back when it ends, so a kind can keep more jobs going than it keeps inside the
 //! database at once (see `db_concurrency` in the configuration).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::{
@@ -27,7 +26,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use gochat_entities::{outbox, thread_events, threads};
+use gochat_entities::{outbox, thread_events};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::StoreError;
@@ -45,28 +44,9 @@ pub struct Tx {
     committed: Vec<super::outbox::OutboxMessage>,
     /// The current transaction's lock-wait bound, if [`Tx::bound_lock_waits`] set one.
     lock_wait: Option<std::time::Duration>,
-    /// Mails matched to a thread and not stored yet, by Message-ID (see
-    /// [`Tx::note_unstored_mail`]).
-    unstored_mails: HashMap<String, (usize, UnstoredMail)>,
-    /// The Message-IDs those mails answer, to their own.
-    unstored_replies: HashMap<String, String>,
-    /// How many mails [`Tx::note_unstored_mail`] noted: the order they were matched in.
-    noted_mails: usize,
-    /// The newest card of each thread written in this unit of work (see [`Tx::note_thread`]).
-    threads: HashMap<uuid::Uuid, threads::Model>,
     /// Permits to open a transaction (see [`Tx::gate`]), and the one the open one holds.
     gate: Option<Arc<Semaphore>>,
     permit: Option<OwnedSemaphorePermit>,
-    /// Lookups read ahead for a batch (see [`Tx::set_read_ahead`]).
-    read_ahead: Option<Box<super::read_ahead::MatchReadAhead>>,
-}
-
-/// A mail of a unit of work matched to its thread and not stored yet.
-#[derive(Debug, Clone)]
-pub struct UnstoredMail {
-    pub thread: uuid::Uuid,
-    /// When its thread is new and not written yet either: the thread and its customers.
-    pub opens: Option<(threads::Model, Vec<uuid::Uuid>)>,
 }
 
 impl Tx {
@@ -79,29 +59,9 @@ impl Tx {
             hand_over: None,
             committed: Vec::new(),
             lock_wait: None,
-            unstored_mails: HashMap::new(),
-            unstored_replies: HashMap::new(),
-            noted_mails: 0,
-            threads: HashMap::new(),
             gate: None,
             permit: None,
-            read_ahead: None,
         }
-    }
-
-    /// Keeps lookups read for a whole batch until [`Tx::end_read_ahead`] or the transaction
-    /// ends (its locks end with it).
-    pub fn set_read_ahead(&mut self, read: super::read_ahead::MatchReadAhead) {
-        self.read_ahead = Some(Box::new(read));
-    }
-
-    /// The lookups read ahead, if any are current.
-    pub fn read_ahead(&self) -> Option<&super::read_ahead::MatchReadAhead> {
-        self.read_ahead.as_deref()
-    }
-
-    pub fn end_read_ahead(&mut self) {
-        self.read_ahead = None;
     }
 
     /// Each transaction of this unit of work begins only once it holds a permit of `gate`,
@@ -137,72 +97,6 @@ impl Tx {
     /// the audit back (only the feed views do), so writing it late changes no result.
     pub fn defer_events(&mut self, events: &mut Vec<thread_events::Model>) {
         self.events.append(events);
-    }
-
-    /// Notes that the mail with this Message-ID has its thread in this unit of work but is
-    /// not stored yet. A batch's mails are stored together once all of them are matched, so
-    /// a later mail of the batch that answers this one would not find it in the database:
-    /// it asks [`Tx::unstored_mail`] instead.
-    /// `answers` is the Message-ID its `In-Reply-To` names, for a mail of the batch that
-    /// comes after its reply ([`Tx::unstored_reply_to`]).
-    pub fn note_unstored_mail(
-        &mut self,
-        message_id: &str,
-        answers: Option<&str>,
-        mail: UnstoredMail,
-    ) {
-        self.noted_mails += 1;
-        self.unstored_mails
-            .insert(message_id.to_owned(), (self.noted_mails, mail));
-        if let Some(answered) = answers {
-            self.unstored_replies
-                .insert(answered.to_owned(), message_id.to_owned());
-        }
-    }
-
-    /// The mail with this Message-ID is stored now (see [`Tx::note_unstored_mail`]).
-    pub fn mail_stored(&mut self, message_id: &str) {
-        self.unstored_mails.remove(message_id);
-    }
-
-    /// A mail of this unit of work not stored yet that answers `message_id` (its reply came
-    /// first), with its own Message-ID.
-    pub fn unstored_reply_to(&self, message_id: &str) -> Option<(&str, &UnstoredMail)> {
-        let reply = self.unstored_replies.get(message_id)?;
-        self.unstored_mails
-            .get(reply)
-            .map(|(_, m)| (reply.as_str(), m))
-    }
-
-    /// Of `ids`, the mail of this unit of work not stored yet that was matched last (the
-    /// newest, as threading prefers among stored mails), with its Message-ID.
-    pub fn unstored_mail<'a>(&'a self, ids: &'a [String]) -> Option<(&'a str, &'a UnstoredMail)> {
-        ids.iter()
-            .filter_map(|id| {
-                self.unstored_mails
-                    .get(id)
-                    .map(|(order, m)| (*order, id, m))
-            })
-            .max_by_key(|(order, _, _)| *order)
-            .map(|(_, id, m)| (id.as_str(), m))
-    }
-
-    /// Keeps `t` as its thread's newest card in this unit of work, if it is newer. In a set
-    /// run, each job carries its own copy of its thread from step to step; when two jobs of
-    /// the batch share a thread, the later one takes the newer card from here instead of
-    /// failing its version check on an old one.
-    pub fn note_thread(&mut self, t: &threads::Model) {
-        match self.threads.get(&t.id) {
-            Some(known) if known.version >= t.version => {}
-            _ => {
-                self.threads.insert(t.id, t.clone());
-            }
-        }
-    }
-
-    /// A newer card of `t`'s thread written in this unit of work, if there is one.
-    pub fn newer_thread(&self, t: &threads::Model) -> Option<&threads::Model> {
-        self.threads.get(&t.id).filter(|n| n.version > t.version)
     }
 
     /// The open transaction, begun now if there is none. On SQLite it is begun IMMEDIATE:
@@ -291,10 +185,6 @@ impl Tx {
             super::outbox::insert_all(self.get().await?, rows).await?;
         }
         self.lock_wait = None;
-        self.unstored_mails.clear();
-        self.unstored_replies.clear();
-        self.threads.clear();
-        self.read_ahead = None;
         if let Some(t) = self.current.take() {
             let committed = t.commit().await;
             self.permit = None;
@@ -309,10 +199,6 @@ impl Tx {
         self.outbox.clear();
         self.events.clear();
         self.lock_wait = None;
-        self.unstored_mails.clear();
-        self.unstored_replies.clear();
-        self.threads.clear();
-        self.read_ahead = None;
         if let Some(t) = self.current.take() {
             let rolled_back = t.rollback().await;
             self.permit = None;
@@ -330,70 +216,6 @@ fn lock_timeout(limit: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use uuid::Uuid;
-
-    fn thread(id: Uuid, version: i64) -> threads::Model {
-        threads::Model {
-            id,
-            subject: "s".into(),
-            status: threads::ThreadStatus::Open,
-            assignee: None,
-            lifecycle: "default".into(),
-            lifecycle_step: None,
-            reply_token: "t".into(),
-            mailbox: None,
-            linked_thread_id: None,
-            version,
-            flags: serde_json::json!([]),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            last_message_at: None,
-            snippet: None,
-            has_attachments: false,
-            attachment_names: serde_json::json!([]),
-            item_count: 0,
-            contact_id: None,
-        }
-    }
-
-    #[test]
-    fn the_newest_unstored_mail_answered_wins_and_a_stored_one_is_forgotten() {
-        let mut tx = Tx::new(DatabaseConnection::default());
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // A matched mail of a stored thread.
-        let note = |tx: &mut Tx, id: &str, thread: Uuid| {
-            tx.note_unstored_mail(
-                id,
-                Some("parent@x"),
-                UnstoredMail {
-                    thread,
-                    opens: None,
-                },
-            )
-        };
-        note(&mut tx, "first@x", a);
-        note(&mut tx, "second@x", b);
-        // Matched last, so newer, wherever it stands among the headers.
-        let both = ids(&["second@x", "first@x"]);
-        let found = tx.unstored_mail(&both);
-        assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("second@x", b)));
-        // The mail they answer, coming after them, finds the newest reply.
-        let reply = tx.unstored_reply_to("parent@x");
-        assert_eq!(reply.map(|(id, m)| (id, m.thread)), Some(("second@x", b)));
-        tx.mail_stored("second@x");
-        let found = tx.unstored_mail(&both);
-        assert_eq!(found.map(|(id, m)| (id, m.thread)), Some(("first@x", a)));
-        // Noted after a removal, it is still newer than every mail noted before.
-        note(&mut tx, "second@x", b);
-        tx.mail_stored("first@x");
-        note(&mut tx, "third@x", a);
-        let later = ids(&["third@x", "second@x"]);
-        let found = tx.unstored_mail(&later);
-        assert_eq!(found.map(|(id, _)| id), Some("third@x"));
-        assert!(tx.unstored_mail(&ids(&["other@x"])).is_none());
-    }
 
     #[tokio::test]
     async fn a_transaction_that_cannot_begin_gives_its_permit_back() {
@@ -407,16 +229,5 @@ mod tests {
             1,
             "a failed begin kept the permit"
         );
-    }
-
-    #[test]
-    fn only_a_newer_card_of_a_thread_replaces_a_jobs_copy() {
-        let mut tx = Tx::new(DatabaseConnection::default());
-        let id = Uuid::now_v7();
-        tx.note_thread(&thread(id, 3));
-        tx.note_thread(&thread(id, 2)); // older: ignored
-        assert_eq!(tx.newer_thread(&thread(id, 2)).map(|t| t.version), Some(3));
-        assert!(tx.newer_thread(&thread(id, 3)).is_none());
-        assert!(tx.newer_thread(&thread(Uuid::now_v7(), 1)).is_none());
     }
 }

@@ -26,12 +26,12 @@ pub fn markdown(registry: &Registry) -> String {
     for action in registry.all() {
         let s = action.spec();
         let _ = write!(out, "\n## `{}`\n\n{}\n", s.name, s.summary);
-        if action.set_based() {
-            out.push_str("\n*Set-based*: one run for a whole batch.\n");
-        } else if action.interleaves() {
-            out.push_str(
+        match action.form() {
+            super::Form::Set => out.push_str("\n*Set-based*: one run for a whole batch.\n"),
+            super::Form::Interleaved => out.push_str(
                 "\n*Batch-safe*: may run between the set-based steps of other jobs of its batch.\n",
-            );
+            ),
+            super::Form::Alone => {}
         }
         if !s.params.is_empty() {
             out.push_str("\n| parameter | type | default | meaning |\n| --- | --- | --- | --- |\n");

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::action::{Action, Params};
+use super::action::Action;
 use super::condition::Condition;
+use super::params::Params;
 use super::registry::Registry;
 use super::spec::{FactType, ParamSpec, ParamType};
 use super::{Step, Workflow, WorkflowSet};

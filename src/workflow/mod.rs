@@ -5,17 +5,22 @@
 //! - [`spec`]: what an action declares (parameters, facts read and written)
 //! - [`load`]: YAML → checked [`Workflow`], errors with file:line:column and hints
 //! - [`condition`]: the `when:` matchers
-//! - [`engine`]: running the steps
+//! - [`engine`]: running the steps for a batch of jobs (a single job is a batch of one)
+//! - [`context`]: what a step runs with: the batch and each job's state
+//! - [`memo`]: what a batch's jobs learn from each other before they commit
 //! - [`actions`]: the built-in actions, grouped by what they touch
 //! - [`docs`]: the action reference, generated from the declarations
 
 pub mod action;
 pub mod actions;
 pub mod condition;
+pub mod context;
 pub mod docs;
 pub mod engine;
 pub mod facts;
 pub mod load;
+pub mod memo;
+pub mod params;
 pub mod registry;
 pub mod spec;
 
@@ -23,9 +28,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use action::{Action, Flow, Params, StepContext};
+pub use action::{Action, Flow, Form};
+pub use context::{Batch, JobState, StepContext};
 pub use facts::Facts;
 pub use load::{LoadError, Problem};
+pub use params::Params;
 pub use registry::Registry;
 
 use crate::lifecycle::Lifecycles;
@@ -45,16 +52,17 @@ impl Workflow {
         !self.steps.iter().any(|s| s.action.commits_midway()) || self.set_based()
     }
 
-    /// Whether a batch of this workflow runs step by step across its jobs (see
-    /// [`Action::set_based`]): only when some step gains by it, every step allows it, and
-    /// every step that commits midway is set-based (run once for all the jobs).
+    /// Whether a batch of this workflow runs step by step across its jobs (see [`Form`]):
+    /// only when some step gains by it ([`Form::Set`]), no step must run [`Form::Alone`],
+    /// and every step that commits midway is a set step (run once for all the jobs).
     pub fn set_based(&self) -> bool {
-        self.steps.iter().any(|s| s.action.set_based())
-            && self.steps.iter().all(|s| s.action.interleaves())
+        let set = |s: &Step| s.action.form() == Form::Set;
+        self.steps.iter().any(set)
+            && self.steps.iter().all(|s| s.action.form() != Form::Alone)
             && self
                 .steps
                 .iter()
-                .all(|s| !s.action.commits_midway() || s.action.set_based())
+                .all(|s| !s.action.commits_midway() || set(s))
     }
 }
 

@@ -8,7 +8,9 @@ use uuid::Uuid;
 use crate::jobs::{Job, JobError};
 use crate::store::{CustomerUpsert, UpsertOutcome, customers};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext, cut_at};
+use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
+use crate::workflow::context::{Batch, JobState};
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// `upsert_customer`: the `customer-upsert` job's payload applied to the store.
@@ -45,28 +47,20 @@ impl Action for UpsertCustomer {
         &UPSERT_CUSTOMER
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let input = payload(ctx.job)?;
-        let now = ctx.now;
-        let (id, outcome) = customers::upsert_customer(ctx.db().await?, &input, now).await?;
-        record(ctx.facts, &input, id, outcome);
-        Ok(Flow::Continue)
-    }
-
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
     /// All the batch's customers, contacts and links in three statements. A job that
     /// shares a customer or contact with an earlier one of the batch is cut off to run on
     /// its own: one statement cannot write the same row twice, and in order is how a
     /// sequence of syncs of one customer must apply.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+    ) -> Result<Flows, JobError> {
         let mut inputs = Vec::with_capacity(items.len());
         let mut taken = HashSet::new();
         for item in items.iter() {
@@ -89,9 +83,10 @@ impl Action for UpsertCustomer {
             taken.extend(keys);
             inputs.push(input);
         }
-        let written = customers::upsert_customers(set.tx.get().await?, &inputs, set.now).await?;
+        let written =
+            customers::upsert_customers(batch.tx.get().await?, &inputs, batch.now).await?;
         for ((item, input), (id, outcome)) in items.iter_mut().zip(&inputs).zip(written) {
-            record(item.facts, input, id, outcome);
+            record(&mut item.facts, input, id, outcome);
         }
         Ok(items.iter().map(|_| Ok(Flow::Continue)).collect())
     }

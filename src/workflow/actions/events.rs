@@ -4,7 +4,9 @@ use serde_json::{Map, Value};
 
 use crate::events;
 use crate::jobs::JobError;
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::action::{Action, Flow, Form};
+use crate::workflow::context::StepContext;
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
 
 /// `emit_event`: a CloudEvent on `<prefix>gochat.events`.
@@ -45,11 +47,11 @@ impl Action for EmitEvent {
     }
 
     /// Only its own job's facts and a deferred outbox row.
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let name = params.str("name")?;
         let subject_fact = params.str("subject")?;
         let subject = match ctx.facts.get(subject_fact) {

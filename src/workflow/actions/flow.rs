@@ -1,7 +1,9 @@
 //! Control flow: ending a workflow early.
 
 use crate::jobs::JobError;
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::action::{Action, Flow, Form};
+use crate::workflow::context::StepContext;
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
 
 /// `stop`: ends the workflow successfully (used with `when:`).
@@ -26,11 +28,11 @@ impl Action for Stop {
         &STOP
     }
 
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, _ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, _ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         Ok(Flow::Stop(params.str("reason")?.to_owned()))
     }
 }

@@ -17,7 +17,9 @@ use crate::mail::parse;
 use crate::services::Services;
 use crate::store::{StoreError, inbound as store, threads};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Flows, Form};
+use crate::workflow::context::{Batch, JobState, StepContext};
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 pub(super) const CLASSES: &[&str] = &["normal", "auto_reply", "bounce", "feedback_report"];
@@ -27,13 +29,6 @@ pub(super) const CLASSES: &[&str] = &["normal", "auto_reply", "bounce", "feedbac
 pub(super) fn mail<'c>(ctx: &'c StepContext<'_>) -> Result<&'c InboundMail, JobError> {
     ctx.inbound
         .as_deref()
-        .ok_or_else(|| JobError::permanent(NO_MAIL))
-}
-
-/// [`mail`], to change.
-fn mail_mut<'c>(ctx: &'c mut StepContext<'_>) -> Result<&'c mut InboundMail, JobError> {
-    ctx.inbound
-        .as_deref_mut()
         .ok_or_else(|| JobError::permanent(NO_MAIL))
 }
 
@@ -52,7 +47,7 @@ pub(super) fn count(ctx: &mut StepContext<'_>, label: &'static str) {
 }
 
 /// [`count`] for one job of a set-based step.
-pub(super) fn count_item(item: &mut SetItem<'_>, label: &'static str) {
+pub(super) fn count_item(item: &mut &mut JobState<'_>, label: &'static str) {
     item.count_on_commit(move |m| m.inbound_mails.with_label_values(&[label]).inc());
 }
 
@@ -93,40 +88,6 @@ impl Action for StoreRawMail {
         &STORE_RAW
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let input = match RawInput::of(ctx.job, ctx.services.config.mail.max_size, ctx.now) {
-            Ok(input) => input,
-            Err(why) => {
-                count(ctx, "refused");
-                return Ok(Flow::Refuse(why));
-            }
-        };
-        let (job, now) = (ctx.job, ctx.now);
-        let (input, (raw_id, early)) = match input.reprocess {
-            Some(id) => (input, (stored_raw(ctx.db().await?, id).await?, None)),
-            None => {
-                // Before the transaction begins: parsing holds no connection or lock.
-                let mut parsed = parse_off_runtime(vec![Ok(input)]).await?;
-                let Some((Ok(input), Some((outcome, state)))) = parsed.pop() else {
-                    return Err(JobError::permanent("the mail was not parsed"));
-                };
-                let keys = conversation_keys(std::iter::once(&outcome));
-                let db = ctx.db();
-                crate::jobs::turn::in_turn(async {
-                    store::lock_conversations(db.await?, &keys).await?;
-                    Ok::<_, JobError>(())
-                })
-                .await?;
-                let row = input.row(&job.message_id, Some((&state, now)));
-                let row = store::store_raw(ctx.db().await?, &row).await?;
-                let on_row = row.written;
-                (input, (row.id, Some(EarlyParse { outcome, on_row })))
-            }
-        };
-        ctx.inbound = Some(input.stored(raw_id, early, ctx.facts));
-        Ok(Flow::Continue)
-    }
-
     /// The raw bytes in a commit of their own, marked failed with the reason: a mail the
     /// MTA was told is delivered is never only in a dead letter.
     async fn keep_on_failure(&self, services: &Services, job: &Job, why: &str) -> Option<String> {
@@ -150,18 +111,18 @@ impl Action for StoreRawMail {
         }
     }
 
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
     /// The batch's raw mails in one multi-row insert.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::store_raw(set.services, set.tx, items, set.now).await
+    ) -> Result<Flows, JobError> {
+        super::inbound_batch::store_raw(batch, items).await
     }
 }
 
@@ -395,31 +356,18 @@ impl Action for ParseMail {
         &PARSE
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let now = ctx.now;
-        let (outcome, mark) = take_parse(mail_mut(ctx)?);
-        if let Some(mark) = mark {
-            store::mark_raw_many(ctx.db().await?, &[mark], now).await?;
-        }
-        let (flow, label) = apply_parse(outcome, ctx.facts, ctx.inbound.as_deref_mut());
-        if let Some(label) = label {
-            count(ctx, label);
-        }
-        Ok(flow)
-    }
-
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
     /// Parsed mail by mail; the raw rows marked in one statement per distinct outcome.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::parse(set.tx, items, set.now).await
+    ) -> Result<Flows, JobError> {
+        super::inbound_batch::parse(batch, items).await
     }
 }
 
@@ -527,39 +475,20 @@ impl Action for DedupeMail {
         &DEDUPE
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let key = dedupe_key_of(mail(ctx)?)?;
-        let (raw_id, now) = (mail(ctx)?.raw_id, ctx.now);
-        let db = ctx.db().await?;
-        let existing = store::by_dedupe_key(db, &key).await?;
-        if let Some(m) = ctx.inbound.as_deref_mut() {
-            m.dedupe_key = Some(key);
-        }
-        let Some(existing) = existing else {
-            ctx.facts.set("inbound.duplicate_of", Value::Null);
-            return Ok(Flow::Continue);
-        };
-        let db = ctx.db().await?;
-        store::mark_raw_many(db, &[duplicate_mark(raw_id)], now).await?;
-        store::link_raw(db, raw_id, existing.id).await?;
-        count(ctx, "duplicate");
-        Ok(duplicate(ctx.facts, &existing))
-    }
-
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
     /// One lookup for the batch's keys. A mail whose key an earlier mail of the batch has
     /// is cut off to run after it: whether it is a duplicate depends on what that one
     /// stores.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::dedupe(set.tx, items, set.now).await
+    ) -> Result<Flows, JobError> {
+        super::inbound_batch::dedupe(batch, items).await
     }
 }
 
@@ -640,38 +569,18 @@ impl Action for CheckLoop {
         &CHECK_LOOP
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let Some(sender) = loop_sender(mail(ctx)?) else {
-            ctx.facts.set("inbound.loop", json!(false));
-            return Ok(Flow::Continue);
-        };
-        let (limit, since) = loop_window(ctx.services, ctx.now);
-        let recent = store::recent_from(ctx.db().await?, &sender, since).await?;
-        let raw_id = mail(ctx)?.raw_id;
-        if set_loop(
-            ctx.facts,
-            ctx.inbound.as_deref_mut(),
-            &sender,
-            recent,
-            limit,
-        ) {
-            store::reclassify_raw(ctx.db().await?, &[raw_id], "loop").await?;
-        }
-        Ok(Flow::Continue)
-    }
-
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
     /// One grouped count for the batch's senders.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::check_loop(set.services, set.tx, items, set.now).await
+    ) -> Result<Flows, JobError> {
+        super::inbound_batch::check_loop(batch, items).await
     }
 }
 
@@ -763,11 +672,11 @@ impl Action for MatchBounce {
         &MATCH_BOUNCE
     }
 
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         let Some(MailClass::Bounce(b)) = mail(ctx)?.class.clone() else {
             return Err(JobError::permanent(
                 "`match_bounce` runs on bounces only (add `when: {fact: inbound.class, equals: bounce}`)",
@@ -845,11 +754,11 @@ impl Action for DiscardMail {
         &DISCARD
     }
 
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let label = match mail(ctx)?.class {
             Some(MailClass::FeedbackReport { .. }) => "feedback_report",
             Some(MailClass::AutoReply { .. }) => "auto_reply",

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::inbound::{
@@ -22,12 +21,10 @@ use super::threading::{
 };
 use crate::jobs::JobError;
 use crate::mail::inbound::{EarlyParse, InboundMail, Sender};
-use crate::services::Services;
 use crate::store::threads::{self, Target};
-use crate::store::{ContactInput, Tx, customers, inbound as store};
-use crate::workflow::action::{Flow, SetItem, cut_at};
-
-type Flows = Vec<Result<Flow, JobError>>;
+use crate::store::{ContactInput, customers, inbound as store};
+use crate::workflow::action::{Flow, Flows, cut_at};
+use crate::workflow::context::{Batch, JobState};
 
 /// How long a statement for a whole batch may wait for rows another batch holds (the
 /// senders' upserts, see [`upsert_sender`]; `match_thread`'s read-ahead of threads).
@@ -56,9 +53,8 @@ fn unsorted<R>(order: &[usize], results: Vec<R>) -> Result<Vec<R>, JobError> {
 }
 
 /// The working mail of an item; the loader guarantees `store_raw_mail` ran before.
-fn mail_of<'i>(item: &'i SetItem<'_>) -> Result<&'i InboundMail, JobError> {
-    item.carried
-        .inbound
+fn mail_of<'i>(item: &'i JobState<'_>) -> Result<&'i InboundMail, JobError> {
+    item.inbound
         .as_deref()
         .ok_or_else(|| JobError::permanent(NO_MAIL))
 }
@@ -66,11 +62,11 @@ fn mail_of<'i>(item: &'i SetItem<'_>) -> Result<&'i InboundMail, JobError> {
 /// `store_raw_mail`: each mail parsed, then one multi-row insert of the rows marked with
 /// what they are (a reprocessed mail finds its stored row).
 pub(super) async fn store_raw(
-    services: &Services,
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
 ) -> Result<Flows, JobError> {
+    let (services, now) = (batch.services, batch.now);
+    let tx = &mut *batch.tx;
     let max = services.config.mail.max_size;
     let inputs: Vec<Result<RawInput, String>> = items
         .iter()
@@ -130,7 +126,7 @@ pub(super) async fn store_raw(
                 ));
             }
         };
-        item.carried.inbound = Some(input.stored(raw_id, early, item.facts));
+        item.inbound = Some(input.stored(raw_id, early, &mut item.facts));
         flows.push(Ok(Flow::Continue));
     }
     Ok(flows)
@@ -139,15 +135,15 @@ pub(super) async fn store_raw(
 /// `parse_mail`: takes each mail's parse (made by `store_raw_mail`); marks, in one
 /// statement per distinct outcome, only the rows that do not say it yet.
 pub(super) async fn parse(
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
 ) -> Result<Flows, JobError> {
+    let now = batch.now;
+    let tx = &mut *batch.tx;
     let mut outcomes = Vec::with_capacity(items.len());
     let mut marks = Vec::new();
     for item in items.iter_mut() {
         let m = item
-            .carried
             .inbound
             .as_deref_mut()
             .ok_or_else(|| JobError::permanent(NO_MAIL))?;
@@ -160,7 +156,7 @@ pub(super) async fn parse(
     }
     let mut flows = Vec::with_capacity(items.len());
     for (item, outcome) in items.iter_mut().zip(outcomes) {
-        let (flow, label) = apply_parse(outcome, item.facts, item.carried.inbound.as_deref_mut());
+        let (flow, label) = apply_parse(outcome, &mut item.facts, item.inbound.as_deref_mut());
         if let Some(label) = label {
             count_item(item, label);
         }
@@ -171,10 +167,11 @@ pub(super) async fn parse(
 
 /// `dedupe_mail`: one lookup for the batch's keys.
 pub(super) async fn dedupe(
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
 ) -> Result<Flows, JobError> {
+    let now = batch.now;
+    let tx = &mut *batch.tx;
     let mut keys: Vec<String> = Vec::with_capacity(items.len());
     for (k, item) in items.iter().enumerate() {
         let key = dedupe_key_of(mail_of(item)?)?;
@@ -193,7 +190,7 @@ pub(super) async fn dedupe(
     for (item, key) in items.iter_mut().zip(keys) {
         let existing = stored.get(&key);
         let raw_id = mail_of(item)?.raw_id;
-        if let Some(m) = item.carried.inbound.as_deref_mut() {
+        if let Some(m) = item.inbound.as_deref_mut() {
             m.dedupe_key = Some(key);
         }
         let Some(existing) = existing else {
@@ -205,7 +202,7 @@ pub(super) async fn dedupe(
         marks.push(duplicate_mark(raw_id));
         store::link_raw(db, raw_id, existing.id).await?;
         count_item(item, "duplicate");
-        flows.push(Ok(duplicate(item.facts, existing)));
+        flows.push(Ok(duplicate(&mut item.facts, existing)));
     }
     store::mark_raw_many(db, &marks, now).await?;
     Ok(flows)
@@ -215,11 +212,11 @@ pub(super) async fn dedupe(
 /// batch is over the limit if the first count is, under it if even counting every earlier
 /// mail of the batch leaves it under; in between it runs after them.
 pub(super) async fn check_loop(
-    services: &Services,
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
 ) -> Result<Flows, JobError> {
+    let (services, now) = (batch.services, batch.now);
+    let tx = &mut *batch.tx;
     let senders: Vec<Option<String>> = items
         .iter()
         .map(|item| mail_of(item).map(loop_sender))
@@ -252,8 +249,8 @@ pub(super) async fn check_loop(
         *earlier += 1;
         let raw_id = mail_of(item)?.raw_id;
         if set_loop(
-            item.facts,
-            item.carried.inbound.as_deref_mut(),
+            &mut item.facts,
+            item.inbound.as_deref_mut(),
             sender,
             recent,
             limit,
@@ -273,11 +270,11 @@ pub(super) async fn check_loop(
 /// mails say of it merged in order (the first name given fills a missing one, as running
 /// one after the other would).
 pub(super) async fn upsert_sender(
-    services: &Services,
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
 ) -> Result<Flows, JobError> {
+    let (services, now) = (batch.services, batch.now);
+    let tx = &mut *batch.tx;
     // Each item's contact input (or why it is refused), and the distinct contacts.
     let mut inputs: Vec<Result<ContactInput, String>> = Vec::with_capacity(items.len());
     let mut contacts: Vec<ContactInput> = Vec::new();
@@ -404,8 +401,8 @@ pub(super) async fn upsert_sender(
         };
         record_sender(
             services,
-            item.facts,
-            item.carried.inbound.as_deref_mut(),
+            &mut item.facts,
+            item.inbound.as_deref_mut(),
             sender,
             contact_created,
             customer_created,
@@ -422,20 +419,21 @@ pub(super) async fn upsert_sender(
 /// number (see [`threads::add_messages`]): the threads they open go in with their first
 /// message on the card, and mails of the batch on one thread go on its card in order.
 pub(super) async fn store_messages(
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
 ) -> Result<Flows, JobError> {
-    let mut batch = Vec::with_capacity(items.len());
+    let now = batch.now;
+    let tx = &mut *batch.tx;
+    let mut writes = Vec::with_capacity(items.len());
     let mut kinds = Vec::with_capacity(items.len());
     let mut versions: HashMap<uuid::Uuid, i64> = HashMap::new();
     for (k, item) in items.iter_mut().enumerate() {
         let created = item.facts.get("thread.created") == Some(&serde_json::Value::Bool(true));
         let (msg, classification, label) = inbound_message(item.job, mail_of(item)?, created)?;
-        let target = match item.carried.opened.take() {
+        let target = match item.opened.take() {
             Some(opened) => Target::Open(*opened),
             None => {
-                let thread = item.carried.thread.clone().ok_or_else(|| {
+                let thread = item.thread.clone().ok_or_else(|| {
                     JobError::permanent("no thread at this step (`match_thread` did not run)")
                 })?;
                 // Two copies of one thread differ when a later mail's match changed it (an
@@ -452,10 +450,10 @@ pub(super) async fn store_messages(
             }
         };
         kinds.push((msg.message_id_header.clone(), classification, label));
-        batch.push((target, msg));
+        writes.push((target, msg));
     }
     let mut events = Vec::new();
-    let stored = match threads::add_messages(tx.get().await?, batch, now, &mut events).await {
+    let stored = match threads::add_messages(tx.get().await?, writes, now, &mut events).await {
         Err(e) if e.is_unique_violation() => {
             // A copy of one of these mails, delivered twice at once, stored by a concurrent
             // job: run one by one, that one's retry finds it and ends as a duplicate.
@@ -471,11 +469,11 @@ pub(super) async fn store_messages(
         items.iter_mut().zip(stored).zip(kinds)
     {
         if let Some(header) = header {
-            tx.mail_stored(&header);
+            batch.memo.mail_stored(&header);
         }
-        tx.note_thread(&card);
+        batch.memo.note_thread(&card);
         item.set_thread(card);
-        set_message_facts(item.facts, &row, classification);
+        set_message_facts(&mut item.facts, &row, classification);
         count_item(item, label);
         flows.push(Ok(Flow::Continue));
     }

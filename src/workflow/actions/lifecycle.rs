@@ -15,7 +15,9 @@ use crate::jobs::JobError;
 use crate::lifecycle::{Change, Lifecycle, parse_status, status_name};
 use crate::store::{threads, timers};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Flows, Form};
+use crate::workflow::context::{Batch, JobState, StepContext};
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// The facts both actions write (the `thread.*` facts are refreshed too, as
@@ -147,10 +149,6 @@ impl Action for Transition {
         &TRANSITION
     }
 
-    fn interleaves(&self) -> bool {
-        true
-    }
-
     fn validate(&self, params: &Params) -> Result<(), String> {
         if params.is_set("to") || params.is_set("event") || params.is_set("on") {
             Ok(())
@@ -161,24 +159,17 @@ impl Action for Transition {
 
     /// The batch's timers cancelled, cards saved and next timers armed in one statement
     /// each (see [`super::threads_batch::transitions`]).
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::threads_batch::transitions(set, items, params).await
-    }
-
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
-        let asked = Asked::of(ctx.facts, params);
-        let change = asked.change(&*ctx.lifecycle()?, ctx.thread()?.status, ctx.now)?;
-        apply(ctx, change, &asked.who, asked.reason.as_deref()).await?;
-        Ok(Flow::Continue)
+    ) -> Result<Flows, JobError> {
+        super::threads_batch::transitions(batch, items, params).await
     }
 }
 
@@ -270,7 +261,7 @@ impl Action for FireTimer {
         &FIRE_TIMER
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let fact = params.str("timer")?;
         let raw = ctx.facts.str(fact).unwrap_or_default().to_owned();
         let id = Uuid::parse_str(&raw)

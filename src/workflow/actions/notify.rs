@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::jobs::JobError;
-use crate::workflow::action::{Action, Flow, Params, StepContext};
+use crate::workflow::action::{Action, Flow, Form};
+use crate::workflow::context::StepContext;
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// Who automatic messages come from.
@@ -88,11 +90,11 @@ impl Action for QueueMessage {
         &QUEUE_MESSAGE
     }
 
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let template = params.str("template")?.to_owned();
         let kind = params.str("kind")?.to_owned();
         let fact = params.str("to")?;

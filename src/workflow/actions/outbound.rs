@@ -20,7 +20,9 @@ use crate::mail::mime::{self, MailAttachment, OutgoingMail, Party};
 use crate::store::outbound::{self, Delivery};
 use crate::store::threads::{self, NewAttachment, NewMessage};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetContext, StepContext};
+use crate::workflow::action::{Action, Flow, Flows, Form};
+use crate::workflow::context::{Batch, JobState, StepContext};
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// How long `send_mail` keeps trying to record the server's answer while the database is
@@ -256,7 +258,7 @@ fn kind_name(k: OutboundKind) -> &'static str {
 }
 
 fn set_mail_facts(ctx: &mut StepContext<'_>, m: &messages::Model) {
-    ctx.outbound = Some(Box::new(m.clone()));
+    *ctx.outbound = Some(Box::new(m.clone()));
     mail_facts(ctx.facts, m);
 }
 
@@ -322,11 +324,11 @@ impl Action for ComposeMessage {
     }
 
     /// Its own job's message; the thread's card is version-checked.
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         let services = ctx.services;
         let job_msg = ctx.job;
         let job = &job_msg.payload;
@@ -520,63 +522,16 @@ impl Action for SendMail {
 
     /// A batch's messages are marked `sending` together, delivered together and their
     /// answers recorded together: three commits a batch (see [`super::outbound_batch`]).
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [crate::workflow::action::SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::outbound_batch::send_set(set.services, set.tx, items, set.now).await
-    }
-
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let (id, handed) = (mail_id(ctx.facts)?, ctx.outbound.take());
-        let row = composed_row(ctx.db().await?, id, handed).await?;
-        if row.state != Some(OutboundState::Queued) {
-            set_mail_facts(ctx, &row);
-            return Ok(Flow::Continue);
-        }
-        let message = outgoing(&ctx.services.config.mail, &ctx.job.payload, &row)?;
-
-        // Committed before the server hears of it: from here on, never sent twice.
-        let now = ctx.now;
-        let row = outbound::set_state(
-            ctx.db().await?,
-            &row,
-            OutboundState::Sending,
-            Delivery {
-                count_attempt: true,
-                ..Default::default()
-            },
-            now,
-        )
-        .await?;
-        ctx.tx.checkpoint().await?;
-        ctx.services
-            .metrics
-            .outbound_messages
-            .with_label_values(&["sending"])
-            .inc();
-
-        let result = ctx.services.smtp.send(&message).await;
-        let now = ctx.services.clock.now();
-        let (state, delivery, retry) = judge(ctx.services, &row, result, now);
-        // Recorded at once: whatever later steps do, this outcome stands.
-        let row = record_outcomes(ctx.tx, &[(&row, state, delivery)], now)
-            .await?
-            .remove(0);
-        count_outcome(ctx.services, state);
-        if let Some(why) = retry {
-            return Err(JobError::transient(format!("message {}: {why}", row.id)));
-        }
-        // The thread lock ended with the first checkpoint, and another job may have changed
-        // the thread since: later steps that read it (the ladder) get it as it is now.
-        ctx.thread_may_have_changed();
-        set_mail_facts(ctx, &row);
-        Ok(Flow::Continue)
+    ) -> Result<Flows, JobError> {
+        super::outbound_batch::send_set(batch, items).await
     }
 }

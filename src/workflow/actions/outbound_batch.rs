@@ -11,7 +11,6 @@
 //! first commit is safe as ever: a job run again finds its message `sent` and runs only the
 //! steps after delivery.
 
-use chrono::{DateTime, Utc};
 use gochat_entities::messages::{self, OutboundState};
 use uuid::Uuid;
 
@@ -19,10 +18,9 @@ use super::outbound::{
     composed_row, count_outcome, judge, mail_facts, mail_id, outgoing, record_outcomes,
 };
 use crate::jobs::JobError;
-use crate::services::Services;
-use crate::store::Tx;
 use crate::store::outbound::{self, Delivery};
-use crate::workflow::action::{Flow, SetItem, cut_at};
+use crate::workflow::action::{Flow, Flows, cut_at};
+use crate::workflow::context::{Batch, JobState};
 
 /// One message of the batch to deliver.
 struct ToSend {
@@ -32,20 +30,20 @@ struct ToSend {
 }
 
 pub(super) async fn send_set(
-    services: &Services,
-    tx: &mut Tx,
-    items: &mut [SetItem<'_>],
-    now: DateTime<Utc>,
-) -> Result<Vec<Result<Flow, JobError>>, JobError> {
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
+) -> Result<Flows, JobError> {
+    let (services, now) = (batch.services, batch.now);
+    let tx = &mut *batch.tx;
     let mut flows: Vec<Result<Flow, JobError>> = Vec::with_capacity(items.len());
     let mut to_send = Vec::new();
     for (k, item) in items.iter_mut().enumerate() {
         let prepared = async {
-            let id = mail_id(item.facts)?;
-            let row = composed_row(tx.get().await?, id, item.carried.outbound.take()).await?;
+            let id = mail_id(&item.facts)?;
+            let row = composed_row(tx.get().await?, id, item.outbound.take()).await?;
             if row.state != Some(OutboundState::Queued) {
                 // Sent or failed by an earlier attempt: only the later steps run.
-                mail_facts(item.facts, &row);
+                mail_facts(&mut item.facts, &row);
                 return Ok(None);
             }
             let mail = outgoing(&services.config.mail, &item.job.payload, &row)?;
@@ -68,11 +66,13 @@ pub(super) async fn send_set(
     outbound::mark_sending(tx.get().await?, &ids, now).await?;
     let bound = tx.lock_wait();
     tx.checkpoint().await?;
+    // The batch's locks ended with that commit: what its jobs noted of each other is void.
+    batch.memo.clear();
     // That commit ended every thread lock of the batch, those of jobs with nothing to send
     // included: later steps that read a thread read it again (see
     // `StepContext::thread_may_have_changed`).
     for item in items.iter_mut() {
-        item.carried.thread_stale = item.carried.thread.is_some();
+        item.thread_stale = item.thread.is_some();
     }
     for s in &mut to_send {
         s.row.state = Some(OutboundState::Sending);
@@ -110,7 +110,7 @@ pub(super) async fn send_set(
         flows[s.item] = Ok(match retry {
             Some(why) => Flow::Retry(format!("message {}: {why}", row.id)),
             None => {
-                mail_facts(item.facts, &row);
+                mail_facts(&mut item.facts, &row);
                 Flow::Continue
             }
         });

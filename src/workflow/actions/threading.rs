@@ -14,7 +14,7 @@ use gochat_entities::threads::{self as thread_entity, ThreadStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::inbound::{count, mail, parsed, refused};
+use super::inbound::{count, mail, parsed};
 use super::inbound_batch::SET_LOCK_WAIT;
 use super::threads::THREAD_FACTS;
 use crate::jobs::JobError;
@@ -25,9 +25,12 @@ use crate::mail::inbound::{self, InboundMail, Sender};
 use crate::services::Services;
 use crate::store::customers::{self, ContactInput};
 use crate::store::read_ahead::MatchReadAhead;
-use crate::store::{Tx, inbound as store, threads};
+use crate::store::{inbound as store, threads};
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Flows, Form};
+use crate::workflow::context::{Batch, JobState, StepContext};
+use crate::workflow::memo::UnstoredMail;
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
 
 /// The sender as the actor of the changes its mail makes.
@@ -95,71 +98,20 @@ impl Action for UpsertSender {
         &UPSERT_SENDER
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let input = match sender_input(mail(ctx)?)? {
-            Ok(input) => input,
-            Err(why) => {
-                count(ctx, "refused");
-                let (mark, reason) = refused(mail(ctx)?.raw_id, &why);
-                let now = ctx.now;
-                store::mark_raw_many(ctx.db().await?, &[mark], now).await?;
-                return Ok(Flow::Refuse(reason));
-            }
-        };
-        let normal = is_normal(ctx);
-        let now = ctx.now;
-        let wanted = new_customer(ctx.services, &input);
-        let db = ctx.db().await?;
-        let (contact_id, contact_created) =
-            customers::find_or_create_contact(db, &input, now).await?;
-        let mut customer_created = false;
-        let mut customers = Vec::new();
-        // A contact created just now belongs to no customer yet: nothing to read.
-        if normal && !contact_created {
-            customers = store::customers_of_contact(db, contact_id)
-                .await?
-                .into_iter()
-                .map(|c| (c.id, c.attributes))
-                .collect();
-        }
-        if normal && customers.is_empty() {
-            let (customer, created) =
-                customers::ensure_customer(db, &wanted.0, &wanted.1, now).await?;
-            customers::attach_contact(db, customer, contact_id, now).await?;
-            customer_created = created;
-            customers.push((customer, json!({})));
-        }
-        let sender = Sender {
-            contact_id,
-            address: input.address,
-            name: input.name,
-            customers,
-        };
-        record_sender(
-            ctx.services,
-            ctx.facts,
-            ctx.inbound.as_deref_mut(),
-            sender,
-            contact_created,
-            customer_created,
-        );
-        Ok(Flow::Continue)
-    }
-
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
     /// The batch's contacts, their customers, the missing customers and their links in
     /// four statements. A sender met twice in the batch is written once; each of its mails
     /// gets what it would get running after the other.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::upsert_sender(set.services, set.tx, items, set.now).await
+    ) -> Result<Flows, JobError> {
+        super::inbound_batch::upsert_sender(batch, items).await
     }
 }
 
@@ -312,26 +264,22 @@ impl Action for MatchThread {
         &MATCH_THREAD
     }
 
-    fn interleaves(&self) -> bool {
-        true
-    }
-
-    fn reads_ahead(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
     /// The messages the batch's mails answer, their threads (locked) and whether each
     /// sender is a contact of them, in three statements (see [`MatchReadAhead`]).
     async fn read_ahead(
         &self,
-        tx: &mut Tx,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<(), JobError> {
         let mut ids = Vec::new();
         let mut own = Vec::new();
         let mut contacts = Vec::new();
-        for m in items.iter().filter_map(|i| i.carried.inbound.as_deref()) {
+        for m in items.iter().filter_map(|i| i.inbound.as_deref()) {
             if let Some(p) = &m.parsed {
                 ids.extend(threading_ids(p));
                 own.extend(p.message_id.clone());
@@ -349,6 +297,7 @@ impl Action for MatchThread {
         contacts.sort();
         contacts.dedup();
         // Other batches hold some of these threads until they commit; see `upsert_sender`.
+        let tx = &mut *batch.tx;
         let bound = tx.lock_wait();
         if bound.is_some() {
             tx.bound_lock_waits(SET_LOCK_WAIT).await?;
@@ -357,11 +306,11 @@ impl Action for MatchThread {
         if let Some(bound) = bound {
             tx.bound_lock_waits(bound).await?;
         }
-        tx.set_read_ahead(read);
+        batch.memo.set_read_ahead(read);
         Ok(())
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
         // What threading reads of the mail, taken out (not the whole parsed mail copied) so
         // the context can be borrowed again.
         let p = parsed(ctx)?;
@@ -389,7 +338,7 @@ impl Action for MatchThread {
         };
         // A mail of this batch not stored yet is newer than any stored one.
         let unstored = ctx
-            .tx
+            .memo
             .unstored_mail(&ids)
             .map(|(mid, m)| (mid.to_owned(), m.clone()));
         let mut opens = None;
@@ -399,7 +348,7 @@ impl Action for MatchThread {
             (found, opens) = (Some(f), o);
         } else {
             // Read ahead for the batch, or read now.
-            let ahead = ctx.tx.read_ahead();
+            let ahead = ctx.memo.read_ahead();
             let hit = match ahead.and_then(|a| a.by_message_ids(&ids)) {
                 Some(hit) => hit,
                 None => store::by_message_ids(ctx.db().await?, &ids).await?,
@@ -478,10 +427,10 @@ impl Action for MatchThread {
                 None => opens,
             };
             let thread = ctx.thread()?.id;
-            ctx.tx.note_unstored_mail(
+            ctx.memo.note_unstored_mail(
                 own,
                 in_reply_to.first().map(String::as_str),
-                crate::store::UnstoredMail { thread, opens },
+                UnstoredMail { thread, opens },
             );
         }
         Ok(flow)
@@ -495,7 +444,7 @@ type Opens = Option<(thread_entity::Model, Vec<Uuid>)>;
 /// opens that thread, the thread and its customers (for the mails after this one).
 async fn found_unstored(
     ctx: &mut StepContext<'_>,
-    unstored: crate::store::UnstoredMail,
+    unstored: UnstoredMail,
     sender: &Sender,
     by: &'static str,
     key: String,
@@ -538,9 +487,9 @@ async fn found_stored(
     by: &'static str,
     key: String,
 ) -> Result<Found, JobError> {
-    let ahead = ctx.tx.read_ahead().and_then(|a| {
+    let ahead = ctx.memo.read_ahead().and_then(|a| {
         let t = a.thread(thread_id)?;
-        let t = ctx.tx.newer_thread(t).unwrap_or(t).clone();
+        let t = ctx.memo.newer_thread(t).unwrap_or(t).clone();
         Some((t, a.is_member(sender.contact_id, thread_id)))
     });
     let (thread, member) = match ahead {
@@ -565,13 +514,13 @@ async fn answered_by_earlier_reply(
     sender: &Sender,
 ) -> Result<Option<(Found, Opens)>, JobError> {
     const BY: &str = "earlier_reply";
-    if let Some((_, reply)) = ctx.tx.unstored_reply_to(key) {
+    if let Some((_, reply)) = ctx.memo.unstored_reply_to(key) {
         let reply = reply.clone();
         return found_unstored(ctx, reply, sender, BY, key.to_owned())
             .await
             .map(Some);
     }
-    let thread_id = match ctx.tx.read_ahead().and_then(|a| a.answering(key)) {
+    let thread_id = match ctx.memo.read_ahead().and_then(|a| a.answering(key)) {
         Some(hit) => hit,
         None => store::threads_answering(ctx.db().await?, &[key.to_owned()])
             .await?
@@ -788,56 +737,23 @@ impl Action for StoreMessage {
         &STORE_MESSAGE
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, _params: &Params) -> Result<Flow, JobError> {
-        let created = ctx.facts.get("thread.created") == Some(&Value::Bool(true));
-        let (msg, classification, label) = inbound_message(ctx.job, mail(ctx)?, created)?;
-        let header = msg.message_id_header.clone();
-        let thread = ctx.thread()?.clone();
-        let now = ctx.now;
-        let opened = ctx.take_pending_thread();
-        let db = ctx.db().await?;
-        let mut events = Vec::new();
-        let stored = match &opened {
-            Some(p) => threads::create_with_message(db, p, msg, now, &mut events).await,
-            None => threads::add_message(db, &thread, msg, now).await,
-        };
-        ctx.defer_events(&mut events);
-        let (card, row) = match stored {
-            Err(e) if e.is_unique_violation() => {
-                // The same mail, delivered twice at once, stored by a concurrent job: the
-                // retry finds it and ends as a duplicate.
-                return Err(JobError::transient(format!(
-                    "a copy of this mail is being stored by another job ({e}); retrying"
-                )));
-            }
-            other => other?,
-        };
-        if let Some(header) = &header {
-            ctx.tx.mail_stored(header);
-        }
-        ctx.set_thread(card);
-        set_message_facts(ctx.facts, &row, classification);
-        count(ctx, label);
-        Ok(Flow::Continue)
+    fn form(&self) -> Form {
+        Form::Set
     }
 
-    fn set_based(&self) -> bool {
-        true
-    }
-
-    fn writes_opened_threads(&self) -> bool {
+    fn takes_opened_threads(&self) -> bool {
         true
     }
 
     /// The batch's mails, the threads they open, their attachments and the stored threads'
     /// cards in a few statements.
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         _params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::inbound_batch::store_messages(set.tx, items, set.now).await
+    ) -> Result<Flows, JobError> {
+        super::inbound_batch::store_messages(batch, items).await
     }
 }
 

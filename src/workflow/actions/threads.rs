@@ -7,9 +7,11 @@ use uuid::Uuid;
 
 use crate::contract::STATUSES;
 use crate::jobs::JobError;
-use crate::store::{StoreError, threads};
+use crate::store::threads;
 use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Params, SetContext, SetItem, StepContext};
+use crate::workflow::action::{Action, Flow, Flows, Form};
+use crate::workflow::context::{Batch, JobState, StepContext};
+use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// Facts describing the current thread, written by every action that loads or changes it.
@@ -106,28 +108,17 @@ impl Action for LoadThread {
 
     /// The batch's threads read and locked in one statement (see
     /// [`super::threads_batch::load_threads`]).
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::threads_batch::load_threads(set, items, params).await
-    }
-
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
-        let id = thread_id(ctx.facts, params)?;
-        let thread = match threads::get_for_update(ctx.db().await?, id).await {
-            Err(StoreError::NotFound { .. }) => return Err(unknown_thread(id)),
-            other => other?,
-        };
-        let version = thread.version;
-        ctx.set_thread(thread);
-        expected_version(ctx.facts, params, id, version)
+    ) -> Result<Flows, JobError> {
+        super::threads_batch::load_threads(batch, items, params).await
     }
 }
 
@@ -209,8 +200,8 @@ impl Action for SetStatus {
     }
 
     /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
     fn validate(&self, params: &Params) -> Result<(), String> {
@@ -220,7 +211,7 @@ impl Action for SetStatus {
         }
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let wanted = if params.is_set("status") {
             params.str("status")?.to_owned()
         } else {
@@ -285,11 +276,11 @@ impl Action for SetAssignee {
     }
 
     /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let assignee = match ctx.facts.get(params.str("assignee")?) {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
             Some(Value::Null) | None => None,
@@ -340,11 +331,11 @@ impl Action for ChangeTags {
     }
 
     /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let add = ctx.facts.strings(params.str("add")?);
         let remove = ctx.facts.strings(params.str("remove")?);
         let who = actor(ctx, params);
@@ -384,11 +375,11 @@ impl Action for SetCustomers {
     }
 
     /// Changes only its own job's thread (locked by `load_thread`) and that thread's rows.
-    fn interleaves(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Interleaved
     }
 
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
+    async fn run_job(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
         let ids = ctx.facts.strings(params.str("customers")?);
         let who = actor(ctx, params);
         let current = ctx.thread()?.clone();
@@ -431,27 +422,17 @@ impl Action for AddComment {
 
     /// The batch's comments in one statement and their threads' cards in another (see
     /// [`super::threads_batch::add_comments`]).
-    fn set_based(&self) -> bool {
-        true
+    fn form(&self) -> Form {
+        Form::Set
     }
 
-    async fn run_set(
+    async fn run(
         &self,
-        set: &mut SetContext<'_>,
-        items: &mut [SetItem<'_>],
+        batch: &mut Batch<'_>,
+        items: &mut [&mut JobState<'_>],
         params: &Params,
-    ) -> Result<Vec<Result<Flow, JobError>>, JobError> {
-        super::threads_batch::add_comments(set, items, params).await
-    }
-
-    async fn run(&self, ctx: &mut StepContext<'_>, params: &Params) -> Result<Flow, JobError> {
-        let (body, author) = comment(ctx.facts, params)?;
-        let current = ctx.thread()?.clone();
-        let now = ctx.now;
-        let (saved, _) =
-            threads::add_comment(ctx.db().await?, &current, &author, &body, now).await?;
-        ctx.set_thread(saved);
-        Ok(Flow::Continue)
+    ) -> Result<Flows, JobError> {
+        super::threads_batch::add_comments(batch, items, params).await
     }
 }
 

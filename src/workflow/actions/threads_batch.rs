@@ -23,10 +23,11 @@ use super::lifecycle::{Asked, transition_facts};
 use super::threads::{comment, expected_version, thread_id, unknown_thread};
 use crate::jobs::JobError;
 use crate::store::cards::{self, CardWrite};
-use crate::store::{Tx, threads, timers};
-use crate::workflow::action::{Flow, Params, SetContext, SetItem, cut_at, lifecycle_of};
-
-type Flows = Vec<Result<Flow, JobError>>;
+use crate::store::{threads, timers};
+use crate::workflow::action::{Flow, Flows, cut_at};
+use crate::workflow::context::{Batch, JobState, current_thread, lifecycle_of};
+use crate::workflow::memo::Memo;
+use crate::workflow::params::Params;
 
 /// The cards a set-based step changes, kept in memory and written together when the step
 /// ends.
@@ -39,20 +40,11 @@ struct Cards {
 impl Cards {
     /// The item's thread as it stands: as this step changed it, else the newest card its
     /// unit of work wrote, else the item's own copy.
-    fn current(&self, tx: &Tx, item: &SetItem<'_>) -> Result<Thread, JobError> {
-        if item.carried.thread_stale {
-            return Err(JobError::permanent(
-                "the thread may have changed since it was loaded, and the engine did not read it again (a bug in the action's declaration)",
-            ));
-        }
-        let own = item.carried.thread.as_ref().ok_or_else(|| {
-            JobError::permanent(
-                "no thread is loaded at this step (a `load_thread` or `create_thread` step was skipped by its condition)",
-            )
-        })?;
+    fn current(&self, memo: &Memo, item: &JobState<'_>) -> Result<Thread, JobError> {
+        let own = current_thread(item.thread.as_ref(), item.thread_stale)?;
         Ok(match self.at.get(&own.id) {
             Some(&i) => self.writes[i].card.clone(),
-            None => tx.newer_thread(own).unwrap_or(own).clone(),
+            None => memo.newer_thread(own).unwrap_or(own).clone(),
         })
     }
 
@@ -72,13 +64,13 @@ impl Cards {
 
     /// Writes the changed cards in one statement, and keeps them as their threads' newest
     /// in the unit of work.
-    async fn write(self, tx: &mut Tx) -> Result<(), JobError> {
+    async fn write(self, batch: &mut Batch<'_>) -> Result<(), JobError> {
         if self.writes.is_empty() {
             return Ok(());
         }
-        cards::save_many(tx.get().await?, &self.writes).await?;
+        cards::save_many(batch.tx.get().await?, &self.writes).await?;
         for w in &self.writes {
-            tx.note_thread(&w.card);
+            batch.memo.note_thread(&w.card);
         }
         Ok(())
     }
@@ -86,14 +78,14 @@ impl Cards {
 
 /// `load_thread`: the batch's threads read and locked in one statement, in id order.
 pub(super) async fn load_threads(
-    set: &mut SetContext<'_>,
-    items: &mut [SetItem<'_>],
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
     params: &Params,
 ) -> Result<Flows, JobError> {
     let mut ids = Vec::with_capacity(items.len());
     let mut seen = HashSet::with_capacity(items.len());
     for (k, item) in items.iter().enumerate() {
-        let id = match thread_id(item.facts, params) {
+        let id = match thread_id(&item.facts, params) {
             Ok(id) => id,
             Err(e) => return Ok(cut_at(k, e)),
         };
@@ -109,24 +101,24 @@ pub(super) async fn load_threads(
     }
     // Nothing is locked yet, and the rows go in sorted: waiting for another batch's
     // threads cannot deadlock, and failing at once would run the batch one job at a time.
-    let bound = set.tx.lock_wait();
+    let bound = batch.tx.lock_wait();
     if bound.is_some() {
-        set.tx.bound_lock_waits(SET_LOCK_WAIT).await?;
+        batch.tx.bound_lock_waits(SET_LOCK_WAIT).await?;
     }
-    let found = cards::get_many_for_update(set.tx.get().await?, &ids).await?;
+    let found = cards::get_many_for_update(batch.tx.get().await?, &ids).await?;
     if let Some(bound) = bound {
-        set.tx.bound_lock_waits(bound).await?;
+        batch.tx.bound_lock_waits(bound).await?;
     }
     let mut flows = Vec::with_capacity(items.len());
     for (k, (item, id)) in items.iter_mut().zip(ids).enumerate() {
         let Some(stored) = found.get(&id) else {
             return Ok(cut_at(k, unknown_thread(id)));
         };
-        let thread = set.tx.newer_thread(stored).unwrap_or(stored).clone();
+        let thread = batch.memo.newer_thread(stored).unwrap_or(stored).clone();
         let version = thread.version;
-        set.tx.note_thread(&thread);
+        batch.memo.note_thread(&thread);
         item.set_thread(thread);
-        match expected_version(item.facts, params, id, version) {
+        match expected_version(&item.facts, params, id, version) {
             Ok(flow) => flows.push(Ok(flow)),
             Err(e) => return Ok(cut_at(k, e)),
         }
@@ -139,11 +131,11 @@ pub(super) async fn load_threads(
 /// cards saved and the next timers armed, one statement each. The audit events go with
 /// the commit.
 pub(super) async fn transitions(
-    set: &mut SetContext<'_>,
-    items: &mut [SetItem<'_>],
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
     params: &Params,
 ) -> Result<Flows, JobError> {
-    let now = set.now;
+    let now = batch.now;
     let mut cards = Cards::default();
     let mut cancelled: Vec<Uuid> = Vec::new();
     // The timer each thread's last change armed: every change cancels what came before.
@@ -151,9 +143,9 @@ pub(super) async fn transitions(
     let mut events = Vec::new();
     let mut flows = Vec::with_capacity(items.len());
     for (k, item) in items.iter_mut().enumerate() {
-        let asked = Asked::of(item.facts, params);
-        let decided = cards.current(set.tx, item).and_then(|before| {
-            let lifecycle = lifecycle_of(set.lifecycles, &before)?;
+        let asked = Asked::of(&item.facts, params);
+        let decided = cards.current(&batch.memo, item).and_then(|before| {
+            let lifecycle = lifecycle_of(&batch.lifecycles, &before)?;
             let change = asked.change(&lifecycle, before.status, now)?;
             Ok((before, change))
         });
@@ -162,7 +154,7 @@ pub(super) async fn transitions(
             Err(e) => return Ok(cut_at(k, e)),
         };
         let Some(change) = change else {
-            transition_facts(item.facts, before.status, before.status, None);
+            transition_facts(&mut item.facts, before.status, before.status, None);
             flows.push(Ok(Flow::Continue));
             continue;
         };
@@ -193,7 +185,7 @@ pub(super) async fn transitions(
             ));
         }
         transition_facts(
-            item.facts,
+            &mut item.facts,
             before.status,
             after.status,
             change.arm.map(|a| a.due_at),
@@ -202,40 +194,40 @@ pub(super) async fn transitions(
         flows.push(Ok(Flow::Continue));
     }
     if !cancelled.is_empty() {
-        timers::cancel_for_threads(set.tx.get().await?, &cancelled).await?;
+        timers::cancel_for_threads(batch.tx.get().await?, &cancelled).await?;
     }
-    cards.write(set.tx).await?;
+    cards.write(batch).await?;
     if !armed.is_empty() {
         let rows = armed.into_iter().map(|(_, row)| row).collect();
-        timers::schedule_many(set.tx.get().await?, rows).await?;
+        timers::schedule_many(batch.tx.get().await?, rows).await?;
     }
-    set.tx.defer_events(&mut events);
+    batch.tx.defer_events(&mut events);
     Ok(flows)
 }
 
 /// `add_comment`: the batch's comments in one statement, their threads' cards in another.
 pub(super) async fn add_comments(
-    set: &mut SetContext<'_>,
-    items: &mut [SetItem<'_>],
+    batch: &mut Batch<'_>,
+    items: &mut [&mut JobState<'_>],
     params: &Params,
 ) -> Result<Flows, JobError> {
     let mut cards = Cards::default();
     let mut rows = Vec::with_capacity(items.len());
     let mut flows = Vec::with_capacity(items.len());
     for (k, item) in items.iter_mut().enumerate() {
-        let taken = comment(item.facts, params)
-            .and_then(|(body, author)| Ok((body, author, cards.current(set.tx, item)?)));
+        let taken = comment(&item.facts, params)
+            .and_then(|(body, author)| Ok((body, author, cards.current(&batch.memo, item)?)));
         let (body, author, before) = match taken {
             Ok(taken) => taken,
             Err(e) => return Ok(cut_at(k, e)),
         };
-        rows.push(threads::comment_row(before.id, &author, &body, set.now));
-        let after = threads::bump(&before, threads::with_comment(&before), set.now);
+        rows.push(threads::comment_row(before.id, &author, &body, batch.now));
+        let after = threads::bump(&before, threads::with_comment(&before), batch.now);
         cards.change(&before, after.clone());
         item.set_thread(after);
         flows.push(Ok(Flow::Continue));
     }
-    threads::insert_comments(set.tx.get().await?, rows).await?;
-    cards.write(set.tx).await?;
+    threads::insert_comments(batch.tx.get().await?, rows).await?;
+    cards.write(batch).await?;
     Ok(flows)
 }
