@@ -4,14 +4,11 @@ mod customers;
 mod events;
 mod flow;
 mod inbound;
-mod inbound_batch;
 mod lifecycle;
 mod notify;
 mod outbound;
-mod outbound_batch;
-mod threading;
+mod set;
 mod threads;
-mod threads_batch;
 
 use std::sync::Arc;
 
@@ -37,9 +34,9 @@ pub fn all() -> Vec<Arc<dyn Action>> {
         Arc::new(inbound::CheckLoop),
         Arc::new(inbound::MatchBounce),
         Arc::new(inbound::DiscardMail),
-        Arc::new(threading::UpsertSender),
-        Arc::new(threading::MatchThread),
-        Arc::new(threading::StoreMessage),
+        Arc::new(inbound::UpsertSender),
+        Arc::new(inbound::MatchThread),
+        Arc::new(inbound::StoreMessage),
         Arc::new(notify::QueueMessage),
         Arc::new(events::EmitEvent),
         Arc::new(flow::Stop),

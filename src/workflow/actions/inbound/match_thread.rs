@@ -1,6 +1,4 @@
-//! Inbound mail, from knowing what it is to having it on a thread: `upsert_sender` (the
-//! sending contact and, for a new sender, a customer), `match_thread` (which thread it
-//! answers, or a new one) and `store_message`.
+//! `match_thread`: which thread a mail answers, or a new one.
 //!
 //! Threading rules, in order: In-Reply-To / References against every stored Message-ID (ours
 //! and theirs) match from any sender, since only a real participant knows them; a reply token
@@ -9,186 +7,24 @@
 //! A sender who is not (a colleague in Cc answering) is stored on the thread and flagged,
 //! never added to its customers. Why a thread matched is recorded in its feed.
 
-use gochat_entities::messages::{Channel, Classification, MessageDirection};
-use gochat_entities::threads::{self as thread_entity, ThreadStatus};
+use gochat_entities::threads as thread_entity;
+use gochat_entities::threads::ThreadStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::inbound::{count, mail, parsed};
-use super::inbound_batch::SET_LOCK_WAIT;
-use super::threads::THREAD_FACTS;
 use crate::jobs::JobError;
 use crate::lifecycle::{ClosedReply, ThreadTraits};
-use crate::mail::auth;
-use crate::mail::classify::MailClass;
-use crate::mail::inbound::{self, InboundMail, Sender};
-use crate::services::Services;
-use crate::store::customers::{self, ContactInput};
+use crate::mail::inbound::{self, Sender};
 use crate::store::read_ahead::MatchReadAhead;
 use crate::store::{inbound as store, threads};
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form};
+use crate::workflow::action::{Action, Flow, Form};
+use crate::workflow::actions::inbound::{count, is_normal, mail, parsed, sender_actor};
+use crate::workflow::actions::set::SET_LOCK_WAIT;
+use crate::workflow::actions::threads::THREAD_FACTS;
 use crate::workflow::context::{Batch, JobState, StepContext};
 use crate::workflow::memo::UnstoredMail;
 use crate::workflow::params::Params;
 use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
-
-/// The sender as the actor of the changes its mail makes.
-fn sender_actor(s: &Sender) -> Value {
-    json!({"kind": "contact", "id": s.contact_id, "name": s.name.clone().unwrap_or_else(|| s.address.clone())})
-}
-
-fn is_normal(ctx: &StepContext<'_>) -> bool {
-    ctx.inbound.as_deref().is_some_and(is_normal_mail)
-}
-
-/// A customer's own mail: not automatic, not part of a loop.
-pub(super) fn is_normal_mail(m: &InboundMail) -> bool {
-    matches!(m.class, Some(MailClass::Normal)) && !m.looping
-}
-
-/// `upsert_sender`.
-pub struct UpsertSender;
-
-static UPSERT_SENDER: ActionSpec = ActionSpec {
-    name: "upsert_sender",
-    summary: "Finds or creates the sending contact (From, else the envelope sender; address \
-              normalised; display name and `Content-Language` fill what the contact lacks). \
-              A sender of normal mail who belongs to no customer gets one: the customer \
-              `mail.domain_customers` names for their domain, else a new customer of their \
-              own (`email:<address>`). Auto-replies and loops never create customers. A mail \
-              with no usable sender address is refused to the dead letters.",
-    params: &[],
-    reads: &["inbound.class"],
-    writes: &[
-        FactSpec {
-            name: "inbound.contact_id",
-            ty: FactType::Uuid,
-            doc: "The sending contact.",
-        },
-        FactSpec {
-            name: "inbound.contact_created",
-            ty: FactType::Bool,
-            doc: "The contact is new.",
-        },
-        FactSpec {
-            name: "inbound.customer_created",
-            ty: FactType::Bool,
-            doc: "A customer was created for the sender.",
-        },
-        FactSpec {
-            name: "inbound.auth",
-            ty: FactType::Enum(&["pass", "fail", "unknown"]),
-            doc: "What the `Authentication-Results` of our MTA (`mail.authserv_id`) say of the \
-                  sender: `fail` (DMARC, or SPF/DKIM without a pass) makes them a stranger to \
-                  every thread and their new threads flagged `unauthenticated_sender`; \
-                  `unknown` without such a header or setting.",
-        },
-        FactSpec {
-            name: "inbound.actor",
-            ty: FactType::Object,
-            doc: "The sender as the actor of what their mail changes (`{kind: contact, id, name}`).",
-        },
-    ],
-};
-
-#[async_trait::async_trait]
-impl Action for UpsertSender {
-    fn spec(&self) -> &'static ActionSpec {
-        &UPSERT_SENDER
-    }
-
-    fn form(&self) -> Form {
-        Form::Set
-    }
-
-    /// The batch's contacts, their customers, the missing customers and their links in
-    /// four statements. A sender met twice in the batch is written once; each of its mails
-    /// gets what it would get running after the other.
-    async fn run(
-        &self,
-        batch: &mut Batch<'_>,
-        items: &mut [&mut JobState<'_>],
-        _params: &Params,
-    ) -> Result<Flows, JobError> {
-        super::inbound_batch::upsert_sender(batch, items).await
-    }
-}
-
-/// The mail's sender as a contact: the From address, else the envelope sender, the first
-/// that is a usable address. `Ok(Err(why))` refuses the mail.
-pub(super) fn sender_input(m: &InboundMail) -> Result<Result<ContactInput, String>, JobError> {
-    let p = m.parsed.as_ref().ok_or_else(|| {
-        JobError::permanent("the mail is not parsed at this step (`parse_mail` did not run)")
-    })?;
-    let candidates = p
-        .from
-        .iter()
-        .map(|f| (f.address.clone(), f.name.clone()))
-        .chain(m.envelope_from.iter().map(|e| (e.clone(), None)));
-    for (address, name) in candidates {
-        if let Ok(normal) =
-            customers::normalise_address(gochat_entities::contacts::ContactKind::Email, &address)
-        {
-            return Ok(Ok(ContactInput {
-                kind: gochat_entities::contacts::ContactKind::Email,
-                address: normal,
-                name: name.filter(|n| !n.trim().is_empty()),
-                language: p.content_language.clone(),
-                time_zone: None,
-            }));
-        }
-    }
-    Ok(Err(format!(
-        "the mail has no usable sender address (From: {:?}, envelope: {:?})",
-        p.from.as_ref().map(|f| &f.address),
-        m.envelope_from
-    )))
-}
-
-/// The customer (external id, name) a sender of normal mail who belongs to none gets: the
-/// one `mail.domain_customers` names for their domain, else their own.
-pub(super) fn new_customer(services: &Services, c: &ContactInput) -> (String, String) {
-    let domain = c.address.rsplit_once('@').map_or("", |(_, d)| d);
-    match services.config.mail.domain_customers.get(domain) {
-        Some(external) => (external.clone(), domain.to_owned()),
-        None => (
-            format!("email:{}", c.address),
-            c.name.clone().unwrap_or_else(|| c.address.clone()),
-        ),
-    }
-}
-
-/// Sets the sender's facts and hands it to the steps after.
-pub(super) fn record_sender(
-    services: &Services,
-    facts: &mut Facts,
-    mail: Option<&mut InboundMail>,
-    sender: Sender,
-    contact_created: bool,
-    customer_created: bool,
-) {
-    // Whether the From is the sender's to use, by our MTA's Authentication-Results.
-    let verdict = mail
-        .as_ref()
-        .and_then(|m| m.parsed.as_ref())
-        .map_or(auth::Verdict::Unknown, |p| {
-            auth::verdict(p, services.config.mail.authserv_id.as_deref())
-        });
-    facts.set("inbound.auth", json!(verdict.name()));
-    let spoofed = matches!(verdict, auth::Verdict::Fail(_));
-    if let auth::Verdict::Fail(why) = &verdict {
-        tracing::info!(sender = %sender.address, results = %why, "the sender failed authentication: handled as a stranger");
-    }
-    facts.set("inbound.contact_id", json!(sender.contact_id));
-    facts.set("inbound.contact_created", json!(contact_created));
-    facts.set("inbound.customer_created", json!(customer_created));
-    facts.set("inbound.actor", sender_actor(&sender));
-    if let Some(m) = mail {
-        m.sender = Some(sender);
-        m.spoofed = spoofed;
-    }
-}
 
 /// `match_thread`.
 pub struct MatchThread;
@@ -638,7 +474,7 @@ async fn matched(
 
 /// Opens a thread for the sender's customers.
 #[allow(clippy::too_many_arguments)] // a new thread's parts
-async fn new_thread(
+pub(in crate::workflow::actions) async fn new_thread(
     ctx: &mut StepContext<'_>,
     sender: &Sender,
     actor: &Value,
@@ -704,129 +540,4 @@ async fn new_thread(
     ctx.facts.set("thread.created", json!(true));
     ctx.facts.set("inbound.matched_by", json!("new_thread"));
     Ok(Flow::Continue)
-}
-
-/// `store_message`.
-pub struct StoreMessage;
-
-static STORE_MESSAGE: ActionSpec = ActionSpec {
-    name: "store_message",
-    summary: "Stores the mail on the loaded thread (bodies, threading headers, attachments as \
-              content-addressed blobs, its classification: new, reply, auto_reply, bounce or \
-              loop) and updates the inbox card (last message time, snippet, attachments, item \
-              count, latest contact; a stranger's mail changes neither snippet nor contact).",
-    params: &[],
-    reads: &["thread.id"],
-    writes: &[
-        FactSpec {
-            name: "message.id",
-            ty: FactType::Uuid,
-            doc: "The stored message.",
-        },
-        FactSpec {
-            name: "message.classification",
-            ty: FactType::Enum(&["new", "reply", "auto_reply", "bounce", "loop"]),
-            doc: "How the mail is shown in the feed.",
-        },
-    ],
-};
-
-#[async_trait::async_trait]
-impl Action for StoreMessage {
-    fn spec(&self) -> &'static ActionSpec {
-        &STORE_MESSAGE
-    }
-
-    fn form(&self) -> Form {
-        Form::Set
-    }
-
-    fn takes_opened_threads(&self) -> bool {
-        true
-    }
-
-    /// The batch's mails, the threads they open, their attachments and the stored threads'
-    /// cards in a few statements.
-    async fn run(
-        &self,
-        batch: &mut Batch<'_>,
-        items: &mut [&mut JobState<'_>],
-        _params: &Params,
-    ) -> Result<Flows, JobError> {
-        super::inbound_batch::store_messages(batch, items).await
-    }
-}
-
-/// The `message.*` facts of a stored mail.
-pub(super) fn set_message_facts(
-    facts: &mut Facts,
-    row: &gochat_entities::messages::Model,
-    classification: Classification,
-) {
-    facts.set("message.id", json!(row.id));
-    facts.set(
-        "message.classification",
-        serde_json::to_value(classification).unwrap_or(Value::Null),
-    );
-}
-
-/// The message to store for inbound mail `m` of `job` (`created`: it opened its thread),
-/// its classification and the label it is counted under.
-pub(super) fn inbound_message(
-    job: &crate::jobs::Job,
-    m: &InboundMail,
-    created: bool,
-) -> Result<(threads::NewMessage, Classification, &'static str), JobError> {
-    let p = m
-        .parsed
-        .clone()
-        .ok_or_else(|| JobError::permanent("the mail is not parsed at this step"))?;
-    let (classification, label) = match (&m.class, m.looping) {
-        (Some(MailClass::Bounce(_)), _) => (Classification::Bounce, "bounce"),
-        (Some(MailClass::AutoReply { .. }), _) => (Classification::AutoReply, "auto_reply"),
-        (_, true) => (Classification::Loop, "loop"),
-        _ if created => (Classification::New, "new_thread"),
-        _ => (Classification::Reply, "reply"),
-    };
-    let from = p
-        .from
-        .as_ref()
-        .map(|f| f.address.to_ascii_lowercase())
-        .or_else(|| m.envelope_from.clone())
-        .unwrap_or_else(|| "(unknown sender)".into());
-    let mut msg = threads::NewMessage::new(
-        MessageDirection::Inbound,
-        Channel::Email,
-        from,
-        p.subject.clone(),
-    );
-    msg.from_name = p.from.as_ref().and_then(|f| f.name.clone());
-    // A bounce comes from a mail server, not from the customer.
-    if classification != Classification::Bounce {
-        msg.contact_id = m.sender.as_ref().map(|s| s.contact_id);
-    }
-    msg.message_id_header = p.message_id.clone();
-    msg.in_reply_to = p.in_reply_to.first().cloned();
-    msg.references = p.references.clone();
-    msg.to = p.to.iter().map(|a| a.address.clone()).collect();
-    msg.cc = p.cc.iter().map(|a| a.address.clone()).collect();
-    msg.text_body = p.text.clone();
-    msg.html_body = p.html.clone();
-    msg.classification = Some(classification);
-    msg.raw_mail_id = Some(m.raw_id);
-    msg.job_message_id = Some(job.message_id.clone());
-    msg.dedupe_key = m.dedupe_key.clone();
-    msg.on_card = !m.stranger;
-    msg.attachments = p
-        .attachments
-        .into_iter()
-        .map(|a| threads::NewAttachment {
-            name: a.name,
-            content_type: a.content_type,
-            data: a.data,
-            inline: a.inline,
-            content_id: a.content_id,
-        })
-        .collect();
-    Ok((msg, classification, label))
 }
