@@ -12,7 +12,6 @@ pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod events;
-pub mod hex;
 pub mod http;
 pub mod jobs;
 pub mod lifecycle;

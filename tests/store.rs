@@ -781,6 +781,27 @@ async fn pg_generic_plan(stmt: sea_orm::Statement) -> Vec<String> {
     generic_plan_in(store.conn(), "SET LOCAL enable_seqscan = off", "", stmt).await
 }
 
+/// A bound value as SQL text for `EXECUTE`'s arguments: a string literal, or an array
+/// parameter as its array literal (in quotes, so it takes the parameter's type).
+fn spell(v: sea_orm::Value) -> String {
+    match v {
+        sea_orm::Value::String(Some(s)) => format!("'{}'", s.replace('\'', "''")),
+        sea_orm::Value::Array(_, Some(items)) => {
+            let elements: Vec<String> = items
+                .into_iter()
+                .map(|e| match e {
+                    sea_orm::Value::String(Some(s)) => s,
+                    sea_orm::Value::Uuid(Some(id)) => id.to_string(),
+                    other => panic!("an element this test does not spell: {other:?}"),
+                })
+                .map(|e| format!("\"{}\"", e.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            spell(sea_orm::Value::from(format!("{{{}}}", elements.join(","))))
+        }
+        other => panic!("a value this test does not spell: {other:?}"),
+    }
+}
+
 /// `EXPLAIN {options}` of `stmt`'s generic plan, in a transaction on `conn` that first runs
 /// `settings` and is rolled back (so `ANALYZE` may run a write).
 async fn generic_plan_in(
@@ -805,10 +826,7 @@ async fn generic_plan_in(
         .map(|v| v.0)
         .unwrap_or_default()
         .into_iter()
-        .map(|v| match v {
-            sea_orm::Value::String(Some(s)) => format!("'{}'", s.replace('\'', "''")),
-            other => panic!("a value this test does not spell: {other:?}"),
-        })
+        .map(spell)
         .collect();
     tx.query_all_raw(Statement::from_string(
         b,
@@ -1486,8 +1504,8 @@ both_backends!(
         m.html_body = Some(String::new());
         m.references = vec![awkward.into(), "<a@b>".into()];
         m.author = Some(json!({"nested": {"list": [1, 2.5, null, true, awkward]}, "": ""}));
-        // Lookups send their keys as one array literal on PostgreSQL: quotes, backslashes,
-        // commas, braces and the word NULL must stay part of the key.
+        // Lookups send their keys as one array parameter on PostgreSQL: quotes,
+        // backslashes, commas, braces and the word NULL must stay part of the key.
         let awkward_id = r#"a"b\c,d}{e NULL@x"#;
         m.message_id_header = Some(awkward_id.into());
         m.dedupe_key = Some(awkward.into());

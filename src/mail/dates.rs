@@ -3,10 +3,11 @@
 //! language of the template variant being rendered (`template.language`): a mail in German
 //! says "Montag, 23. November 2026, 11:00 CET", not "2026-11-23T10:00:00Z".
 //!
-//! Month and day names are kept here for the languages templates ship in (English, German);
-//! other languages get the English form until their names are added.
+//! Day and month names come from chrono's locales; each language a template may be
+//! written in also needs its own way of putting a date together (`LANGUAGES`). Other
+//! languages get the English form until their pattern is added.
 
-use chrono::{DateTime, Datelike, Timelike, Weekday};
+use chrono::{DateTime, Locale};
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderErrorReason,
 };
@@ -45,82 +46,23 @@ pub fn format_date(rfc3339: &str, tz: Option<&str>, lang: &str) -> Result<String
     let at = DateTime::parse_from_rfc3339(rfc3339)
         .map_err(|e| format!("date: {rfc3339:?} is not an RFC 3339 time ({e})"))?;
     let zone: chrono_tz::Tz = tz.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC);
-    let local = at.with_timezone(&zone);
-    let (hh, mm, abbr) = (local.hour(), local.minute(), local.format("%Z"));
-    let (day, year) = (local.day(), local.year());
-    let month = local.month0() as usize;
-    Ok(match lang.split(['-', '_']).next().unwrap_or("en") {
-        "de" => format!(
-            "{}, {day}. {} {year}, {hh:02}:{mm:02} {abbr}",
-            weekday_de(local.weekday()),
-            MONTHS_DE[month]
-        ),
-        _ => format!(
-            "{}, {day} {} {year}, {hh:02}:{mm:02} {abbr}",
-            local.weekday_name_en(),
-            MONTHS_EN[month]
-        ),
-    })
+    let language = lang.split(['-', '_']).next().unwrap_or("en");
+    let (_, locale, pattern) = LANGUAGES
+        .iter()
+        .find(|(l, _, _)| *l == language)
+        .unwrap_or(&LANGUAGES[0]);
+    Ok(at
+        .with_timezone(&zone)
+        .format_localized(pattern, *locale)
+        .to_string())
 }
 
-const MONTHS_EN: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
+/// The languages dates are written in: the first part of the language tag, the locale
+/// whose day and month names are used, and the pattern. The first is the fallback.
+const LANGUAGES: &[(&str, Locale, &str)] = &[
+    ("en", Locale::en_US, "%A, %-d %B %Y, %H:%M %Z"),
+    ("de", Locale::de_DE, "%A, %-d. %B %Y, %H:%M %Z"),
 ];
-const MONTHS_DE: [&str; 12] = [
-    "Januar",
-    "Februar",
-    "März",
-    "April",
-    "Mai",
-    "Juni",
-    "Juli",
-    "August",
-    "September",
-    "Oktober",
-    "November",
-    "Dezember",
-];
-
-fn weekday_de(d: Weekday) -> &'static str {
-    match d {
-        Weekday::Mon => "Montag",
-        Weekday::Tue => "Dienstag",
-        Weekday::Wed => "Mittwoch",
-        Weekday::Thu => "Donnerstag",
-        Weekday::Fri => "Freitag",
-        Weekday::Sat => "Samstag",
-        Weekday::Sun => "Sonntag",
-    }
-}
-
-trait EnglishWeekday {
-    fn weekday_name_en(&self) -> &'static str;
-}
-
-impl<T: Datelike> EnglishWeekday for T {
-    fn weekday_name_en(&self) -> &'static str {
-        match self.weekday() {
-            Weekday::Mon => "Monday",
-            Weekday::Tue => "Tuesday",
-            Weekday::Wed => "Wednesday",
-            Weekday::Thu => "Thursday",
-            Weekday::Fri => "Friday",
-            Weekday::Sat => "Saturday",
-            Weekday::Sun => "Sunday",
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,7 @@ pub fn job_id(raw: &[u8], recipients: &[String]) -> String {
         h.update(b"\0");
     }
     h.update(raw);
-    let hex = crate::hex::lower(&h.finalize()[..16]);
+    let hex = hex::encode(&h.finalize()[..16]);
     format!("mailgate-{hex}")
 }
 

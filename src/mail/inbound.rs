@@ -180,7 +180,7 @@ pub fn dedupe_key(message_id: Option<&str>, sender: &str, raw: &[u8]) -> String 
             h.update(raw);
         }
     }
-    crate::hex::lower(&h.finalize())
+    hex::encode(h.finalize())
 }
 
 /// The `messages.classification` / metric label of a mail class.

@@ -74,7 +74,7 @@ pub async fn create(
     let id = Uuid::now_v7();
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    let secret = crate::hex::lower(&secret);
+    let secret = hex::encode(secret);
     api_keys::Entity::insert(api_keys::ActiveModel {
         id: Set(id),
         name: Set(name.to_owned()),
@@ -165,7 +165,7 @@ fn split(token: &str) -> Option<(Uuid, &str)> {
 }
 
 fn hash(secret: &str) -> String {
-    crate::hex::lower(&Sha256::digest(secret.as_bytes()))
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Equal inputs, compared without an early exit: the time taken does not tell an attacker

@@ -15,7 +15,9 @@ use std::io::Write as _;
 
 use sea_orm::QueryTrait;
 use sea_orm::sea_query::extension::postgres::PgFunc;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, InsertStatement, Query, SimpleExpr, Value};
+use sea_orm::sea_query::{
+    Alias, ArrayType, Expr, ExprTrait, Func, InsertStatement, Query, SimpleExpr, Value,
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DbBackend, EntityName, EntityTrait, IdenStatic, Iterable,
 };
@@ -173,7 +175,9 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> std::io::Result<bool> {
         // PostgreSQL's `bytea` text form: `\x` and two hex digits a byte.
         Value::Bytes(Some(bytes)) => {
             out.extend_from_slice(b"\"\\\\x");
-            out.extend(crate::hex::digits(bytes));
+            let start = out.len();
+            out.resize(start + bytes.len() * 2, 0);
+            hex::encode_to_slice(bytes, &mut out[start..]).map_err(std::io::Error::other)?;
             out.push(b'"');
         }
         Value::Uuid(Some(id)) => write!(out, "\"{id}\"")?,
@@ -190,7 +194,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> std::io::Result<bool> {
 }
 
 /// `column IN (values)`; on PostgreSQL `column = ANY(CAST($n AS type[]))`, the values
-/// bound as one array literal, so the SQL is the same for any number of values.
+/// bound as one array parameter, so the SQL is the same for any number of values.
 pub fn any_of<C, V>(
     backend: DbBackend,
     column: C,
@@ -205,37 +209,30 @@ where
         return column.is_in(values.into_iter().map(ArrayElement::into_value));
     }
     column.eq(PgFunc::any(
-        Expr::val(array_literal(values)).cast_as(format!("{}[]", V::PG_TYPE)),
+        Expr::val(array(values)).cast_as(format!("{}[]", V::PG_TYPE)),
     ))
 }
 
-/// The PostgreSQL array literal (`{a,b}`) holding `values`, to be cast to `V::PG_TYPE[]`.
-pub(crate) fn array_literal<V: ArrayElement>(values: impl IntoIterator<Item = V>) -> String {
-    let mut literal = String::from("{");
-    for (i, v) in values.into_iter().enumerate() {
-        if i > 0 {
-            literal.push(',');
-        }
-        v.write_element(&mut literal);
-    }
-    literal.push('}');
-    literal
+/// `values` as one PostgreSQL array parameter (`V::PG_TYPE[]`); the driver sends the
+/// elements as they are, so no text can end an element or the array.
+pub(crate) fn array<V: ArrayElement>(values: impl IntoIterator<Item = V>) -> Value {
+    let elements: Vec<Value> = values.into_iter().map(ArrayElement::into_value).collect();
+    Value::Array(V::array_type(), Some(Box::new(elements)))
 }
 
-/// A value [`any_of`] can send inside a PostgreSQL array literal.
+/// A value [`any_of`] can send as an element of a PostgreSQL array.
 pub trait ArrayElement {
-    /// The element type the literal is cast to.
+    /// The element type the array is cast to.
     const PG_TYPE: &'static str;
-    /// Appends the element, quoted where the array syntax needs it.
-    fn write_element(&self, literal: &mut String);
+    /// The element type of the bound array.
+    fn array_type() -> ArrayType;
     fn into_value(self) -> Value;
 }
 
 impl ArrayElement for uuid::Uuid {
     const PG_TYPE: &'static str = "uuid";
-    fn write_element(&self, literal: &mut String) {
-        let mut buf = uuid::Uuid::encode_buffer();
-        literal.push_str(self.hyphenated().encode_lower(&mut buf));
+    fn array_type() -> ArrayType {
+        ArrayType::Uuid
     }
     fn into_value(self) -> Value {
         self.into()
@@ -244,16 +241,8 @@ impl ArrayElement for uuid::Uuid {
 
 impl ArrayElement for &str {
     const PG_TYPE: &'static str = "text";
-    /// Always quoted, `\` and `"` escaped: no text can end the element or the array.
-    fn write_element(&self, literal: &mut String) {
-        literal.push('"');
-        for ch in self.chars() {
-            if matches!(ch, '"' | '\\') {
-                literal.push('\\');
-            }
-            literal.push(ch);
-        }
-        literal.push('"');
+    fn array_type() -> ArrayType {
+        ArrayType::String
     }
     fn into_value(self) -> Value {
         self.into()
@@ -355,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn postgres_lookups_send_their_keys_as_one_quoted_array() {
+    fn postgres_lookups_send_their_keys_as_one_array() {
         use sea_orm::{QueryFilter, QueryTrait};
         let query = |backend, keys: &[&str]| {
             let statement = outbox::Entity::find()
@@ -377,13 +366,17 @@ mod tests {
             one.ends_with(r#""outbox"."message_id" = ANY(CAST($1 AS text[]))"#),
             "{one}"
         );
+        let texts = |items: &[&str]| {
+            let items = items.iter().map(|s| Value::from(*s)).collect();
+            Value::Array(ArrayType::String, Some(Box::new(items)))
+        };
         assert_eq!(
             values,
-            [Value::from(r#"{"a","b\"c\\d","NULL"}"#)],
-            "every element quoted, quote and backslash escaped"
+            [texts(&["a", r#"b"c\d"#, "NULL"])],
+            "one array parameter, every element as given"
         );
         let (none, values) = query(DbBackend::Postgres, &[]);
-        assert_eq!((none, values), (one, vec![Value::from("{}")]));
+        assert_eq!((none, values), (one, vec![texts(&[])]));
 
         let (lite, values) = query(DbBackend::Sqlite, &["a", "b"]);
         assert!(lite.contains(r#""message_id" IN (?, ?)"#), "{lite}");
@@ -400,7 +393,10 @@ mod tests {
         );
         assert_eq!(
             statement.values.map(|v| v.0).unwrap_or_default(),
-            [Value::from(format!("{{{id},{id}}}"))]
+            [Value::Array(
+                ArrayType::Uuid,
+                Some(Box::new(vec![id.into(), id.into()]))
+            )]
         );
     }
 }

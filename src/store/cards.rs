@@ -125,14 +125,11 @@ fn json_update(chunk: &[CardWrite]) -> Result<Option<Statement>, StoreError> {
             }
         }
     }
-    let ids = super::bulk::array_literal(chunk.iter().map(|w| w.card.id));
+    let ids = super::bulk::array(chunk.iter().map(|w| w.card.id));
     Ok(Some(Statement::from_sql_and_values(
         DbBackend::Postgres,
         json_update_sql(),
-        [
-            sea_orm::Value::from(rows.finish()?),
-            sea_orm::Value::from(ids),
-        ],
+        [sea_orm::Value::from(rows.finish()?), ids],
     )))
 }
 

@@ -181,7 +181,7 @@ pub enum ParseError {
 
 /// SHA-256 of `raw`, lower-case hex.
 pub fn sha256_hex(raw: &[u8]) -> String {
-    crate::hex::lower(&Sha256::digest(raw))
+    hex::encode(Sha256::digest(raw))
 }
 
 /// Parses a raw message. Errors only when there is nothing that can be called a message:

@@ -53,7 +53,7 @@ async fn store_attachment_rows(
 ) -> Result<(), StoreError> {
     let shas: Vec<String> = list
         .iter()
-        .map(|(_, a)| crate::hex::lower(&Sha256::digest(&a.data)))
+        .map(|(_, a)| hex::encode(Sha256::digest(&a.data)))
         .collect();
     let stored: HashSet<String> = blobs::Entity::find()
         .select_only()
@@ -105,4 +105,18 @@ async fn store_attachment_rows(
             created_at: Set(now),
         });
     crate::store::insert_in_chunks(db, rows.collect(), ATTACHMENT_CHUNK).await
+}
+
+#[cfg(test)]
+mod tests {
+    /// Blob keys (like dedupe keys, job ids and reply tokens) are lower-case hex, two digits
+    /// a byte, as the keys already stored are (moved here with `src/hex.rs`).
+    #[test]
+    fn every_byte_is_two_lower_case_digits() {
+        assert_eq!(hex::encode([0u8; 0]), "");
+        assert_eq!(hex::encode([0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex::encode(&all), want);
+    }
 }

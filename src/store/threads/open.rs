@@ -52,7 +52,7 @@ impl NewThread {
 fn reply_token() -> String {
     let mut bytes = [0u8; 10];
     rand::fill(&mut bytes);
-    crate::hex::lower(&bytes)
+    hex::encode(bytes)
 }
 
 /// Creates a thread with its customers and a `created` event.
