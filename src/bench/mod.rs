@@ -45,7 +45,7 @@ pub async fn start_worker(config: &crate::config::Config) -> anyhow::Result<crat
     let worker = crate::worker::Worker::start(
         config.clone(),
         std::sync::Arc::new(crate::clock::SystemClock),
-        crate::metrics::Metrics::new()?,
+        crate::metrics::Metrics::new(&crate::workflow::Registry::builtin().names())?,
     )
     .await?;
     worker

@@ -43,7 +43,7 @@ pub fn timer_row(
         lifecycle: Set(thread.lifecycle.clone()),
         step: Set(step),
         due_at: Set(due_at),
-        expected_status: Set(crate::lifecycle::status_name(thread.status).to_owned()),
+        expected_status: Set(thread.status.as_str().to_owned()),
         expected_version: Set(thread.version),
         state: Set(TimerState::Pending),
         claimed_by: Set(None),
