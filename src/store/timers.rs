@@ -192,8 +192,8 @@ pub fn claim_sql(backend: DbBackend) -> String {
         "?"
     };
     // The outer re-check of `state` must not steer SQLite's planner onto the
-    // `(state, due_at)` index (a scan of every pending timer, future ones included, measured
-    // at 0.5 s with a million stored): a unary `+` keeps it a primary-key lookup there.
+    // `(state, due_at)` index (a scan of every pending timer, future ones included): a
+    // unary `+` keeps it a primary-key lookup there.
     let recheck = if backend == DbBackend::Postgres {
         "state"
     } else {
