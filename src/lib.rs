@@ -3,7 +3,7 @@
 //!
 //! Layout: `config` (what ops set), `store` (the only module that speaks SQL), `queue`
 //! (RabbitMQ), `http` (health, readiness, metrics), `cli` (the `gochat` commands), plus the
-//! small shared pieces (`clock`, `shutdown`, `metrics`, `telemetry`).
+//! small shared pieces (`clock`, `shutdown`, `metrics`, `telemetry`, `diagnostics`).
 
 pub mod api;
 pub mod bench;
@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod diagnostics;
 pub mod events;
 pub mod http;
 pub mod jobs;

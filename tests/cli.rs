@@ -404,7 +404,8 @@ async fn readiness_answers_503_quickly_when_the_database_gives_no_connection() {
     let state = gochat::http::HttpState {
         store: store.clone(),
         broker: gochat::queue::BrokerStatus::disconnected(),
-        metrics: gochat::metrics::Metrics::new().expect("metrics"),
+        metrics: gochat::metrics::Metrics::new(&gochat::workflow::Registry::builtin().names())
+            .expect("metrics"),
     };
     let (_shutdown_tx, shutdown) = gochat::shutdown::channel();
     let (addr, _task) = gochat::http::serve("127.0.0.1:0".parse().expect("addr"), state, shutdown)

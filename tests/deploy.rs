@@ -36,7 +36,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 }
 
 fn exposed() -> BTreeSet<String> {
-    gochat::metrics::Metrics::new()
+    gochat::metrics::Metrics::new(&gochat::workflow::Registry::builtin().names())
         .expect("metrics")
         .family_names()
         .into_iter()
@@ -111,7 +111,8 @@ fn every_dashboard_panel_queries_exposed_metrics() {
 
 #[test]
 fn the_exposition_passes_promtool_check_metrics() {
-    let m = gochat::metrics::Metrics::new().expect("metrics");
+    let m = gochat::metrics::Metrics::new(&gochat::workflow::Registry::builtin().names())
+        .expect("metrics");
     m.jobs.with_label_values(&["thread-update", "acked"]).inc();
     m.job_duration
         .with_label_values(&["thread-update"])

@@ -443,7 +443,7 @@ async fn a_panicking_job_is_dead_lettered_with_the_panic_and_the_consumer_goes_o
             in_turn: false,
         },
         handler.clone(),
-        Metrics::new().expect("metrics"),
+        Metrics::new(&gochat::workflow::Registry::builtin().names()).expect("metrics"),
         stop.subscribe(),
     ));
     broker
@@ -532,7 +532,7 @@ async fn jobs_finishing_behind_a_slow_one_are_acked_without_waiting_for_it() {
             in_turn: false,
         },
         handler.clone(),
-        Metrics::new().expect("metrics"),
+        Metrics::new(&gochat::workflow::Registry::builtin().names()).expect("metrics"),
         stop.subscribe(),
     ));
     let queue = broker.names.queue("customer-upsert");

@@ -841,9 +841,9 @@ async fn generic_plan_in(
 
 /// A batch's card update, run as a generic plan among thousands of threads, reads its
 /// threads by primary key and expands each JSON row once. The planner guesses 100 rows for
-/// the `jsonb` array whatever it holds; against that guess it once scanned the whole table
-/// for every statement (6 ms each at 13,000 threads), and then paired rows with threads by
-/// version alone, expanding every row once per thread of that version.
+/// the `jsonb` array whatever it holds; against that guess it would scan the whole table
+/// for every statement, or pair rows with threads by version alone, expanding every row
+/// once per thread of that version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_card_update_finds_its_threads_by_key_and_reads_each_row_once() {
     use gochat::store::cards::{CardWrite, update_statement};
@@ -1253,7 +1253,7 @@ both_backends!(
 );
 
 /// Mail-sized values (raw mails, bodies, attachments) are compressed with lz4 on
-/// PostgreSQL, about twice as fast as the default pglz (see the migration): the columns
+/// PostgreSQL, faster than the default pglz (see the migration): the columns
 /// say so, and a stored raw mail is lz4 on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_compresses_mail_sized_values_with_lz4() {

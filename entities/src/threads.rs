@@ -73,6 +73,29 @@ pub enum ThreadStatus {
     Closed,
 }
 
+impl ThreadStatus {
+    /// The status's name, as stored and as workflows, lifecycles and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadStatus::Open => "open",
+            ThreadStatus::Waiting => "waiting",
+            ThreadStatus::Reminder => "reminder",
+            ThreadStatus::Closed => "closed",
+        }
+    }
+
+    /// The status named `name` (see [`ThreadStatus::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<ThreadStatus> {
+        match name {
+            "open" => Some(ThreadStatus::Open),
+            "waiting" => Some(ThreadStatus::Waiting),
+            "reminder" => Some(ThreadStatus::Reminder),
+            "closed" => Some(ThreadStatus::Closed),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(has_many = "super::messages::Entity")]

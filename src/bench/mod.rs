@@ -45,7 +45,7 @@ pub async fn start_worker(config: &crate::config::Config) -> anyhow::Result<crat
     let worker = crate::worker::Worker::start(
         config.clone(),
         std::sync::Arc::new(crate::clock::SystemClock),
-        crate::metrics::Metrics::new()?,
+        crate::metrics::Metrics::new(&crate::workflow::Registry::builtin().names())?,
     )
     .await?;
     worker
@@ -60,8 +60,7 @@ pub async fn start_worker(config: &crate::config::Config) -> anyhow::Result<crat
 /// Runs `jobs` through the worker unmeasured, then refreshes the statistics, so the
 /// measured run sees the steady state. On an empty database the statistics say "empty": the
 /// worker's prepared statements get generic plans costed for empty tables (sequential
-/// scans), and with autovacuum off nothing replaces them while the tables grow. A fresh
-/// database measured 190 inbound mails/s that way, against 758 once it held rows.
+/// scans), and with autovacuum off nothing replaces them while the tables grow.
 pub(crate) async fn warm_up(
     conn: &lapin::Connection,
     names: &crate::queue::Names,
@@ -99,8 +98,8 @@ pub(crate) async fn threads_before(store: &crate::store::Store) -> anyhow::Resul
 /// On PostgreSQL, refresh the scratch database's statistics before measuring. Its planner
 /// works from statistics that autovacuum keeps fresh, and autovacuum clears the dead rows
 /// the outbox's updates leave. On a server running without it (CI images turn it off), a
-/// scratch database grown by earlier runs is never analysed nor vacuumed: a point lookup
-/// got a parallel plan, and inbound fell from 717 to 230 mails/s. So: `ANALYZE`, or
+/// scratch database grown by earlier runs is never analysed nor vacuumed, and point lookups
+/// get parallel plans that slow the bench down. So: `ANALYZE`, or
 /// `VACUUM ANALYZE` when autovacuum is off, saying so (production must not run like that).
 pub(crate) async fn refresh_statistics(store: &crate::store::Store) {
     use sea_orm::ConnectionTrait;

@@ -79,7 +79,7 @@ pub async fn run(mut config: Config, args: TimersArgs) -> anyhow::Result<()> {
         config: config.clone(),
         store: store.clone(),
         clock: Arc::new(SystemClock),
-        metrics: Metrics::new()?,
+        metrics: Metrics::new(&crate::workflow::Registry::builtin().names())?,
         instance: "bench".into(),
         smtp: crate::mail::smtp::Smtp::new(&config.smtp.url, config.smtp.timeout, 1)
             .map_err(|e| anyhow::anyhow!(e))?,

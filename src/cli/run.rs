@@ -24,7 +24,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "starting the worker"
     );
-    let metrics = Metrics::new().context("registering metrics")?;
+    let metrics = Metrics::new(&crate::workflow::Registry::builtin().names())
+        .context("registering metrics")?;
     let http_addr = config.http.addr;
     let api_enabled = config.api.enabled;
     let api_config = config.clone();

@@ -15,7 +15,7 @@ use super::{
     Selector, SendWindow, parse_duration, parse_status, status_name,
 };
 use crate::contract::STATUSES;
-use crate::workflow::load::{Problem, did_you_mean, first_line};
+use crate::diagnostics::{Problem, did_you_mean, first_line};
 
 /// Longest delay a ladder step may have; longer is almost surely a typo (`30d` vs `300d`).
 const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);

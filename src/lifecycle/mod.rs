@@ -202,21 +202,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like `3d`, `36h` or `90m` ({e})"))
 }
 
+/// The status's name as lifecycle files spell it ([`ThreadStatus::as_str`]).
 pub fn status_name(s: ThreadStatus) -> &'static str {
-    match s {
-        ThreadStatus::Open => "open",
-        ThreadStatus::Waiting => "waiting",
-        ThreadStatus::Reminder => "reminder",
-        ThreadStatus::Closed => "closed",
-    }
+    s.as_str()
 }
 
+/// The status a lifecycle file names ([`ThreadStatus::from_name`]).
 pub fn parse_status(s: &str) -> Option<ThreadStatus> {
-    match s {
-        "open" => Some(ThreadStatus::Open),
-        "waiting" => Some(ThreadStatus::Waiting),
-        "reminder" => Some(ThreadStatus::Reminder),
-        "closed" => Some(ThreadStatus::Closed),
-        _ => None,
-    }
+    ThreadStatus::from_name(s)
 }

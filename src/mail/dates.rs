@@ -4,7 +4,7 @@
 //! says "Montag, 23. November 2026, 11:00 CET", not "2026-11-23T10:00:00Z".
 //!
 //! Day and month names come from chrono's locales; each language a template may be
-//! written in also needs its own way of putting a date together ([`LANGUAGES`]). Other
+//! written in also needs its own way of putting a date together (`LANGUAGES`). Other
 //! languages get the English form until their pattern is added.
 
 use chrono::{DateTime, Locale};

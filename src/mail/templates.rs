@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde_json::Value;
 
-use crate::workflow::load::{Problem, first_line};
+use crate::diagnostics::{Problem, first_line};
 
 /// One rendered message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,14 +2,13 @@
 //!
 //! A `VALUES (…), (…)` list or an `IN (…)` list is a new statement for every count: on
 //! PostgreSQL each one is prepared (a round trip), parsed and planned afresh, and the
-//! driver's per-connection statement cache churns (the burst profile showed planning alone
-//! at ~5 % of the machine). On PostgreSQL, batch inserts therefore send their rows as one
-//! `jsonb` array, expanded by `jsonb_populate_recordset` and typed by the table's own row
-//! type, and lookups send their keys as one array (`= ANY($1)`): one statement a query,
-//! prepared and planned once per connection. `jsonb`, not `json`: a `json` column then holds
-//! the same text as when the value is bound alone (`json` would keep the client's spacing;
-//! the two measured alike). SQLite keeps the lists: its planning is cheap,
-//! and its bind-parameter limit is what the callers' chunk sizes are for.
+//! driver's per-connection statement cache churns. On PostgreSQL, batch inserts therefore
+//! send their rows as one `jsonb` array, expanded by `jsonb_populate_recordset` and typed
+//! by the table's own row type, and lookups send their keys as one array (`= ANY($1)`):
+//! one statement a query, prepared and planned once per connection. `jsonb`, not `json`: a
+//! `json` column then holds the same text as when the value is bound alone (`json` would
+//! keep the client's spacing). SQLite keeps the lists: its planning is cheap, and its
+//! bind-parameter limit is what the callers' chunk sizes are for.
 
 use std::io::Write as _;
 

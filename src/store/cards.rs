@@ -141,12 +141,11 @@ const BASE: &str = "gochat_base";
 /// The planner cannot see how many elements `$1` holds and assumes 100, so the statement
 /// spells out how to find the rows, whatever the table's size:
 /// - the ids come again as an array (`$2`), so the threads are read through their primary
-///   key (against the guess of 100, a generic plan scanned the whole table: 6 ms a
-///   statement at 13,000 threads);
+///   key (against the guess of 100, a generic plan would scan the whole table);
 /// - each element is matched by the id read straight from its JSON, so the join pairs
 ///   elements and threads by id and version before any element is expanded into a row
-///   (matched through `v.id`, the join paired them by version alone and expanded every
-///   element once per thread: 60 threads, 3,600 expansions).
+///   (matched through `v.id`, the join would pair them by version alone and expand every
+///   element once per thread of that version).
 fn json_update_sql() -> String {
     format!(
         "UPDATE \"threads\" SET {} FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e \

@@ -43,7 +43,7 @@ pub fn timer_row(
         lifecycle: Set(thread.lifecycle.clone()),
         step: Set(step),
         due_at: Set(due_at),
-        expected_status: Set(crate::lifecycle::status_name(thread.status).to_owned()),
+        expected_status: Set(thread.status.as_str().to_owned()),
         expected_version: Set(thread.version),
         state: Set(TimerState::Pending),
         claimed_by: Set(None),
@@ -192,8 +192,8 @@ pub fn claim_sql(backend: DbBackend) -> String {
         "?"
     };
     // The outer re-check of `state` must not steer SQLite's planner onto the
-    // `(state, due_at)` index (a scan of every pending timer, future ones included, measured
-    // at 0.5 s with a million stored): a unary `+` keeps it a primary-key lookup there.
+    // `(state, due_at)` index (a scan of every pending timer, future ones included): a
+    // unary `+` keeps it a primary-key lookup there.
     let recheck = if backend == DbBackend::Postgres {
         "state"
     } else {

@@ -342,7 +342,8 @@ pub async fn start_worker(
     let w = gochat::worker::Worker::start(
         config,
         clock,
-        gochat::metrics::Metrics::new().expect("metrics"),
+        gochat::metrics::Metrics::new(&gochat::workflow::Registry::builtin().names())
+            .expect("metrics"),
     )
     .await
     .expect("worker starts");

@@ -80,7 +80,8 @@ pub fn workflow_handler(
     let services = Arc::new(gochat::services::Services {
         store: store.clone(),
         clock: Arc::new(gochat::clock::SystemClock),
-        metrics: gochat::metrics::Metrics::new().expect("metrics"),
+        metrics: gochat::metrics::Metrics::new(&gochat::workflow::Registry::builtin().names())
+            .expect("metrics"),
         instance: "test".into(),
         smtp: gochat::mail::smtp::Smtp::new(&config.smtp.url, config.smtp.timeout, 1)
             .expect("smtp"),
