@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::contract::JOB_KINDS;
-use crate::jobs::handler::WorkflowHandler;
+use crate::workflow::handler::WorkflowHandler;
 use crate::metrics::Metrics;
 use crate::queue::relay::{Relay, RelayWaker};
 use crate::queue::{Broker, ConsumerSpec, Names, consumer};

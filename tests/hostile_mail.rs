@@ -466,7 +466,7 @@ both_backends!(
 
 /// Hands a status-transition job to `handler`: thread `thread` to `to`.
 async fn set_status(
-    handler: &gochat::jobs::handler::WorkflowHandler,
+    handler: &gochat::workflow::handler::WorkflowHandler,
     id: &str,
     thread: uuid::Uuid,
     to: &str,

@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const SUPPORT: &str = "support@gochat.example";
 
 /// How many inbound batches `handler` ended with `outcome` (committed, cut, failed).
-fn inbound_batches(handler: &gochat::jobs::handler::WorkflowHandler, outcome: &str) -> u64 {
+fn inbound_batches(handler: &gochat::workflow::handler::WorkflowHandler, outcome: &str) -> u64 {
     handler
         .services()
         .metrics
@@ -973,7 +973,7 @@ async fn handler_on_edited_workflows(
 ) -> (
     tempfile::TempDir,
     Store,
-    gochat::jobs::handler::WorkflowHandler,
+    gochat::workflow::handler::WorkflowHandler,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
     let workflows = dir.path().join("workflows");

@@ -843,7 +843,7 @@ async fn a_batch_meeting_a_locked_thread_commits_the_jobs_before_it_and_waits_al
 
     let set = gochat::workflow::WorkflowSet::load(&worker.services.config.workflows.dir)
         .expect("workflows");
-    let handler = Arc::new(gochat::jobs::handler::WorkflowHandler::new(
+    let handler = Arc::new(gochat::workflow::handler::WorkflowHandler::new(
         worker.services.clone(),
         Arc::new(RwLock::new(Arc::new(set))),
         gochat::queue::relay::RelayWaker::default(),

@@ -152,7 +152,7 @@ async fn thread_state(store: &gochat::store::Store, id: Uuid) -> Vec<String> {
 /// Runs `specs` (jobs of `kind`) as one batch on threads `batch` and one job at a time on
 /// their twins `alone`, and checks that each ends as its twin does. Returns the outcomes.
 async fn batch_and_alone(
-    handler: &gochat::jobs::handler::WorkflowHandler,
+    handler: &gochat::workflow::handler::WorkflowHandler,
     store: &gochat::store::Store,
     kind: &str,
     specs: &[Spec],
@@ -183,7 +183,7 @@ async fn batch_and_alone(
     batched
 }
 
-fn batches(handler: &gochat::jobs::handler::WorkflowHandler, kind: &str, outcome: &str) -> u64 {
+fn batches(handler: &gochat::workflow::handler::WorkflowHandler, kind: &str, outcome: &str) -> u64 {
     handler
         .services()
         .metrics

@@ -1,13 +1,15 @@
 //! Jobs: the unit of work taken from a queue, and the split of its failures into transient
 //! (retry later) and permanent (dead letters, with the reason).
 
-pub mod handler;
+mod handling;
 pub mod schema;
 pub mod turn;
 
 use chrono::{DateTime, Utc};
 
 use crate::store::StoreError;
+
+pub use handling::{Handled, Handler, handle_each};
 
 /// One job as the workflow sees it: decoded, validated, with its delivery history.
 #[derive(Debug, Clone)]

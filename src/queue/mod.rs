@@ -12,7 +12,8 @@ pub mod shared;
 pub mod topology;
 
 pub use connection::{Broker, BrokerStatus};
-pub use consumer::{ConsumerSpec, Handled, Handler};
+pub use consumer::ConsumerSpec;
+pub use crate::jobs::{Handled, Handler};
 pub use error::QueueError;
 pub use names::Names;
 pub use publisher::{Outgoing, Publisher};

@@ -742,21 +742,6 @@ where
     Ok(db.query_all(&insert).await?)
 }
 
-/// Attaches `contact` to `customer` (already attached: nothing changes).
-pub async fn attach_contact(
-    db: &impl ConnectionTrait,
-    customer: Uuid,
-    contact: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let link = customer_contacts::ActiveModel {
-        customer_id: Set(customer),
-        contact_id: Set(contact),
-        created_at: Set(now),
-    };
-    insert_links(db, vec![link]).await
-}
-
 /// Attaches contacts to customers; a link that exists already stays as it is.
 async fn insert_links(
     db: &impl ConnectionTrait,

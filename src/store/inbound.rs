@@ -81,14 +81,6 @@ pub async fn link_raw(
     Ok(())
 }
 
-/// The message already stored under `dedupe_key`, if any.
-pub async fn by_dedupe_key(
-    db: &impl ConnectionTrait,
-    key: &str,
-) -> Result<Option<messages::Model>, StoreError> {
-    Ok(by_dedupe_keys(db, &[key.to_owned()]).await?.remove(key))
-}
-
 /// The newest stored message (ours or theirs) whose Message-ID is one of `ids`, with the id
 /// that matched: threading follows In-Reply-To and References to it.
 pub async fn by_message_ids(
@@ -226,18 +218,6 @@ pub async fn is_contact_of_thread(
         .is_some())
 }
 
-/// The customers `contact` belongs to, with their attributes (lifecycle selectors read
-/// them).
-pub async fn customers_of_contact(
-    db: &impl ConnectionTrait,
-    contact: Uuid,
-) -> Result<Vec<customers::Model>, StoreError> {
-    Ok(customers_of_contacts(db, &[contact])
-        .await?
-        .remove(&contact)
-        .unwrap_or_default())
-}
-
 /// The customers of a thread, with their attributes.
 pub async fn customers_of_thread(
     db: &impl ConnectionTrait,
@@ -251,18 +231,6 @@ pub async fn customers_of_thread(
         .into_iter()
         .filter_map(|(_, c)| c)
         .collect())
-}
-
-/// Inbound mails from `address` stored since `since` (the loop check).
-pub async fn recent_from(
-    db: &impl ConnectionTrait,
-    address: &str,
-    since: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    Ok(recent_from_many(db, &[address.to_owned()], since)
-        .await?
-        .remove(address)
-        .unwrap_or(0))
 }
 
 /// The outbound message a bounce is about: by the VERP id of our envelope sender (exact), or

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::registry::Registry;
 use crate::contract::JOB_KINDS;
-use crate::jobs::schema::job_facts;
+use super::job_facts::job_facts;
 
 /// Markdown for every action, then the facts each job kind provides.
 pub fn markdown(registry: &Registry) -> String {

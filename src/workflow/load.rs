@@ -177,7 +177,7 @@ pub fn parse(file: &Path, text: &str, registry: &Registry) -> Result<Workflow, V
     }
 
     // Facts known before the first step: the job's payload fields (typed by its schema).
-    let mut available: BTreeMap<String, FactType> = crate::jobs::schema::job_facts(&kind)
+    let mut available: BTreeMap<String, FactType> = super::job_facts::job_facts(&kind)
         .into_iter()
         .map(|f| (f.name.to_owned(), f.ty))
         .collect();

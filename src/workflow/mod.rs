@@ -8,6 +8,7 @@
 //! - [`engine`]: running the steps for a batch of jobs (a single job is a batch of one)
 //! - [`context`]: what a step runs with: the batch and each job's state
 //! - [`memo`]: what a batch's jobs learn from each other before they commit
+//! - [`handler`]: a batch of jobs in one transaction: idempotency, the run, the commit
 //! - [`actions`]: the built-in actions, grouped by what they touch
 //! - [`docs`]: the action reference, generated from the declarations
 
@@ -18,6 +19,8 @@ pub mod context;
 pub mod docs;
 pub mod engine;
 pub mod facts;
+pub mod handler;
+pub mod job_facts;
 pub mod load;
 pub mod memo;
 pub mod params;

@@ -70,7 +70,7 @@ pub async fn thread_with_contact(
 pub fn workflow_handler(
     store: &gochat::store::Store,
     mut config: gochat::config::Config,
-) -> gochat::jobs::handler::WorkflowHandler {
+) -> gochat::workflow::handler::WorkflowHandler {
     use std::sync::{Arc, RwLock};
     if config.workflows.dir.is_relative() {
         config.workflows.dir =
@@ -87,7 +87,7 @@ pub fn workflow_handler(
             .expect("smtp"),
         config,
     });
-    gochat::jobs::handler::WorkflowHandler::new(
+    gochat::workflow::handler::WorkflowHandler::new(
         services,
         Arc::new(RwLock::new(Arc::new(set))),
         gochat::queue::relay::RelayWaker::default(),
@@ -98,7 +98,7 @@ pub fn workflow_handler(
 /// directly.
 pub async fn handler_on(
     db: &super::TestDb,
-) -> (gochat::store::Store, gochat::jobs::handler::WorkflowHandler) {
+) -> (gochat::store::Store, gochat::workflow::handler::WorkflowHandler) {
     let store = db.store().await;
     let config = gochat::config::Config {
         database: db.config(),

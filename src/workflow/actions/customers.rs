@@ -2,16 +2,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::jobs::{Job, JobError};
 use crate::store::{CustomerUpsert, UpsertOutcome, customers};
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `upsert_customer`: the `customer-upsert` job's payload applied to the store.
 pub struct UpsertCustomer;

@@ -1,13 +1,9 @@
 //! Events for other tools, through the outbox (published after commit).
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use crate::events;
-use crate::jobs::JobError;
-use crate::workflow::action::{Action, Flow, Form};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `emit_event`: a CloudEvent on `<prefix>gochat.events`.
 pub struct EmitEvent;

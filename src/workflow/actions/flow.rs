@@ -1,10 +1,6 @@
 //! Control flow: ending a workflow early.
 
-use crate::jobs::JobError;
-use crate::workflow::action::{Action, Flow, Form};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `stop`: ends the workflow successfully (used with `when:`).
 pub struct Stop;

@@ -7,6 +7,7 @@ mod inbound;
 mod lifecycle;
 mod notify;
 mod outbound;
+mod prelude;
 mod set;
 mod threads;
 

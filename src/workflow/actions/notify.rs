@@ -2,14 +2,9 @@
 //! in the outbox (so it is sent only if the job commits, by the outbound workflow, which
 //! checks the recipient rule again at sending time).
 
-use serde_json::{Value, json};
 use uuid::Uuid;
+use crate::workflow::actions::prelude::*;
 
-use crate::jobs::JobError;
-use crate::workflow::action::{Action, Flow, Form};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType, ParamSpec, ParamType};
 
 /// Who automatic messages come from.
 pub(super) fn system_author() -> Value {

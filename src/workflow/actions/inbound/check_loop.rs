@@ -3,18 +3,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
-use crate::jobs::JobError;
 use crate::mail::inbound::InboundMail;
 use crate::services::Services;
 use crate::store::inbound as store;
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::inbound::mail_of;
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `check_loop`.
 pub struct CheckLoop;

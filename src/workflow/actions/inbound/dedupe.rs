@@ -1,17 +1,11 @@
 //! `dedupe_mail`: the same mail delivered twice (or on two mailboxes) is stored once.
 
 use gochat_entities::raw_mails::RawMailStatus;
-use serde_json::json;
 
-use crate::jobs::JobError;
 use crate::mail::inbound::{self, InboundMail};
 use crate::store::inbound as store;
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::inbound::{count_item, mail_of};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `dedupe_mail`.
 pub struct DedupeMail;

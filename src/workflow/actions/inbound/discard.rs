@@ -1,12 +1,8 @@
 //! `discard_mail`: ends the workflow keeping the mail as raw mail only.
 
-use crate::jobs::JobError;
 use crate::mail::classify::MailClass;
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::inbound::{count, mail};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `discard_mail`.
 pub struct DiscardMail;

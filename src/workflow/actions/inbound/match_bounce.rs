@@ -1,16 +1,11 @@
 //! `match_bounce`: a bounce marks the outbound message it is about failed.
 
-use serde_json::json;
 
-use crate::jobs::JobError;
 use crate::mail::classify::MailClass;
 use crate::store::{StoreError, inbound as store, threads};
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::inbound::{count, mail};
 use crate::workflow::actions::threads::THREAD_FACTS;
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `match_bounce`.
 pub struct MatchBounce;

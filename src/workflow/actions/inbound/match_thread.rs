@@ -9,22 +9,17 @@
 
 use gochat_entities::threads as thread_entity;
 use gochat_entities::threads::ThreadStatus;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::jobs::JobError;
 use crate::lifecycle::{ClosedReply, ThreadTraits};
 use crate::mail::inbound::{self, Sender};
 use crate::store::read_ahead::MatchReadAhead;
 use crate::store::{inbound as store, threads};
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::inbound::{count, is_normal, mail, parsed, sender_actor};
 use crate::workflow::actions::set::SET_LOCK_WAIT;
 use crate::workflow::actions::threads::THREAD_FACTS;
-use crate::workflow::context::{Batch, JobState, StepContext};
 use crate::workflow::memo::UnstoredMail;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `match_thread`.
 pub struct MatchThread;

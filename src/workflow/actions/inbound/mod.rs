@@ -31,14 +31,12 @@ pub use store_raw::StoreRawMail;
 pub use upsert_sender::UpsertSender;
 
 use gochat_entities::raw_mails::RawMailStatus;
-use serde_json::{Value, json};
 
-use crate::jobs::JobError;
 use crate::mail::classify::MailClass;
 use crate::mail::inbound::{InboundMail, Sender};
 use crate::mail::parse;
 use crate::store::inbound as store;
-use crate::workflow::context::{JobState, StepContext};
+use crate::workflow::actions::prelude::*;
 
 pub(in crate::workflow::actions) const CLASSES: &[&str] =
     &["normal", "auto_reply", "bounce", "feedback_report"];

@@ -1,18 +1,12 @@
 //! `parse_mail`: takes the parse `store_raw_mail` made and sets the mail's facts.
 
 use gochat_entities::raw_mails::RawMailStatus;
-use serde_json::{Value, json};
 
-use crate::jobs::JobError;
 use crate::mail::classify::{ListFacts, MailClass};
 use crate::mail::inbound::{self, InboundMail, Parsed};
 use crate::store::inbound as store;
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form};
 use crate::workflow::actions::inbound::{CLASSES, NO_MAIL, count_item};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `parse_mail`.
 pub struct ParseMail;

@@ -3,18 +3,12 @@
 use std::collections::HashMap;
 
 use gochat_entities::messages::{Channel, Classification, MessageDirection};
-use serde_json::{Value, json};
 
-use crate::jobs::JobError;
 use crate::mail::classify::MailClass;
 use crate::mail::inbound::InboundMail;
 use crate::store::threads::{self, Target};
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::inbound::{count_item, mail_of};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `store_message`.
 pub struct StoreMessage;

@@ -4,21 +4,15 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use gochat_entities::raw_mails::RawMailStatus;
-use serde_json::json;
 
-use crate::jobs::{Job, JobError};
 use crate::mail::inbound::{self, EarlyParse, InboundMail, Parsed};
 use crate::mail::parse;
 use crate::services::Services;
 use crate::store::{StoreError, inbound as store};
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form};
 use crate::workflow::actions::inbound::count_item;
 use crate::workflow::actions::inbound::parse_mail::raw_state;
 use crate::workflow::actions::set::SET_LOCK_WAIT;
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `store_raw_mail`.
 pub struct StoreRawMail;

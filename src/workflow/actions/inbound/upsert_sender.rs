@@ -2,22 +2,16 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
 
-use crate::jobs::JobError;
 use crate::mail::auth;
 use crate::mail::inbound::{InboundMail, Sender};
 use crate::services::Services;
 use crate::store::{ContactInput, customers, inbound as store};
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form};
 use crate::workflow::actions::inbound::{
     count_item, is_normal_mail, mail_of, refused, sender_actor,
 };
 use crate::workflow::actions::set::{SET_LOCK_WAIT, sorted, unsorted};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// `upsert_sender`.
 pub struct UpsertSender;

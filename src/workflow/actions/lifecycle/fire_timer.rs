@@ -2,17 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use gochat_entities::timers::TimerState;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::jobs::JobError;
 use crate::lifecycle::{Change, status_name};
 use crate::store::{threads, timers};
-use crate::workflow::action::{Action, Flow};
 use crate::workflow::actions::lifecycle::{LIFECYCLE_FACTS, transition_facts};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `fire_timer`.
 pub struct FireTimer;

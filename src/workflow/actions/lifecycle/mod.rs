@@ -11,12 +11,10 @@ pub use transition::Transition;
 
 use chrono::{DateTime, Utc};
 use gochat_entities::threads::ThreadStatus;
-use serde_json::{Value, json};
 
 use crate::contract::STATUSES;
 use crate::lifecycle::status_name;
-use crate::workflow::Facts;
-use crate::workflow::spec::{FactSpec, FactType};
+use crate::workflow::actions::prelude::*;
 
 /// The facts both actions write (the `thread.*` facts are refreshed too, as
 /// `load_thread` declared them); `fire_timer` adds the last.

@@ -4,20 +4,15 @@
 
 use chrono::{DateTime, Utc};
 use gochat_entities::threads::ThreadStatus;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::contract::STATUSES;
-use crate::jobs::JobError;
 use crate::lifecycle::{Change, Lifecycle, parse_status};
 use crate::store::{threads, timers};
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::lifecycle::{TRANSITION_FACTS, transition_facts};
 use crate::workflow::actions::threads::{ACTOR, Cards, actor_in};
-use crate::workflow::context::{Batch, JobState, lifecycle_of};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::context::lifecycle_of;
+use crate::workflow::actions::prelude::*;
 
 /// `transition`.
 pub struct Transition;

@@ -2,17 +2,12 @@
 
 use gochat_entities::messages::{self, Channel, MessageDirection, OutboundKind, OutboundState};
 use gochat_entities::threads::ThreadStatus;
-use serde_json::{Value, json};
 
-use crate::jobs::JobError;
 use crate::mail::mime;
 use crate::store::outbound;
 use crate::store::threads::{self, NewAttachment, NewMessage};
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::outbound::{MAIL_FACTS, attachments, mail_facts};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::ActionSpec;
+use crate::workflow::actions::prelude::*;
 
 /// `compose_message`.
 pub struct ComposeMessage;

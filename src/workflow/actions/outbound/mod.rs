@@ -7,17 +7,13 @@ mod send;
 pub use compose::ComposeMessage;
 pub use send::SendMail;
 
-use crate::jobs::JobError;
 use crate::mail::mime::MailAttachment;
-use crate::workflow::Facts;
-use crate::workflow::spec::FactSpec;
-use crate::workflow::spec::FactType;
 use base64::Engine;
 use gochat_entities::messages;
 use gochat_entities::messages::OutboundKind;
 use gochat_entities::messages::OutboundState;
-use serde_json::{Value, json};
 use uuid::Uuid;
+use crate::workflow::actions::prelude::*;
 
 pub(in crate::workflow::actions) const MAIL_FACTS: &[FactSpec] = &[
     FactSpec {

@@ -20,17 +20,12 @@
 
 use gochat_entities::messages::{self, OutboundKind, OutboundState};
 use sea_orm::EntityTrait;
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::jobs::JobError;
 use crate::mail::mime::{self, OutgoingMail, Party};
 use crate::store::outbound::{self, Delivery};
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::outbound::{MAIL_FACTS, attachments, mail_facts, mail_id};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::ActionSpec;
+use crate::workflow::actions::prelude::*;
 
 /// `send_mail`.
 pub struct SendMail;
@@ -79,18 +74,17 @@ impl Action for SendMail {
 /// and fail-overs, and stays well inside RabbitMQ's 30-minute consumer ack timeout.
 const RECORD_OUTCOME_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Writes the delivery outcomes and commits them, retrying (backoff up to 5 s) while the
-/// failure is transient and [`RECORD_OUTCOME_FOR`] has not run out. Returns the rows as
-/// saved, in order.
+/// Writes the delivery outcomes and commits them, retrying with backoff (200 ms doubling
+/// to 5 s) while the failure is transient, for up to [`RECORD_OUTCOME_FOR`] of waiting.
+/// Returns the rows as saved, in order.
 pub(in crate::workflow::actions) async fn record_outcomes(
     tx: &mut crate::store::Tx,
     outcomes: &[(&messages::Model, OutboundState, Delivery)],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<messages::Model>, JobError> {
-    let deadline = std::time::Instant::now() + RECORD_OUTCOME_FOR;
-    let mut wait = std::time::Duration::from_millis(200);
-    loop {
-        let attempt = async {
+    use backon::{ExponentialBuilder, RetryableWithContext};
+    let attempt = |tx: &mut crate::store::Tx| async move {
+        let written = async {
             let mut saved = Vec::with_capacity(outcomes.len());
             for (row, state, delivery) in outcomes {
                 let db = tx.get().await?;
@@ -100,23 +94,31 @@ pub(in crate::workflow::actions) async fn record_outcomes(
             Ok::<_, crate::store::StoreError>(saved)
         }
         .await;
-        match attempt {
-            Ok(saved) => return Ok(saved),
-            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
-                // A transaction broken by a lost connection is of no further use.
-                let _ = tx.rollback().await;
-                tracing::warn!(
-                    messages = outcomes.len(),
-                    error = %e,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "cannot record the mail server's answer yet; retrying"
-                );
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
+        if written.is_err() {
+            // A transaction broken by a lost connection is of no further use.
+            let _ = tx.rollback().await;
         }
-    }
+        (tx, written)
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .without_max_times()
+        .with_total_delay(Some(RECORD_OUTCOME_FOR));
+    let (_, written) = attempt
+        .retry(backoff)
+        .context(tx)
+        .when(crate::store::StoreError::is_transient)
+        .notify(|e, wait| {
+            tracing::warn!(
+                messages = outcomes.len(),
+                error = %e,
+                retry_in_ms = wait.as_millis() as u64,
+                "cannot record the mail server's answer yet; retrying"
+            );
+        })
+        .await;
+    Ok(written?)
 }
 
 /// The composed message `id`: the row a step before handed on, else read back.

@@ -1,15 +1,9 @@
 //! `add_comment`: the batch's comments in one statement, their threads' cards in another.
 
-use serde_json::Value;
 
-use crate::jobs::JobError;
 use crate::store::threads;
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::threads::{Cards, THREAD_FACTS};
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `add_comment`.
 pub struct AddComment;

@@ -1,12 +1,8 @@
 //! `change_tags`.
 
-use crate::jobs::JobError;
 use crate::store::threads;
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `change_tags`.
 pub struct ChangeTags;

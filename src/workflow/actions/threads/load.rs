@@ -2,18 +2,12 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::jobs::JobError;
 use crate::store::cards;
-use crate::workflow::Facts;
-use crate::workflow::action::{Action, Flow, Flows, Form, cut_at};
 use crate::workflow::actions::set::SET_LOCK_WAIT;
 use crate::workflow::actions::threads::THREAD_FACTS;
-use crate::workflow::context::{Batch, JobState};
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `load_thread`.
 pub struct LoadThread;

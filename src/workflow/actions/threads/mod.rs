@@ -25,17 +25,13 @@ pub use set_status::SetStatus;
 use std::collections::HashMap;
 
 use gochat_entities::threads::Model as Thread;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::contract::STATUSES;
-use crate::jobs::JobError;
 use crate::store::cards::{self, CardWrite};
-use crate::workflow::Facts;
-use crate::workflow::context::{Batch, JobState, StepContext, current_thread};
+use crate::workflow::context::current_thread;
 use crate::workflow::memo::Memo;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{FactSpec, FactType, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// Facts describing the current thread, written by every action that loads or changes it.
 pub(in crate::workflow::actions) const THREAD_FACTS: &[FactSpec] = &[

@@ -1,14 +1,9 @@
 //! `set_assignee`.
 
-use serde_json::Value;
 
-use crate::jobs::JobError;
 use crate::store::threads;
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `set_assignee`.
 pub struct SetAssignee;

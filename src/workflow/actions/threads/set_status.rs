@@ -1,16 +1,11 @@
 //! `set_status`: a status set without consulting the lifecycle (`transition` does).
 
 use gochat_entities::threads::ThreadStatus;
-use serde_json::Value;
 
 use crate::contract::STATUSES;
-use crate::jobs::JobError;
 use crate::store::threads;
-use crate::workflow::action::{Action, Flow, Form};
 use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
-use crate::workflow::context::StepContext;
-use crate::workflow::params::Params;
-use crate::workflow::spec::{ActionSpec, ParamSpec, ParamType};
+use crate::workflow::actions::prelude::*;
 
 /// `set_status`.
 pub struct SetStatus;

@@ -21,13 +21,12 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::jobs::{Job, JobError};
+use crate::jobs::{Handled, Handler, Job, JobError, handle_each};
 use crate::queue::relay::RelayWaker;
-use crate::queue::{Handled, Handler};
 use crate::services::Services;
 use crate::store::{Tx, processed};
-use crate::workflow::context::MetricUpdate;
-use crate::workflow::{Batch, JobState, Workflow, WorkflowSet, engine};
+use super::context::MetricUpdate;
+use super::{Batch, JobState, Workflow, WorkflowSet, engine};
 
 pub struct WorkflowHandler {
     services: Arc<Services>,
@@ -123,7 +122,7 @@ impl Handler for WorkflowHandler {
             && jobs.iter().all(|j| j.kind == jobs[0].kind)
             && set.get(&jobs[0].kind).is_some_and(|w| w.batchable());
         if !batchable {
-            return crate::queue::consumer::handle_each(self, jobs).await;
+            return handle_each(self, jobs).await;
         }
         let mut out = Vec::with_capacity(jobs.len());
         let mut rest = jobs;
@@ -157,16 +156,16 @@ impl Handler for WorkflowHandler {
                         match self.attempt(&set, &rest[..k]).await {
                             Attempt::Committed(mut results) => out.append(&mut results),
                             _ => out.append(
-                                &mut crate::queue::consumer::handle_each(self, &rest[..k]).await,
+                                &mut handle_each(self, &rest[..k]).await,
                             ),
                         }
                     }
-                    out.append(&mut crate::queue::consumer::handle_each(self, &rest[k..=k]).await);
+                    out.append(&mut handle_each(self, &rest[k..=k]).await);
                     rest = &rest[k + 1..];
                 }
                 Attempt::Failed(why) => {
                     tracing::debug!(size = rest.len(), %why, "batch failed; running its jobs one by one");
-                    out.append(&mut crate::queue::consumer::handle_each(self, rest).await);
+                    out.append(&mut handle_each(self, rest).await);
                     break;
                 }
             }
