@@ -14,13 +14,13 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::contract::JOB_KINDS;
-use crate::workflow::handler::WorkflowHandler;
 use crate::metrics::Metrics;
 use crate::queue::relay::{Relay, RelayWaker};
 use crate::queue::{Broker, ConsumerSpec, Names, consumer};
 use crate::services::Services;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::{Store, StoreError};
+use crate::workflow::handler::WorkflowHandler;
 use crate::workflow::{LoadError, WorkflowSet};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@
 //! acked. If that publish fails, the original is requeued, so the worst case is a
 //! redelivery, which the handler's idempotency makes harmless.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -488,4 +487,3 @@ pub fn one_line(reason: &str) -> String {
         flat
     }
 }
-

@@ -11,9 +11,9 @@ pub mod relay;
 pub mod shared;
 pub mod topology;
 
+pub use crate::jobs::{Handled, Handler};
 pub use connection::{Broker, BrokerStatus};
 pub use consumer::ConsumerSpec;
-pub use crate::jobs::{Handled, Handler};
 pub use error::QueueError;
 pub use names::Names;
 pub use publisher::{Outgoing, Publisher};

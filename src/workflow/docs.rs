@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
+use super::job_facts::job_facts;
 use super::registry::Registry;
 use crate::contract::JOB_KINDS;
-use super::job_facts::job_facts;
 
 /// Markdown for every action, then the facts each job kind provides.
 pub fn markdown(registry: &Registry) -> String {

@@ -21,12 +21,12 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::context::MetricUpdate;
+use super::{Batch, JobState, Workflow, WorkflowSet, engine};
 use crate::jobs::{Handled, Handler, Job, JobError, handle_each};
 use crate::queue::relay::RelayWaker;
 use crate::services::Services;
 use crate::store::{Tx, processed};
-use super::context::MetricUpdate;
-use super::{Batch, JobState, Workflow, WorkflowSet, engine};
 
 pub struct WorkflowHandler {
     services: Arc<Services>,
@@ -155,9 +155,7 @@ impl Handler for WorkflowHandler {
                     if k > 0 {
                         match self.attempt(&set, &rest[..k]).await {
                             Attempt::Committed(mut results) => out.append(&mut results),
-                            _ => out.append(
-                                &mut handle_each(self, &rest[..k]).await,
-                            ),
+                            _ => out.append(&mut handle_each(self, &rest[..k]).await),
                         }
                     }
                     out.append(&mut handle_each(self, &rest[k..=k]).await);

@@ -98,7 +98,10 @@ pub fn workflow_handler(
 /// directly.
 pub async fn handler_on(
     db: &super::TestDb,
-) -> (gochat::store::Store, gochat::workflow::handler::WorkflowHandler) {
+) -> (
+    gochat::store::Store,
+    gochat::workflow::handler::WorkflowHandler,
+) {
     let store = db.store().await;
     let config = gochat::config::Config {
         database: db.config(),

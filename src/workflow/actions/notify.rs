@@ -2,9 +2,8 @@
 //! in the outbox (so it is sent only if the job commits, by the outbound workflow, which
 //! checks the recipient rule again at sending time).
 
-use uuid::Uuid;
 use crate::workflow::actions::prelude::*;
-
+use uuid::Uuid;
 
 /// Who automatic messages come from.
 pub(super) fn system_author() -> Value {

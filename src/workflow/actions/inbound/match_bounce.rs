@@ -1,11 +1,10 @@
 //! `match_bounce`: a bounce marks the outbound message it is about failed.
 
-
 use crate::mail::classify::MailClass;
 use crate::store::{StoreError, inbound as store, threads};
 use crate::workflow::actions::inbound::{count, mail};
-use crate::workflow::actions::threads::THREAD_FACTS;
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::threads::THREAD_FACTS;
 
 /// `match_bounce`.
 pub struct MatchBounce;

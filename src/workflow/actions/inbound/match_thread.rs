@@ -16,10 +16,10 @@ use crate::mail::inbound::{self, Sender};
 use crate::store::read_ahead::MatchReadAhead;
 use crate::store::{inbound as store, threads};
 use crate::workflow::actions::inbound::{count, is_normal, mail, parsed, sender_actor};
+use crate::workflow::actions::prelude::*;
 use crate::workflow::actions::set::SET_LOCK_WAIT;
 use crate::workflow::actions::threads::THREAD_FACTS;
 use crate::workflow::memo::UnstoredMail;
-use crate::workflow::actions::prelude::*;
 
 /// `match_thread`.
 pub struct MatchThread;

@@ -11,8 +11,8 @@ use crate::services::Services;
 use crate::store::{StoreError, inbound as store};
 use crate::workflow::actions::inbound::count_item;
 use crate::workflow::actions::inbound::parse_mail::raw_state;
-use crate::workflow::actions::set::SET_LOCK_WAIT;
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::set::SET_LOCK_WAIT;
 
 /// `store_raw_mail`.
 pub struct StoreRawMail;

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-
 use crate::mail::auth;
 use crate::mail::inbound::{InboundMail, Sender};
 use crate::services::Services;
@@ -10,8 +9,8 @@ use crate::store::{ContactInput, customers, inbound as store};
 use crate::workflow::actions::inbound::{
     count_item, is_normal_mail, mail_of, refused, sender_actor,
 };
-use crate::workflow::actions::set::{SET_LOCK_WAIT, sorted, unsorted};
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::set::{SET_LOCK_WAIT, sorted, unsorted};
 
 /// `upsert_sender`.
 pub struct UpsertSender;

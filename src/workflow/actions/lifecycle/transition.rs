@@ -10,9 +10,9 @@ use crate::contract::STATUSES;
 use crate::lifecycle::{Change, Lifecycle, parse_status};
 use crate::store::{threads, timers};
 use crate::workflow::actions::lifecycle::{TRANSITION_FACTS, transition_facts};
+use crate::workflow::actions::prelude::*;
 use crate::workflow::actions::threads::{ACTOR, Cards, actor_in};
 use crate::workflow::context::lifecycle_of;
-use crate::workflow::actions::prelude::*;
 
 /// `transition`.
 pub struct Transition;

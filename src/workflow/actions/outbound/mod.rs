@@ -8,12 +8,12 @@ pub use compose::ComposeMessage;
 pub use send::SendMail;
 
 use crate::mail::mime::MailAttachment;
+use crate::workflow::actions::prelude::*;
 use base64::Engine;
 use gochat_entities::messages;
 use gochat_entities::messages::OutboundKind;
 use gochat_entities::messages::OutboundState;
 use uuid::Uuid;
-use crate::workflow::actions::prelude::*;
 
 pub(in crate::workflow::actions) const MAIL_FACTS: &[FactSpec] = &[
     FactSpec {

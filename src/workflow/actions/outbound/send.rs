@@ -83,28 +83,12 @@ pub(in crate::workflow::actions) async fn record_outcomes(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<messages::Model>, JobError> {
     use backon::{ExponentialBuilder, RetryableWithContext};
-    let attempt = |tx: &mut crate::store::Tx| async move {
-        let written = async {
-            let mut saved = Vec::with_capacity(outcomes.len());
-            for (row, state, delivery) in outcomes {
-                let db = tx.get().await?;
-                saved.push(outbound::set_state(db, row, *state, delivery.clone(), now).await?);
-            }
-            tx.checkpoint().await?;
-            Ok::<_, crate::store::StoreError>(saved)
-        }
-        .await;
-        if written.is_err() {
-            // A transaction broken by a lost connection is of no further use.
-            let _ = tx.rollback().await;
-        }
-        (tx, written)
-    };
     let backoff = ExponentialBuilder::default()
         .with_min_delay(std::time::Duration::from_millis(200))
         .with_max_delay(std::time::Duration::from_secs(5))
         .without_max_times()
         .with_total_delay(Some(RECORD_OUTCOME_FOR));
+    let attempt = move |tx| write_outcomes(tx, outcomes, now);
     let (_, written) = attempt
         .retry(backoff)
         .context(tx)
@@ -119,6 +103,32 @@ pub(in crate::workflow::actions) async fn record_outcomes(
         })
         .await;
     Ok(written?)
+}
+
+/// One attempt of [`record_outcomes`]; the unit of work comes back for the next.
+async fn write_outcomes<'t>(
+    tx: &'t mut crate::store::Tx,
+    outcomes: &[(&messages::Model, OutboundState, Delivery)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    &'t mut crate::store::Tx,
+    Result<Vec<messages::Model>, crate::store::StoreError>,
+) {
+    let written = async {
+        let mut saved = Vec::with_capacity(outcomes.len());
+        for (row, state, delivery) in outcomes {
+            let db = tx.get().await?;
+            saved.push(outbound::set_state(db, row, *state, delivery.clone(), now).await?);
+        }
+        tx.checkpoint().await?;
+        Ok(saved)
+    }
+    .await;
+    if written.is_err() {
+        // A transaction broken by a lost connection is of no further use.
+        let _ = tx.rollback().await;
+    }
+    (tx, written)
 }
 
 /// The composed message `id`: the row a step before handed on, else read back.

@@ -1,9 +1,8 @@
 //! `add_comment`: the batch's comments in one statement, their threads' cards in another.
 
-
 use crate::store::threads;
-use crate::workflow::actions::threads::{Cards, THREAD_FACTS};
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::threads::{Cards, THREAD_FACTS};
 
 /// `add_comment`.
 pub struct AddComment;

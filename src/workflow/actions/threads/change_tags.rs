@@ -1,8 +1,8 @@
 //! `change_tags`.
 
 use crate::store::threads;
-use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 
 /// `change_tags`.
 pub struct ChangeTags;

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 use crate::store::cards;
+use crate::workflow::actions::prelude::*;
 use crate::workflow::actions::set::SET_LOCK_WAIT;
 use crate::workflow::actions::threads::THREAD_FACTS;
-use crate::workflow::actions::prelude::*;
 
 /// `load_thread`.
 pub struct LoadThread;

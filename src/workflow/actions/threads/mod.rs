@@ -29,9 +29,9 @@ use uuid::Uuid;
 
 use crate::contract::STATUSES;
 use crate::store::cards::{self, CardWrite};
+use crate::workflow::actions::prelude::*;
 use crate::workflow::context::current_thread;
 use crate::workflow::memo::Memo;
-use crate::workflow::actions::prelude::*;
 
 /// Facts describing the current thread, written by every action that loads or changes it.
 pub(in crate::workflow::actions) const THREAD_FACTS: &[FactSpec] = &[

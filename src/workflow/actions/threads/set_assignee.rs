@@ -1,9 +1,8 @@
 //! `set_assignee`.
 
-
 use crate::store::threads;
-use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 
 /// `set_assignee`.
 pub struct SetAssignee;

@@ -1,8 +1,8 @@
 //! `set_customers`.
 
 use crate::store::threads;
-use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 
 /// `set_customers`.
 pub struct SetCustomers;

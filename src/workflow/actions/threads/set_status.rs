@@ -4,8 +4,8 @@ use gochat_entities::threads::ThreadStatus;
 
 use crate::contract::STATUSES;
 use crate::store::threads;
-use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 use crate::workflow::actions::prelude::*;
+use crate::workflow::actions::threads::{ACTOR, THREAD_FACTS, actor};
 
 /// `set_status`.
 pub struct SetStatus;
