@@ -70,7 +70,7 @@ impl Action for Transition {
     }
 
     /// The batch's timers cancelled, cards saved and next timers armed in one statement
-    /// each (see [`super::threads_batch::transitions`]).
+    /// each (see [`for_batch`]).
     fn form(&self) -> Form {
         Form::Set
     }

@@ -52,7 +52,7 @@ impl Action for SendMail {
     }
 
     /// A batch's messages are marked `sending` together, delivered together and their
-    /// answers recorded together: three commits a batch (see [`super::outbound_batch`]).
+    /// answers recorded together: three commits a batch (see the module docs).
     fn form(&self) -> Form {
         Form::Set
     }

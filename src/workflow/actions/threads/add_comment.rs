@@ -34,8 +34,7 @@ impl Action for AddComment {
         &ADD_COMMENT
     }
 
-    /// The batch's comments in one statement and their threads' cards in another (see
-    /// [`super::threads_batch::add_comments`]).
+    /// The batch's comments in one statement and their threads' cards in another (see [`for_batch`]).
     fn form(&self) -> Form {
         Form::Set
     }

@@ -47,7 +47,7 @@ impl Action for LoadThread {
     }
 
     /// The batch's threads read and locked in one statement (see
-    /// [`super::threads_batch::load_threads`]).
+    /// [`for_batch`]).
     fn form(&self) -> Form {
         Form::Set
     }
