@@ -119,9 +119,9 @@ impl Default for AmqpConfig {
                 Duration::from_secs(60),
                 Duration::from_secs(600),
             ],
-            // Measured on 2 cores (docs/BENCHMARKS.md, session 16): four batches of up to 64
-            // ran 20-30 % more jobs a second than eight of up to 32, with fewer transactions
-            // competing for the cores and more jobs sharing each commit and ack.
+            // Four batches of up to 64 beat eight of up to 32 on 2 cores: fewer transactions
+            // compete for the cores and more jobs share each commit and ack (the figures are
+            // in docs/BENCHMARKS.md, `bench runtime`, session 16).
             prefetch: 512,
             concurrency: 4,
             batch_size: 64,
@@ -424,13 +424,11 @@ impl AmqpConfig {
 /// than the CPU, so it keeps more deliveries going at once than the batched kinds (it is
 /// also the SMTP connection pool's size), one job per transaction, but only one of them in a
 /// database transaction at a time while the worker runs other kinds too: eight
-/// transactions at once took the database from the inbound mails under load (in `bench
-/// e2e`, inbound rose from ~1,370 to ~1,700 mails/s, burst delivery fell from ~220 to
-/// ~130 messages/s; docs/BENCHMARKS.md). A `batch_size` above 1
-/// delivers batches (three commits a batch instead of three a message): it raised delivery
-/// from ~200 to 270–380 messages/s in `bench e2e`, but took that machine time from the
-/// inbound mails sharing the cores (docs/BENCHMARKS.md), so it is for workers that only
-/// deliver (`consume = ["outbound-message"]`).
+/// transactions at once took the database from the inbound mails under load. A
+/// `batch_size` above 1 delivers batches (three commits a batch instead of three a
+/// message), faster, but it takes machine time from the inbound mails sharing the cores,
+/// so it is for workers that only deliver (`consume = ["outbound-message"]`). The figures
+/// behind both choices are in docs/BENCHMARKS.md (`bench e2e`).
 pub fn built_in_consumer(kind: &str) -> ConsumerConfig {
     match kind {
         "outbound-message" => ConsumerConfig {
