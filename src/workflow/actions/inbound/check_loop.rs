@@ -37,14 +37,63 @@ impl Action for CheckLoop {
         Form::Set
     }
 
-    /// One grouped count for the batch's senders.
+    /// One grouped count for the batch's senders. A sender's second mail in the
+    /// batch is over the limit if the first count is, under it if even counting every earlier
+    /// mail of the batch leaves it under; in between it runs after them.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let (services, now) = (batch.services, batch.now);
+        let tx = &mut *batch.tx;
+        let senders: Vec<Option<String>> = items
+            .iter()
+            .map(|item| mail_of(item).map(loop_sender))
+            .collect::<Result<_, _>>()?;
+        let mut distinct: Vec<String> = senders.iter().flatten().cloned().collect();
+        distinct.sort();
+        distinct.dedup();
+        let (limit, since) = loop_window(services, now);
+        let counts = store::recent_from_many(tx.get().await?, &distinct, since).await?;
+        let mut seen: HashMap<&str, u64> = HashMap::new();
+        let mut flows = Vec::with_capacity(items.len());
+        let mut looping = Vec::new();
+        for (k, (item, sender)) in items.iter_mut().zip(&senders).enumerate() {
+            let Some(sender) = sender else {
+                item.facts.set("inbound.loop", json!(false));
+                flows.push(Ok(Flow::Continue));
+                continue;
+            };
+            let recent = counts.get(sender).copied().unwrap_or(0);
+            let earlier = seen.entry(sender.as_str()).or_insert(0);
+            if *earlier > 0 && recent < limit && recent + *earlier >= limit {
+                // Every item before it went on (a loop check ends no workflow).
+                return Ok(cut_at(
+                    k,
+                    JobError::transient(
+                        "its sender nears mail.loop_limit with an earlier mail of its batch: runs after it",
+                    ),
+                ));
+            }
+            *earlier += 1;
+            let raw_id = mail_of(item)?.raw_id;
+            if set_loop(
+                &mut item.facts,
+                item.inbound.as_deref_mut(),
+                sender,
+                recent,
+                limit,
+            ) {
+                looping.push(raw_id);
+            }
+            flows.push(Ok(Flow::Continue));
+        }
+        if !looping.is_empty() {
+            store::reclassify_raw(tx.get().await?, &looping, "loop").await?;
+        }
+        Ok(flows)
     }
 }
 
@@ -85,61 +134,4 @@ pub(in crate::workflow::actions) fn set_loop(
     }
     facts.set("inbound.loop", json!(looping));
     looping
-}
-
-/// `check_loop`: one grouped count for the batch's senders. A sender's second mail in the
-/// batch is over the limit if the first count is, under it if even counting every earlier
-/// mail of the batch leaves it under; in between it runs after them.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let (services, now) = (batch.services, batch.now);
-    let tx = &mut *batch.tx;
-    let senders: Vec<Option<String>> = items
-        .iter()
-        .map(|item| mail_of(item).map(loop_sender))
-        .collect::<Result<_, _>>()?;
-    let mut distinct: Vec<String> = senders.iter().flatten().cloned().collect();
-    distinct.sort();
-    distinct.dedup();
-    let (limit, since) = loop_window(services, now);
-    let counts = store::recent_from_many(tx.get().await?, &distinct, since).await?;
-    let mut seen: HashMap<&str, u64> = HashMap::new();
-    let mut flows = Vec::with_capacity(items.len());
-    let mut looping = Vec::new();
-    for (k, (item, sender)) in items.iter_mut().zip(&senders).enumerate() {
-        let Some(sender) = sender else {
-            item.facts.set("inbound.loop", json!(false));
-            flows.push(Ok(Flow::Continue));
-            continue;
-        };
-        let recent = counts.get(sender).copied().unwrap_or(0);
-        let earlier = seen.entry(sender.as_str()).or_insert(0);
-        if *earlier > 0 && recent < limit && recent + *earlier >= limit {
-            // Every item before it went on (a loop check ends no workflow).
-            return Ok(cut_at(
-                k,
-                JobError::transient(
-                    "its sender nears mail.loop_limit with an earlier mail of its batch: runs after it",
-                ),
-            ));
-        }
-        *earlier += 1;
-        let raw_id = mail_of(item)?.raw_id;
-        if set_loop(
-            &mut item.facts,
-            item.inbound.as_deref_mut(),
-            sender,
-            recent,
-            limit,
-        ) {
-            looping.push(raw_id);
-        }
-        flows.push(Ok(Flow::Continue));
-    }
-    if !looping.is_empty() {
-        store::reclassify_raw(tx.get().await?, &looping, "loop").await?;
-    }
-    Ok(flows)
 }

@@ -35,16 +35,49 @@ impl Action for DedupeMail {
         Form::Set
     }
 
-    /// One lookup for the batch's keys. A mail whose key an earlier mail of the batch has
-    /// is cut off to run after it: whether it is a duplicate depends on what that one
-    /// stores.
+    /// One lookup for the batch's keys.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let now = batch.now;
+        let tx = &mut *batch.tx;
+        let mut keys: Vec<String> = Vec::with_capacity(items.len());
+        for (k, item) in items.iter().enumerate() {
+            let key = dedupe_key_of(mail_of(item)?)?;
+            if keys.contains(&key) {
+                return Ok(cut_at(
+                    k,
+                    JobError::transient("repeats a mail earlier in its batch: runs after it"),
+                ));
+            }
+            keys.push(key);
+        }
+        let db = tx.get().await?;
+        let stored = store::by_dedupe_keys(db, &keys).await?;
+        let mut marks = Vec::new();
+        let mut flows = Vec::with_capacity(items.len());
+        for (item, key) in items.iter_mut().zip(keys) {
+            let existing = stored.get(&key);
+            let raw_id = mail_of(item)?.raw_id;
+            if let Some(m) = item.inbound.as_deref_mut() {
+                m.dedupe_key = Some(key);
+            }
+            let Some(existing) = existing else {
+                item.facts
+                    .set("inbound.duplicate_of", serde_json::Value::Null);
+                flows.push(Ok(Flow::Continue));
+                continue;
+            };
+            marks.push(duplicate_mark(raw_id));
+            store::link_raw(db, raw_id, existing.id).await?;
+            count_item(item, "duplicate");
+            flows.push(Ok(duplicate(&mut item.facts, existing)));
+        }
+        store::mark_raw_many(db, &marks, now).await?;
+        Ok(flows)
     }
 }
 
@@ -88,47 +121,4 @@ pub(in crate::workflow::actions) fn duplicate(
         "a duplicate of message {} (thread {})",
         existing.id, existing.thread_id
     ))
-}
-
-/// `dedupe_mail`: one lookup for the batch's keys.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let now = batch.now;
-    let tx = &mut *batch.tx;
-    let mut keys: Vec<String> = Vec::with_capacity(items.len());
-    for (k, item) in items.iter().enumerate() {
-        let key = dedupe_key_of(mail_of(item)?)?;
-        if keys.contains(&key) {
-            return Ok(cut_at(
-                k,
-                JobError::transient("repeats a mail earlier in its batch: runs after it"),
-            ));
-        }
-        keys.push(key);
-    }
-    let db = tx.get().await?;
-    let stored = store::by_dedupe_keys(db, &keys).await?;
-    let mut marks = Vec::new();
-    let mut flows = Vec::with_capacity(items.len());
-    for (item, key) in items.iter_mut().zip(keys) {
-        let existing = stored.get(&key);
-        let raw_id = mail_of(item)?.raw_id;
-        if let Some(m) = item.inbound.as_deref_mut() {
-            m.dedupe_key = Some(key);
-        }
-        let Some(existing) = existing else {
-            item.facts
-                .set("inbound.duplicate_of", serde_json::Value::Null);
-            flows.push(Ok(Flow::Continue));
-            continue;
-        };
-        marks.push(duplicate_mark(raw_id));
-        store::link_raw(db, raw_id, existing.id).await?;
-        count_item(item, "duplicate");
-        flows.push(Ok(duplicate(&mut item.facts, existing)));
-    }
-    store::mark_raw_many(db, &marks, now).await?;
-    Ok(flows)
 }

@@ -83,14 +83,39 @@ impl Action for ParseMail {
         Form::Set
     }
 
-    /// Parsed mail by mail; the raw rows marked in one statement per distinct outcome.
+    /// Takes each mail's parse (made by `store_raw_mail`); marks, in one
+    /// statement per distinct outcome, only the rows that do not say it yet.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let now = batch.now;
+        let tx = &mut *batch.tx;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut marks = Vec::new();
+        for item in items.iter_mut() {
+            let m = item
+                .inbound
+                .as_deref_mut()
+                .ok_or_else(|| JobError::permanent(NO_MAIL))?;
+            let (outcome, mark) = take_parse(m);
+            marks.extend(mark);
+            outcomes.push(outcome);
+        }
+        if !marks.is_empty() {
+            store::mark_raw_many(tx.get().await?, &marks, now).await?;
+        }
+        let mut flows = Vec::with_capacity(items.len());
+        for (item, outcome) in items.iter_mut().zip(outcomes) {
+            let (flow, label) = apply_parse(outcome, &mut item.facts, item.inbound.as_deref_mut());
+            if let Some(label) = label {
+                count_item(item, label);
+            }
+            flows.push(Ok(flow));
+        }
+        Ok(flows)
     }
 }
 
@@ -174,37 +199,4 @@ pub(in crate::workflow::actions) fn apply_parse(
         m.class = Some(class);
     }
     (Flow::Continue, None)
-}
-
-/// `parse_mail`: takes each mail's parse (made by `store_raw_mail`); marks, in one
-/// statement per distinct outcome, only the rows that do not say it yet.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let now = batch.now;
-    let tx = &mut *batch.tx;
-    let mut outcomes = Vec::with_capacity(items.len());
-    let mut marks = Vec::new();
-    for item in items.iter_mut() {
-        let m = item
-            .inbound
-            .as_deref_mut()
-            .ok_or_else(|| JobError::permanent(NO_MAIL))?;
-        let (outcome, mark) = take_parse(m);
-        marks.extend(mark);
-        outcomes.push(outcome);
-    }
-    if !marks.is_empty() {
-        store::mark_raw_many(tx.get().await?, &marks, now).await?;
-    }
-    let mut flows = Vec::with_capacity(items.len());
-    for (item, outcome) in items.iter_mut().zip(outcomes) {
-        let (flow, label) = apply_parse(outcome, &mut item.facts, item.inbound.as_deref_mut());
-        if let Some(label) = label {
-            count_item(item, label);
-        }
-        flows.push(Ok(flow));
-    }
-    Ok(flows)
 }

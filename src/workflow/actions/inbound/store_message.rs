@@ -49,15 +49,71 @@ impl Action for StoreMessage {
         true
     }
 
-    /// The batch's mails, the threads they open, their attachments and the stored threads'
-    /// cards in a few statements.
+    /// The batch's mails on their threads in a few statements whatever their
+    /// number (see [`threads::add_messages`]): the threads they open go in with their first
+    /// message on the card, and mails of the batch on one thread go on its card in order.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let now = batch.now;
+        let tx = &mut *batch.tx;
+        let mut writes = Vec::with_capacity(items.len());
+        let mut kinds = Vec::with_capacity(items.len());
+        let mut versions: HashMap<uuid::Uuid, i64> = HashMap::new();
+        for (k, item) in items.iter_mut().enumerate() {
+            let created = item.facts.get("thread.created") == Some(&serde_json::Value::Bool(true));
+            let (msg, classification, label) = inbound_message(item.job, mail_of(item)?, created)?;
+            let target = match item.opened.take() {
+                Some(opened) => Target::Open(*opened),
+                None => {
+                    let thread = item.thread.clone().ok_or_else(|| {
+                        JobError::permanent("no thread at this step (`match_thread` did not run)")
+                    })?;
+                    // Two copies of one thread differ when a later mail's match changed it (an
+                    // unknown sender flagged it): the card of the older would be stale.
+                    if *versions.entry(thread.id).or_insert(thread.version) != thread.version {
+                        return Ok(cut_at(
+                            k,
+                            JobError::transient(
+                                "a mail of its batch changed its thread meanwhile: runs after it",
+                            ),
+                        ));
+                    }
+                    Target::Existing(thread)
+                }
+            };
+            kinds.push((msg.message_id_header.clone(), classification, label));
+            writes.push((target, msg));
+        }
+        let mut events = Vec::new();
+        let stored = match threads::add_messages(tx.get().await?, writes, now, &mut events).await {
+            Err(e) if e.is_unique_violation() => {
+                // A copy of one of these mails, delivered twice at once, stored by a concurrent
+                // job: run one by one, that one's retry finds it and ends as a duplicate.
+                return Err(JobError::transient(format!(
+                    "a copy of a mail of this batch is being stored by another job ({e})"
+                )));
+            }
+            other => other?,
+        };
+        tx.defer_events(&mut events);
+        let mut flows = Vec::with_capacity(items.len());
+        for ((item, (card, row)), (header, classification, label)) in
+            items.iter_mut().zip(stored).zip(kinds)
+        {
+            if let Some(header) = header {
+                batch.memo.mail_stored(&header);
+            }
+            batch.memo.note_thread(&card);
+            item.set_thread(card);
+            set_message_facts(&mut item.facts, &row, classification);
+            count_item(item, label);
+            flows.push(Ok(Flow::Continue));
+        }
+        Ok(flows)
     }
 }
 
@@ -133,69 +189,4 @@ pub(in crate::workflow::actions) fn inbound_message(
         })
         .collect();
     Ok((msg, classification, label))
-}
-
-/// `store_message`: the batch's mails on their threads in a few statements whatever their
-/// number (see [`threads::add_messages`]): the threads they open go in with their first
-/// message on the card, and mails of the batch on one thread go on its card in order.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let now = batch.now;
-    let tx = &mut *batch.tx;
-    let mut writes = Vec::with_capacity(items.len());
-    let mut kinds = Vec::with_capacity(items.len());
-    let mut versions: HashMap<uuid::Uuid, i64> = HashMap::new();
-    for (k, item) in items.iter_mut().enumerate() {
-        let created = item.facts.get("thread.created") == Some(&serde_json::Value::Bool(true));
-        let (msg, classification, label) = inbound_message(item.job, mail_of(item)?, created)?;
-        let target = match item.opened.take() {
-            Some(opened) => Target::Open(*opened),
-            None => {
-                let thread = item.thread.clone().ok_or_else(|| {
-                    JobError::permanent("no thread at this step (`match_thread` did not run)")
-                })?;
-                // Two copies of one thread differ when a later mail's match changed it (an
-                // unknown sender flagged it): the card of the older would be stale.
-                if *versions.entry(thread.id).or_insert(thread.version) != thread.version {
-                    return Ok(cut_at(
-                        k,
-                        JobError::transient(
-                            "a mail of its batch changed its thread meanwhile: runs after it",
-                        ),
-                    ));
-                }
-                Target::Existing(thread)
-            }
-        };
-        kinds.push((msg.message_id_header.clone(), classification, label));
-        writes.push((target, msg));
-    }
-    let mut events = Vec::new();
-    let stored = match threads::add_messages(tx.get().await?, writes, now, &mut events).await {
-        Err(e) if e.is_unique_violation() => {
-            // A copy of one of these mails, delivered twice at once, stored by a concurrent
-            // job: run one by one, that one's retry finds it and ends as a duplicate.
-            return Err(JobError::transient(format!(
-                "a copy of a mail of this batch is being stored by another job ({e})"
-            )));
-        }
-        other => other?,
-    };
-    tx.defer_events(&mut events);
-    let mut flows = Vec::with_capacity(items.len());
-    for ((item, (card, row)), (header, classification, label)) in
-        items.iter_mut().zip(stored).zip(kinds)
-    {
-        if let Some(header) = header {
-            batch.memo.mail_stored(&header);
-        }
-        batch.memo.note_thread(&card);
-        item.set_thread(card);
-        set_message_facts(&mut item.facts, &row, classification);
-        count_item(item, label);
-        flows.push(Ok(Flow::Continue));
-    }
-    Ok(flows)
 }

@@ -78,14 +78,80 @@ impl Action for StoreRawMail {
         Form::Set
     }
 
-    /// The batch's raw mails in one multi-row insert.
+    /// Each mail parsed, then one multi-row insert of the rows marked with
+    /// what they are (a reprocessed mail finds its stored row).
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let (services, now) = (batch.services, batch.now);
+        let tx = &mut *batch.tx;
+        let max = services.config.mail.max_size;
+        let inputs: Vec<Result<RawInput, String>> = items
+            .iter()
+            .map(|item| RawInput::of(item.job, max, now))
+            .collect();
+        // Parsed here, before the transaction begins, so each row goes in once, marked (a
+        // reprocessed mail is parsed by `parse_mail`, which marks its stored row).
+        let (inputs, outcomes): (Vec<_>, Vec<_>) =
+            parse_off_runtime(inputs).await?.into_iter().unzip();
+        // First, before any row lock: a batch holding a mail's reply commits first.
+        let keys = conversation_keys(outcomes.iter().flatten().map(|(o, _)| o));
+        crate::jobs::turn::in_turn(async {
+            let bound = tx.lock_wait();
+            if bound.is_some() {
+                tx.bound_lock_waits(SET_LOCK_WAIT).await?;
+            }
+            store::lock_conversations(tx.get().await?, &keys).await?;
+            if let Some(bound) = bound {
+                tx.bound_lock_waits(bound).await?;
+            }
+            Ok::<_, JobError>(())
+        })
+        .await?;
+        let db = tx.get().await?;
+        let new: Vec<store::NewRawMail<'_>> = items
+            .iter()
+            .zip(&inputs)
+            .zip(&outcomes)
+            .filter_map(|((item, input), outcome)| match (input, outcome) {
+                (Ok(i), Some((_, state))) => Some(i.row(&item.job.message_id, Some((state, now)))),
+                _ => None,
+            })
+            .collect();
+        let mut rows = store::store_raw_many(db, &new).await?.into_iter();
+        drop(new);
+        let mut flows = Vec::with_capacity(items.len());
+        for ((item, input), outcome) in items.iter_mut().zip(inputs).zip(outcomes) {
+            let input = match input {
+                Ok(input) => input,
+                Err(why) => {
+                    count_item(item, "refused");
+                    flows.push(Ok(Flow::Refuse(why)));
+                    continue;
+                }
+            };
+            let (raw_id, early) = match (input.reprocess, outcome) {
+                (Some(id), _) => (stored_raw(db, id).await?, None),
+                (None, Some((outcome, _))) => {
+                    let row = rows.next().ok_or_else(|| {
+                        JobError::permanent("the raw mail insert returned fewer rows than mails")
+                    })?;
+                    let on_row = row.written;
+                    (row.id, Some(EarlyParse { outcome, on_row }))
+                }
+                (None, None) => {
+                    return Err(JobError::permanent(
+                        "a new raw mail was not parsed before it was stored",
+                    ));
+                }
+            };
+            item.inbound = Some(input.stored(raw_id, early, &mut item.facts));
+            flows.push(Ok(Flow::Continue));
+        }
+        Ok(flows)
     }
 }
 
@@ -263,79 +329,6 @@ fn decode_raw(text: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(compact)
         .map_err(|e| format!("raw_base64 is not base64: {e}"))
-}
-
-/// `store_raw_mail`: each mail parsed, then one multi-row insert of the rows marked with
-/// what they are (a reprocessed mail finds its stored row).
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let (services, now) = (batch.services, batch.now);
-    let tx = &mut *batch.tx;
-    let max = services.config.mail.max_size;
-    let inputs: Vec<Result<RawInput, String>> = items
-        .iter()
-        .map(|item| RawInput::of(item.job, max, now))
-        .collect();
-    // Parsed here, before the transaction begins, so each row goes in once, marked (a
-    // reprocessed mail is parsed by `parse_mail`, which marks its stored row).
-    let (inputs, outcomes): (Vec<_>, Vec<_>) = parse_off_runtime(inputs).await?.into_iter().unzip();
-    // First, before any row lock: a batch holding a mail's reply commits first.
-    let keys = conversation_keys(outcomes.iter().flatten().map(|(o, _)| o));
-    crate::jobs::turn::in_turn(async {
-        let bound = tx.lock_wait();
-        if bound.is_some() {
-            tx.bound_lock_waits(SET_LOCK_WAIT).await?;
-        }
-        store::lock_conversations(tx.get().await?, &keys).await?;
-        if let Some(bound) = bound {
-            tx.bound_lock_waits(bound).await?;
-        }
-        Ok::<_, JobError>(())
-    })
-    .await?;
-    let db = tx.get().await?;
-    let new: Vec<store::NewRawMail<'_>> = items
-        .iter()
-        .zip(&inputs)
-        .zip(&outcomes)
-        .filter_map(|((item, input), outcome)| match (input, outcome) {
-            (Ok(i), Some((_, state))) => Some(i.row(&item.job.message_id, Some((state, now)))),
-            _ => None,
-        })
-        .collect();
-    let mut rows = store::store_raw_many(db, &new).await?.into_iter();
-    drop(new);
-    let mut flows = Vec::with_capacity(items.len());
-    for ((item, input), outcome) in items.iter_mut().zip(inputs).zip(outcomes) {
-        let input = match input {
-            Ok(input) => input,
-            Err(why) => {
-                count_item(item, "refused");
-                flows.push(Ok(Flow::Refuse(why)));
-                continue;
-            }
-        };
-        let (raw_id, early) = match (input.reprocess, outcome) {
-            (Some(id), _) => (stored_raw(db, id).await?, None),
-            (None, Some((outcome, _))) => {
-                let row = rows.next().ok_or_else(|| {
-                    JobError::permanent("the raw mail insert returned fewer rows than mails")
-                })?;
-                let on_row = row.written;
-                (row.id, Some(EarlyParse { outcome, on_row }))
-            }
-            (None, None) => {
-                return Err(JobError::permanent(
-                    "a new raw mail was not parsed before it was stored",
-                ));
-            }
-        };
-        item.inbound = Some(input.stored(raw_id, early, &mut item.facts));
-        flows.push(Ok(Flow::Continue));
-    }
-    Ok(flows)
 }
 
 #[cfg(test)]

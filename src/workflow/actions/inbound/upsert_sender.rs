@@ -67,16 +67,156 @@ impl Action for UpsertSender {
         Form::Set
     }
 
-    /// The batch's contacts, their customers, the missing customers and their links in
-    /// four statements. A sender met twice in the batch is written once; each of its mails
-    /// gets what it would get running after the other.
+    /// The batch's contacts, their customers, the missing customers and
+    /// their links, one statement each. A contact met twice is written once, with what the
+    /// mails say of it merged in order (the first name given fills a missing one, as running
+    /// one after the other would).
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let (services, now) = (batch.services, batch.now);
+        let tx = &mut *batch.tx;
+        // Each item's contact input (or why it is refused), and the distinct contacts.
+        let mut inputs: Vec<Result<ContactInput, String>> = Vec::with_capacity(items.len());
+        let mut contacts: Vec<ContactInput> = Vec::new();
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let input = sender_input(mail_of(item)?)?;
+            let at = input.as_ref().ok().map(|c| {
+                match contacts.iter().position(|d| d.address == c.address) {
+                    Some(at) => {
+                        let known = &mut contacts[at];
+                        known.name = known.name.take().or_else(|| c.name.clone());
+                        known.language = known.language.take().or_else(|| c.language.clone());
+                        at
+                    }
+                    None => {
+                        contacts.push(c.clone());
+                        contacts.len() - 1
+                    }
+                }
+            });
+            slot.push(at);
+            inputs.push(input);
+        }
+        // Another batch that inserted one of these contacts or customers holds it until it
+        // commits, within its own run; failing here would run this whole batch one job at a
+        // time, so these statements may wait longer than the batch's bound. The rows go in
+        // sorted, so two batches take them in the same order and cannot deadlock on them.
+        let bound = tx.lock_wait();
+        if bound.is_some() {
+            tx.bound_lock_waits(SET_LOCK_WAIT).await?;
+        }
+        let db = tx.get().await?;
+        let (order, rows) = sorted(&contacts, |c| c.address.clone());
+        let written = unsorted(
+            &order,
+            customers::find_or_create_contacts(db, &rows, now).await?,
+        )?;
+        // The customers of the contacts that sent normal mail; a contact the statement above
+        // created belongs to none yet.
+        let normal: Vec<bool> = items
+            .iter()
+            .map(|item| mail_of(item).map(is_normal_mail))
+            .collect::<Result<_, _>>()?;
+        let mut asked: Vec<uuid::Uuid> = slot
+            .iter()
+            .zip(&normal)
+            .filter_map(|(at, n)| at.filter(|_| *n).map(|at| written[at]))
+            .filter_map(|(id, created)| (!created).then_some(id))
+            .collect();
+        asked.sort();
+        asked.dedup();
+        let known = store::customers_of_contacts(db, &asked).await?;
+
+        // A customer for each contact of normal mail that has none, named from its first
+        // such mail (as running in order would), created once per external id.
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut wanted_by: HashMap<uuid::Uuid, usize> = HashMap::new();
+        for (k, input) in inputs.iter().enumerate() {
+            let (Ok(input), Some(at)) = (input, slot[k]) else {
+                continue;
+            };
+            let contact = written[at].0;
+            if !normal[k] || known.contains_key(&contact) || wanted_by.contains_key(&contact) {
+                continue;
+            }
+            let (external, name) = new_customer(services, input);
+            let w = match wanted.iter().position(|(e, _)| *e == external) {
+                Some(w) => w,
+                None => {
+                    wanted.push((external, name));
+                    wanted.len() - 1
+                }
+            };
+            wanted_by.insert(contact, w);
+        }
+        let (order, rows) = sorted(&wanted, |(external, _)| external.clone());
+        let made = unsorted(&order, customers::ensure_customers(db, &rows, now).await?)?;
+        let mut links: Vec<(uuid::Uuid, uuid::Uuid)> = wanted_by
+            .iter()
+            .map(|(contact, w)| (made[*w].0, *contact))
+            .collect();
+        links.sort();
+        customers::attach_contacts(db, &links, now).await?;
+        if let Some(bound) = bound {
+            tx.bound_lock_waits(bound).await?;
+        }
+
+        // Each mail's sender, as if run in order: only the first mail of a new contact created
+        // it, only the first normal mail needing a customer created one.
+        let mut contact_told = vec![false; contacts.len()];
+        let mut customer_told = vec![false; wanted.len()];
+        let mut flows = Vec::with_capacity(items.len());
+        let mut refusals = Vec::new();
+        for (k, item) in items.iter_mut().enumerate() {
+            let (input, at) = match (&inputs[k], slot[k]) {
+                (Ok(input), Some(at)) => (input, at),
+                (Err(why), _) => {
+                    count_item(item, "refused");
+                    let (mark, reason) = refused(mail_of(item)?.raw_id, why);
+                    refusals.push(mark);
+                    flows.push(Ok(Flow::Refuse(reason)));
+                    continue;
+                }
+                (Ok(_), None) => return Err(JobError::permanent("a sender lost its contact")),
+            };
+            let (contact_id, created) = written[at];
+            let contact_created = created && !std::mem::replace(&mut contact_told[at], true);
+            let mut customer_created = false;
+            let mut customers = Vec::new();
+            if normal[k] {
+                if let Some(list) = known.get(&contact_id) {
+                    customers = list.iter().map(|c| (c.id, c.attributes.clone())).collect();
+                } else if let Some(&w) = wanted_by.get(&contact_id) {
+                    let (customer, created) = made[w];
+                    customer_created = created && !std::mem::replace(&mut customer_told[w], true);
+                    customers.push((customer, json!({})));
+                }
+            }
+            let sender = Sender {
+                contact_id,
+                address: input.address.clone(),
+                name: input.name.clone(),
+                customers,
+            };
+            record_sender(
+                services,
+                &mut item.facts,
+                item.inbound.as_deref_mut(),
+                sender,
+                contact_created,
+                customer_created,
+            );
+            flows.push(Ok(Flow::Continue));
+        }
+        if !refusals.is_empty() {
+            store::mark_raw_many(tx.get().await?, &refusals, now).await?;
+        }
+        Ok(flows)
     }
 }
 
@@ -158,154 +298,4 @@ pub(in crate::workflow::actions) fn record_sender(
         m.sender = Some(sender);
         m.spoofed = spoofed;
     }
-}
-
-/// `upsert_sender`: the batch's contacts, their customers, the missing customers and
-/// their links, one statement each. A contact met twice is written once, with what the
-/// mails say of it merged in order (the first name given fills a missing one, as running
-/// one after the other would).
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let (services, now) = (batch.services, batch.now);
-    let tx = &mut *batch.tx;
-    // Each item's contact input (or why it is refused), and the distinct contacts.
-    let mut inputs: Vec<Result<ContactInput, String>> = Vec::with_capacity(items.len());
-    let mut contacts: Vec<ContactInput> = Vec::new();
-    let mut slot: Vec<Option<usize>> = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        let input = sender_input(mail_of(item)?)?;
-        let at = input.as_ref().ok().map(|c| {
-            match contacts.iter().position(|d| d.address == c.address) {
-                Some(at) => {
-                    let known = &mut contacts[at];
-                    known.name = known.name.take().or_else(|| c.name.clone());
-                    known.language = known.language.take().or_else(|| c.language.clone());
-                    at
-                }
-                None => {
-                    contacts.push(c.clone());
-                    contacts.len() - 1
-                }
-            }
-        });
-        slot.push(at);
-        inputs.push(input);
-    }
-    // Another batch that inserted one of these contacts or customers holds it until it
-    // commits, within its own run; failing here would run this whole batch one job at a
-    // time, so these statements may wait longer than the batch's bound. The rows go in
-    // sorted, so two batches take them in the same order and cannot deadlock on them.
-    let bound = tx.lock_wait();
-    if bound.is_some() {
-        tx.bound_lock_waits(SET_LOCK_WAIT).await?;
-    }
-    let db = tx.get().await?;
-    let (order, rows) = sorted(&contacts, |c| c.address.clone());
-    let written = unsorted(
-        &order,
-        customers::find_or_create_contacts(db, &rows, now).await?,
-    )?;
-    // The customers of the contacts that sent normal mail; a contact the statement above
-    // created belongs to none yet.
-    let normal: Vec<bool> = items
-        .iter()
-        .map(|item| mail_of(item).map(is_normal_mail))
-        .collect::<Result<_, _>>()?;
-    let mut asked: Vec<uuid::Uuid> = slot
-        .iter()
-        .zip(&normal)
-        .filter_map(|(at, n)| at.filter(|_| *n).map(|at| written[at]))
-        .filter_map(|(id, created)| (!created).then_some(id))
-        .collect();
-    asked.sort();
-    asked.dedup();
-    let known = store::customers_of_contacts(db, &asked).await?;
-
-    // A customer for each contact of normal mail that has none, named from its first
-    // such mail (as running in order would), created once per external id.
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    let mut wanted_by: HashMap<uuid::Uuid, usize> = HashMap::new();
-    for (k, input) in inputs.iter().enumerate() {
-        let (Ok(input), Some(at)) = (input, slot[k]) else {
-            continue;
-        };
-        let contact = written[at].0;
-        if !normal[k] || known.contains_key(&contact) || wanted_by.contains_key(&contact) {
-            continue;
-        }
-        let (external, name) = new_customer(services, input);
-        let w = match wanted.iter().position(|(e, _)| *e == external) {
-            Some(w) => w,
-            None => {
-                wanted.push((external, name));
-                wanted.len() - 1
-            }
-        };
-        wanted_by.insert(contact, w);
-    }
-    let (order, rows) = sorted(&wanted, |(external, _)| external.clone());
-    let made = unsorted(&order, customers::ensure_customers(db, &rows, now).await?)?;
-    let mut links: Vec<(uuid::Uuid, uuid::Uuid)> = wanted_by
-        .iter()
-        .map(|(contact, w)| (made[*w].0, *contact))
-        .collect();
-    links.sort();
-    customers::attach_contacts(db, &links, now).await?;
-    if let Some(bound) = bound {
-        tx.bound_lock_waits(bound).await?;
-    }
-
-    // Each mail's sender, as if run in order: only the first mail of a new contact created
-    // it, only the first normal mail needing a customer created one.
-    let mut contact_told = vec![false; contacts.len()];
-    let mut customer_told = vec![false; wanted.len()];
-    let mut flows = Vec::with_capacity(items.len());
-    let mut refusals = Vec::new();
-    for (k, item) in items.iter_mut().enumerate() {
-        let (input, at) = match (&inputs[k], slot[k]) {
-            (Ok(input), Some(at)) => (input, at),
-            (Err(why), _) => {
-                count_item(item, "refused");
-                let (mark, reason) = refused(mail_of(item)?.raw_id, why);
-                refusals.push(mark);
-                flows.push(Ok(Flow::Refuse(reason)));
-                continue;
-            }
-            (Ok(_), None) => return Err(JobError::permanent("a sender lost its contact")),
-        };
-        let (contact_id, created) = written[at];
-        let contact_created = created && !std::mem::replace(&mut contact_told[at], true);
-        let mut customer_created = false;
-        let mut customers = Vec::new();
-        if normal[k] {
-            if let Some(list) = known.get(&contact_id) {
-                customers = list.iter().map(|c| (c.id, c.attributes.clone())).collect();
-            } else if let Some(&w) = wanted_by.get(&contact_id) {
-                let (customer, created) = made[w];
-                customer_created = created && !std::mem::replace(&mut customer_told[w], true);
-                customers.push((customer, json!({})));
-            }
-        }
-        let sender = Sender {
-            contact_id,
-            address: input.address.clone(),
-            name: input.name.clone(),
-            customers,
-        };
-        record_sender(
-            services,
-            &mut item.facts,
-            item.inbound.as_deref_mut(),
-            sender,
-            contact_created,
-            customer_created,
-        );
-        flows.push(Ok(Flow::Continue));
-    }
-    if !refusals.is_empty() {
-        store::mark_raw_many(tx.get().await?, &refusals, now).await?;
-    }
-    Ok(flows)
 }

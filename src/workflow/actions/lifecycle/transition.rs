@@ -75,13 +75,84 @@ impl Action for Transition {
         Form::Set
     }
 
+    /// Each job's change worked out in order, as its lifecycle says, from its
+    /// thread as the earlier jobs left it; then the changed threads' timers cancelled, their
+    /// cards saved and the next timers armed, one statement each. The audit events go with
+    /// the commit.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items, params).await
+        let now = batch.now;
+        let mut cards = Cards::default();
+        let mut cancelled: Vec<Uuid> = Vec::new();
+        // The timer each thread's last change armed: every change cancels what came before.
+        let mut armed: Vec<(Uuid, gochat_entities::timers::ActiveModel)> = Vec::new();
+        let mut events = Vec::new();
+        let mut flows = Vec::with_capacity(items.len());
+        for (k, item) in items.iter_mut().enumerate() {
+            let asked = Asked::of(&item.facts, params);
+            let decided = cards.current(&batch.memo, item).and_then(|before| {
+                let lifecycle = lifecycle_of(&batch.lifecycles, &before)?;
+                let change = asked.change(&lifecycle, before.status, now)?;
+                Ok((before, change))
+            });
+            let (before, change) = match decided {
+                Ok(decided) => decided,
+                Err(e) => return Ok(cut_at(k, e)),
+            };
+            let Some(change) = change else {
+                transition_facts(&mut item.facts, before.status, before.status, None);
+                flows.push(Ok(Flow::Continue));
+                continue;
+            };
+            if !cancelled.contains(&before.id) {
+                cancelled.push(before.id);
+            }
+            armed.retain(|(thread, _)| *thread != before.id);
+            let after = match threads::status_change(
+                &before,
+                change.to.status,
+                change.to.step,
+                &asked.who,
+                asked.reason.as_deref(),
+                now,
+            ) {
+                Some((changed, event)) => {
+                    let after = threads::bump(&before, changed, now);
+                    cards.change(&before, after.clone());
+                    events.extend(event);
+                    after
+                }
+                None => before.clone(),
+            };
+            if let Some(arm) = &change.arm {
+                armed.push((
+                    before.id,
+                    timers::timer_row(&after, arm.step, arm.due_at, now),
+                ));
+            }
+            transition_facts(
+                &mut item.facts,
+                before.status,
+                after.status,
+                change.arm.map(|a| a.due_at),
+            );
+            item.set_thread(after);
+            flows.push(Ok(Flow::Continue));
+        }
+        if !cancelled.is_empty() {
+            timers::cancel_for_threads(batch.tx.get().await?, &cancelled).await?;
+        }
+        cards.write(batch).await?;
+        if !armed.is_empty() {
+            let rows = armed.into_iter().map(|(_, row)| row).collect();
+            timers::schedule_many(batch.tx.get().await?, rows).await?;
+        }
+        batch.tx.defer_events(&mut events);
+        Ok(flows)
     }
 }
 
@@ -145,83 +216,4 @@ impl Asked {
         }
         .map_err(|e| JobError::permanent(format!("illegal transition: {e}")))
     }
-}
-
-/// `transition`: each job's change worked out in order, as its lifecycle says, from its
-/// thread as the earlier jobs left it; then the changed threads' timers cancelled, their
-/// cards saved and the next timers armed, one statement each. The audit events go with
-/// the commit.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-    params: &Params,
-) -> Result<Flows, JobError> {
-    let now = batch.now;
-    let mut cards = Cards::default();
-    let mut cancelled: Vec<Uuid> = Vec::new();
-    // The timer each thread's last change armed: every change cancels what came before.
-    let mut armed: Vec<(Uuid, gochat_entities::timers::ActiveModel)> = Vec::new();
-    let mut events = Vec::new();
-    let mut flows = Vec::with_capacity(items.len());
-    for (k, item) in items.iter_mut().enumerate() {
-        let asked = Asked::of(&item.facts, params);
-        let decided = cards.current(&batch.memo, item).and_then(|before| {
-            let lifecycle = lifecycle_of(&batch.lifecycles, &before)?;
-            let change = asked.change(&lifecycle, before.status, now)?;
-            Ok((before, change))
-        });
-        let (before, change) = match decided {
-            Ok(decided) => decided,
-            Err(e) => return Ok(cut_at(k, e)),
-        };
-        let Some(change) = change else {
-            transition_facts(&mut item.facts, before.status, before.status, None);
-            flows.push(Ok(Flow::Continue));
-            continue;
-        };
-        if !cancelled.contains(&before.id) {
-            cancelled.push(before.id);
-        }
-        armed.retain(|(thread, _)| *thread != before.id);
-        let after = match threads::status_change(
-            &before,
-            change.to.status,
-            change.to.step,
-            &asked.who,
-            asked.reason.as_deref(),
-            now,
-        ) {
-            Some((changed, event)) => {
-                let after = threads::bump(&before, changed, now);
-                cards.change(&before, after.clone());
-                events.extend(event);
-                after
-            }
-            None => before.clone(),
-        };
-        if let Some(arm) = &change.arm {
-            armed.push((
-                before.id,
-                timers::timer_row(&after, arm.step, arm.due_at, now),
-            ));
-        }
-        transition_facts(
-            &mut item.facts,
-            before.status,
-            after.status,
-            change.arm.map(|a| a.due_at),
-        );
-        item.set_thread(after);
-        flows.push(Ok(Flow::Continue));
-    }
-    if !cancelled.is_empty() {
-        timers::cancel_for_threads(batch.tx.get().await?, &cancelled).await?;
-    }
-    cards.write(batch).await?;
-    if !armed.is_empty() {
-        let rows = armed.into_iter().map(|(_, row)| row).collect();
-        timers::schedule_many(batch.tx.get().await?, rows).await?;
-    }
-    batch.tx.defer_events(&mut events);
-    Ok(flows)
 }

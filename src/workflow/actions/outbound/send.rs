@@ -63,7 +63,90 @@ impl Action for SendMail {
         items: &mut [&mut JobState<'_>],
         _params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items).await
+        let (services, now) = (batch.services, batch.now);
+        let tx = &mut *batch.tx;
+        let mut flows: Vec<Result<Flow, JobError>> = Vec::with_capacity(items.len());
+        let mut to_send = Vec::new();
+        for (k, item) in items.iter_mut().enumerate() {
+            let prepared = async {
+                let id = mail_id(&item.facts)?;
+                let row = composed_row(tx.get().await?, id, item.outbound.take()).await?;
+                if row.state != Some(OutboundState::Queued) {
+                    // Sent or failed by an earlier attempt: only the later steps run.
+                    mail_facts(&mut item.facts, &row);
+                    return Ok(None);
+                }
+                let mail = outgoing(&services.config.mail, &item.job.payload, &row)?;
+                Ok::<_, JobError>(Some((row, mail)))
+            }
+            .await;
+            match prepared {
+                Ok(Some((row, mail))) => to_send.push(ToSend { item: k, row, mail }),
+                Ok(None) => {}
+                Err(e) => return Ok(cut_at(k, e)),
+            }
+            flows.push(Ok(Flow::Continue));
+        }
+        if to_send.is_empty() {
+            return Ok(flows);
+        }
+
+        // Committed before the server hears of them: from here on, never sent twice.
+        let ids: Vec<Uuid> = to_send.iter().map(|s| s.row.id).collect();
+        outbound::mark_sending(tx.get().await?, &ids, now).await?;
+        let bound = tx.lock_wait();
+        tx.checkpoint().await?;
+        // The batch's locks ended with that commit: what its jobs noted of each other is void.
+        batch.memo.clear();
+        // That commit ended every thread lock of the batch, those of jobs with nothing to send
+        // included: later steps that read a thread read it again (see
+        // `StepContext::thread_may_have_changed`).
+        for item in items.iter_mut() {
+            item.thread_stale = item.thread.is_some();
+        }
+        for s in &mut to_send {
+            s.row.state = Some(OutboundState::Sending);
+            s.row.attempts += 1;
+            s.row.updated_at = now;
+        }
+        services
+            .metrics
+            .outbound_messages
+            .with_label_values(&["sending"])
+            .inc_by(to_send.len() as u64);
+
+        let answers =
+            futures_util::future::join_all(to_send.iter().map(|s| services.smtp.send(&s.mail)))
+                .await;
+        let now = services.clock.now();
+        let judged: Vec<(OutboundState, Delivery, Option<String>)> = to_send
+            .iter()
+            .zip(answers)
+            .map(|(s, answer)| judge(services, &s.row, answer, now))
+            .collect();
+        // Recorded at once: whatever later steps do, these outcomes stand.
+        let outcomes: Vec<(&messages::Model, OutboundState, Delivery)> = to_send
+            .iter()
+            .zip(&judged)
+            .map(|(s, (state, delivery, _))| (&s.row, *state, delivery.clone()))
+            .collect();
+        let saved = record_outcomes(tx, &outcomes, now).await?;
+        if let Some(limit) = bound {
+            // The later steps lock threads again, as the batch's first steps did.
+            tx.bound_lock_waits(limit).await?;
+        }
+        for ((s, (state, _, retry)), row) in to_send.iter().zip(judged).zip(saved) {
+            count_outcome(services, state);
+            let item = &mut items[s.item];
+            flows[s.item] = Ok(match retry {
+                Some(why) => Flow::Retry(format!("message {}: {why}", row.id)),
+                None => {
+                    mail_facts(&mut item.facts, &row);
+                    Flow::Continue
+                }
+            });
+        }
+        Ok(flows)
     }
 }
 
@@ -259,93 +342,4 @@ struct ToSend {
     item: usize,
     row: messages::Model,
     mail: lettre::Message,
-}
-
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-) -> Result<Flows, JobError> {
-    let (services, now) = (batch.services, batch.now);
-    let tx = &mut *batch.tx;
-    let mut flows: Vec<Result<Flow, JobError>> = Vec::with_capacity(items.len());
-    let mut to_send = Vec::new();
-    for (k, item) in items.iter_mut().enumerate() {
-        let prepared = async {
-            let id = mail_id(&item.facts)?;
-            let row = composed_row(tx.get().await?, id, item.outbound.take()).await?;
-            if row.state != Some(OutboundState::Queued) {
-                // Sent or failed by an earlier attempt: only the later steps run.
-                mail_facts(&mut item.facts, &row);
-                return Ok(None);
-            }
-            let mail = outgoing(&services.config.mail, &item.job.payload, &row)?;
-            Ok::<_, JobError>(Some((row, mail)))
-        }
-        .await;
-        match prepared {
-            Ok(Some((row, mail))) => to_send.push(ToSend { item: k, row, mail }),
-            Ok(None) => {}
-            Err(e) => return Ok(cut_at(k, e)),
-        }
-        flows.push(Ok(Flow::Continue));
-    }
-    if to_send.is_empty() {
-        return Ok(flows);
-    }
-
-    // Committed before the server hears of them: from here on, never sent twice.
-    let ids: Vec<Uuid> = to_send.iter().map(|s| s.row.id).collect();
-    outbound::mark_sending(tx.get().await?, &ids, now).await?;
-    let bound = tx.lock_wait();
-    tx.checkpoint().await?;
-    // The batch's locks ended with that commit: what its jobs noted of each other is void.
-    batch.memo.clear();
-    // That commit ended every thread lock of the batch, those of jobs with nothing to send
-    // included: later steps that read a thread read it again (see
-    // `StepContext::thread_may_have_changed`).
-    for item in items.iter_mut() {
-        item.thread_stale = item.thread.is_some();
-    }
-    for s in &mut to_send {
-        s.row.state = Some(OutboundState::Sending);
-        s.row.attempts += 1;
-        s.row.updated_at = now;
-    }
-    services
-        .metrics
-        .outbound_messages
-        .with_label_values(&["sending"])
-        .inc_by(to_send.len() as u64);
-
-    let answers =
-        futures_util::future::join_all(to_send.iter().map(|s| services.smtp.send(&s.mail))).await;
-    let now = services.clock.now();
-    let judged: Vec<(OutboundState, Delivery, Option<String>)> = to_send
-        .iter()
-        .zip(answers)
-        .map(|(s, answer)| judge(services, &s.row, answer, now))
-        .collect();
-    // Recorded at once: whatever later steps do, these outcomes stand.
-    let outcomes: Vec<(&messages::Model, OutboundState, Delivery)> = to_send
-        .iter()
-        .zip(&judged)
-        .map(|(s, (state, delivery, _))| (&s.row, *state, delivery.clone()))
-        .collect();
-    let saved = record_outcomes(tx, &outcomes, now).await?;
-    if let Some(limit) = bound {
-        // The later steps lock threads again, as the batch's first steps did.
-        tx.bound_lock_waits(limit).await?;
-    }
-    for ((s, (state, _, retry)), row) in to_send.iter().zip(judged).zip(saved) {
-        count_outcome(services, state);
-        let item = &mut items[s.item];
-        flows[s.item] = Ok(match retry {
-            Some(why) => Flow::Retry(format!("message {}: {why}", row.id)),
-            None => {
-                mail_facts(&mut item.facts, &row);
-                Flow::Continue
-            }
-        });
-    }
-    Ok(flows)
 }

@@ -39,13 +39,32 @@ impl Action for AddComment {
         Form::Set
     }
 
+    /// The batch's comments in one statement, their threads' cards in another.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items, params).await
+        let mut cards = Cards::default();
+        let mut rows = Vec::with_capacity(items.len());
+        let mut flows = Vec::with_capacity(items.len());
+        for (k, item) in items.iter_mut().enumerate() {
+            let taken = comment(&item.facts, params)
+                .and_then(|(body, author)| Ok((body, author, cards.current(&batch.memo, item)?)));
+            let (body, author, before) = match taken {
+                Ok(taken) => taken,
+                Err(e) => return Ok(cut_at(k, e)),
+            };
+            rows.push(threads::comment_row(before.id, &author, &body, batch.now));
+            let after = threads::bump(&before, threads::with_comment(&before), batch.now);
+            cards.change(&before, after.clone());
+            item.set_thread(after);
+            flows.push(Ok(Flow::Continue));
+        }
+        threads::insert_comments(batch.tx.get().await?, rows).await?;
+        cards.write(batch).await?;
+        Ok(flows)
     }
 }
 
@@ -67,31 +86,4 @@ pub(in crate::workflow::actions) fn comment(
         .cloned()
         .unwrap_or(Value::Null);
     Ok((body, author))
-}
-
-/// `add_comment`: the batch's comments in one statement, their threads' cards in another.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-    params: &Params,
-) -> Result<Flows, JobError> {
-    let mut cards = Cards::default();
-    let mut rows = Vec::with_capacity(items.len());
-    let mut flows = Vec::with_capacity(items.len());
-    for (k, item) in items.iter_mut().enumerate() {
-        let taken = comment(&item.facts, params)
-            .and_then(|(body, author)| Ok((body, author, cards.current(&batch.memo, item)?)));
-        let (body, author, before) = match taken {
-            Ok(taken) => taken,
-            Err(e) => return Ok(cut_at(k, e)),
-        };
-        rows.push(threads::comment_row(before.id, &author, &body, batch.now));
-        let after = threads::bump(&before, threads::with_comment(&before), batch.now);
-        cards.change(&before, after.clone());
-        item.set_thread(after);
-        flows.push(Ok(Flow::Continue));
-    }
-    threads::insert_comments(batch.tx.get().await?, rows).await?;
-    cards.write(batch).await?;
-    Ok(flows)
 }

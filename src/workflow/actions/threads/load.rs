@@ -52,13 +52,55 @@ impl Action for LoadThread {
         Form::Set
     }
 
+    /// The batch's threads read and locked in one statement, in id order.
     async fn run(
         &self,
         batch: &mut Batch<'_>,
         items: &mut [&mut JobState<'_>],
         params: &Params,
     ) -> Result<Flows, JobError> {
-        for_batch(batch, items, params).await
+        let mut ids = Vec::with_capacity(items.len());
+        let mut seen = HashSet::with_capacity(items.len());
+        for (k, item) in items.iter().enumerate() {
+            let id = match thread_id(&item.facts, params) {
+                Ok(id) => id,
+                Err(e) => return Ok(cut_at(k, e)),
+            };
+            if !seen.insert(id) {
+                return Ok(cut_at(
+                    k,
+                    JobError::transient(format!(
+                        "an earlier job of its batch is on thread {id}: runs after it"
+                    )),
+                ));
+            }
+            ids.push(id);
+        }
+        // Nothing is locked yet, and the rows go in sorted: waiting for another batch's
+        // threads cannot deadlock, and failing at once would run the batch one job at a time.
+        let bound = batch.tx.lock_wait();
+        if bound.is_some() {
+            batch.tx.bound_lock_waits(SET_LOCK_WAIT).await?;
+        }
+        let found = cards::get_many_for_update(batch.tx.get().await?, &ids).await?;
+        if let Some(bound) = bound {
+            batch.tx.bound_lock_waits(bound).await?;
+        }
+        let mut flows = Vec::with_capacity(items.len());
+        for (k, (item, id)) in items.iter_mut().zip(ids).enumerate() {
+            let Some(stored) = found.get(&id) else {
+                return Ok(cut_at(k, unknown_thread(id)));
+            };
+            let thread = batch.memo.newer_thread(stored).unwrap_or(stored).clone();
+            let version = thread.version;
+            batch.memo.note_thread(&thread);
+            item.set_thread(thread);
+            match expected_version(&item.facts, params, id, version) {
+                Ok(flow) => flows.push(Ok(flow)),
+                Err(e) => return Ok(cut_at(k, e)),
+            }
+        }
+        Ok(flows)
     }
 }
 
@@ -103,54 +145,4 @@ pub(in crate::workflow::actions) fn expected_version(
         }
         _ => Ok(Flow::Continue),
     }
-}
-
-/// `load_thread`: the batch's threads read and locked in one statement, in id order.
-pub(in crate::workflow::actions) async fn for_batch(
-    batch: &mut Batch<'_>,
-    items: &mut [&mut JobState<'_>],
-    params: &Params,
-) -> Result<Flows, JobError> {
-    let mut ids = Vec::with_capacity(items.len());
-    let mut seen = HashSet::with_capacity(items.len());
-    for (k, item) in items.iter().enumerate() {
-        let id = match thread_id(&item.facts, params) {
-            Ok(id) => id,
-            Err(e) => return Ok(cut_at(k, e)),
-        };
-        if !seen.insert(id) {
-            return Ok(cut_at(
-                k,
-                JobError::transient(format!(
-                    "an earlier job of its batch is on thread {id}: runs after it"
-                )),
-            ));
-        }
-        ids.push(id);
-    }
-    // Nothing is locked yet, and the rows go in sorted: waiting for another batch's
-    // threads cannot deadlock, and failing at once would run the batch one job at a time.
-    let bound = batch.tx.lock_wait();
-    if bound.is_some() {
-        batch.tx.bound_lock_waits(SET_LOCK_WAIT).await?;
-    }
-    let found = cards::get_many_for_update(batch.tx.get().await?, &ids).await?;
-    if let Some(bound) = bound {
-        batch.tx.bound_lock_waits(bound).await?;
-    }
-    let mut flows = Vec::with_capacity(items.len());
-    for (k, (item, id)) in items.iter_mut().zip(ids).enumerate() {
-        let Some(stored) = found.get(&id) else {
-            return Ok(cut_at(k, unknown_thread(id)));
-        };
-        let thread = batch.memo.newer_thread(stored).unwrap_or(stored).clone();
-        let version = thread.version;
-        batch.memo.note_thread(&thread);
-        item.set_thread(thread);
-        match expected_version(&item.facts, params, id, version) {
-            Ok(flow) => flows.push(Ok(flow)),
-            Err(e) => return Ok(cut_at(k, e)),
-        }
-    }
-    Ok(flows)
 }
