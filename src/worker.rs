@@ -99,6 +99,7 @@ impl Worker {
             confirm_timeout: services.config.amqp.confirm_timeout,
             interval: Duration::from_secs(1),
             retention: services.config.database.outbox_retention,
+            dead_jobs_retention: services.config.database.dead_jobs_retention,
             backlog_counted_at: Default::default(),
         };
         let relay = tokio::spawn(relay.run(waker.clone(), rest_stop.subscribe()));

@@ -1588,3 +1588,46 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    dead_job_records_expire_and_a_replay_dead_again_keeps_the_latest,
+    |db: common::TestDb| async move {
+        let store = db.store().await;
+        let conn = store.conn();
+        processed::record_dead(conn, "old", "inbound-mail", "first reason", t0())
+            .await
+            .unwrap();
+        processed::record_dead(
+            conn,
+            "young",
+            "inbound-mail",
+            "why",
+            t0() + Duration::days(20),
+        )
+        .await
+        .unwrap();
+        // The old job dead again after a replay: its latest reason and time count.
+        processed::record_dead(conn, "replayed", "thread-update", "before", t0())
+            .await
+            .unwrap();
+        processed::record_dead(
+            conn,
+            "replayed",
+            "thread-update",
+            "after the replay",
+            t0() + Duration::days(25),
+        )
+        .await
+        .unwrap();
+        let cut = t0() + Duration::days(10);
+        assert_eq!(processed::prune_dead(conn, cut).await.unwrap(), 1);
+        let left = processed::dead_reasons(conn, &["old", "young", "replayed"])
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(!left.contains_key("old"));
+        assert_eq!(left["young"], "why");
+        assert_eq!(left["replayed"], "after the replay");
+        assert_eq!(processed::prune_dead(conn, cut).await.unwrap(), 0);
+    }
+);

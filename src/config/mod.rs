@@ -58,6 +58,10 @@ pub struct DatabaseConfig {
     /// the relay deletes them; unpublished rows are never deleted.
     #[serde(with = "humantime_serde")]
     pub outbox_retention: Duration,
+    /// How long the record of a dead-lettered job is kept (what `?wait=` answers with)
+    /// before the relay deletes it; the dead-letter queue keeps the job itself.
+    #[serde(with = "humantime_serde")]
+    pub dead_jobs_retention: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -69,6 +73,7 @@ impl Default for DatabaseConfig {
             busy_timeout: Duration::from_secs(5),
             auto_migrate: false,
             outbox_retention: Duration::from_secs(24 * 3600),
+            dead_jobs_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -113,6 +113,8 @@ pub struct Relay {
     pub interval: Duration,
     /// Published rows older than this are deleted.
     pub retention: Duration,
+    /// Records of jobs dead-lettered longer ago than this are deleted.
+    pub dead_jobs_retention: Duration,
     /// Second (Unix time) the backlog gauge was last refreshed.
     pub backlog_counted_at: AtomicI64,
 }
@@ -124,7 +126,7 @@ impl Relay {
         let pruning = tokio::spawn(prune_loop(
             self.store.clone(),
             self.clock.clone(),
-            self.retention,
+            (self.retention, self.dead_jobs_retention),
             shutdown.clone(),
         ));
         let running = Running::new(waker);
@@ -355,17 +357,32 @@ impl Relay {
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_MAX: u64 = 500_000;
 
-/// Deletes published rows past `retention` once a minute until shutdown. Its own task, so
-/// a long prune never delays a publish.
-async fn prune_loop(store: Store, clock: SharedClock, retention: Duration, mut shutdown: Shutdown) {
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
+/// Deletes published rows and dead-job records past their retention (`(outbox, dead
+/// jobs)`) once a minute until shutdown. Its own task, so a long prune never delays a
+/// publish.
+async fn prune_loop(
+    store: Store,
+    clock: SharedClock,
+    retention: (Duration, Duration),
+    mut shutdown: Shutdown,
+) {
+    let (Ok(outbox_for), Ok(dead_for)) = (
+        chrono::Duration::from_std(retention.0),
+        chrono::Duration::from_std(retention.1),
+    ) else {
         return;
     };
     loop {
-        match outbox::prune(store.conn(), clock.now() - retention, PRUNE_MAX).await {
+        let now = clock.now();
+        match outbox::prune(store.conn(), now - outbox_for, PRUNE_MAX).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "pruned published outbox rows"),
             Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+        }
+        match crate::store::processed::prune_dead(store.conn(), now - dead_for).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned dead-job records"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the dead-job records"),
         }
         tokio::select! {
             _ = shutdown.recv() => return,

@@ -111,6 +111,23 @@ pub async fn record_dead(
     Ok(())
 }
 
+/// Deletes the records of jobs dead-lettered before `before`; returns how many went. The
+/// dead-letter queue keeps the jobs themselves: the records only answer the API's `?wait=`
+/// for jobs still young enough to be waited on. Dead letters are rare, so one statement
+/// (no index on `dead_at`) costs little.
+pub async fn prune_dead(
+    db: &impl ConnectionTrait,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    use gochat_entities::dead_jobs;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let r = dead_jobs::Entity::delete_many()
+        .filter(dead_jobs::Column::DeadAt.lt(before))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
+}
+
 /// The dead-letter reason of each of `message_ids` that was dead-lettered.
 pub async fn dead_reasons(
     db: &impl ConnectionTrait,
