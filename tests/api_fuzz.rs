@@ -52,6 +52,8 @@ both_backends!(schemathesis_finds_nothing, |db: TestDb| async move {
     let url = format!("{}/api/v1/openapi.json", e.base);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("schemathesis")
+            // Its cache (`.schemathesis/`) goes with the report, not into the checkout.
+            .current_dir(report.path())
             .args(["--config-file", support, "run", &url])
             .args([
                 "--checks",
