@@ -65,6 +65,26 @@ pub async fn signal() {
     }
 }
 
+/// Returns on SIGTERM or SIGINT (as [`signal`]); calls `on_hangup` on each SIGHUP meanwhile
+/// (reload the configuration that can change while running).
+pub async fn signal_or_hangup(mut on_hangup: impl FnMut()) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal as unix_signal};
+        if let Ok(mut hup) = unix_signal(SignalKind::hangup()) {
+            let stop = signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => on_hangup(),
+                }
+            }
+        }
+    }
+    signal().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,3 +285,98 @@ async fn bench_e2e_runs_a_worker_process_and_ends_with_its_json_report() {
     assert!(report["mails_delivered"].as_u64() > Some(0), "{report}");
     assert!(report["peak_rss_mb"].as_f64() > Some(0.0), "{report}");
 }
+
+/// `gochat api` reloads its lifecycles on SIGHUP like the worker does its workflows: a new
+/// status colour shows at once, and a broken set is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_apis_lifecycles_and_keeps_them_when_the_new_set_is_invalid() {
+    use gochat::store::api_keys::{self, Scope};
+    use gochat::store::threads::{self, NewThread};
+    use gochat_entities::threads::ThreadStatus;
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await; // migrated
+    let now = chrono::Utc::now();
+    let (_, key) = api_keys::create(store.conn(), "reader", Scope::Read, now)
+        .await
+        .expect("key");
+    let system = json!({"kind": "system", "id": "test", "name": "test"});
+    let thread = threads::create(
+        store.conn(),
+        NewThread::new("Printer on fire", ThreadStatus::Open, Vec::new()),
+        &system,
+        now,
+    )
+    .await
+    .expect("thread");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflows = dir.path().join("workflows");
+    copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows")),
+        &workflows,
+    );
+    let port = free_port();
+    let log = dir.path().join("api.log");
+    let prefix = format!("test-{}.", uuid::Uuid::now_v7().simple());
+    let child = gochat(dir.path(), &db.url)
+        .env("GOCHAT_WORKFLOWS", &workflows)
+        .env("GOCHAT_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("GOCHAT_AMQP_PREFIX", &prefix)
+        .env("RUST_LOG", "info")
+        .arg("api")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn gochat api");
+    let api = common::process::Worker::adopt(child, log, prefix);
+    wait_status(&format!("http://127.0.0.1:{port}/healthz"), 200).await;
+    let colour = || {
+        let key = key.clone();
+        async move {
+            let body: serde_json::Value = reqwest::Client::new()
+                .get(format!(
+                    "http://127.0.0.1:{port}/api/v1/threads/{}",
+                    thread.id
+                ))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("GET thread")
+                .json()
+                .await
+                .expect("json");
+            body["thread"]["status_colour"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no colour in {body}"))
+                .to_owned()
+        }
+    };
+    assert_eq!(colour().await, "#d32f2f");
+
+    let file = workflows.join("lifecycles/default.yaml");
+    let original = std::fs::read_to_string(&file).expect("read");
+    let recoloured = original.replace(
+        r##"open:     { colour: "#d32f2f" }"##,
+        r##"open:     { colour: "#123456" }"##,
+    );
+    assert_ne!(
+        recoloured, original,
+        "the shipped lifecycle colours open #d32f2f"
+    );
+    std::fs::write(&file, &recoloured).expect("write");
+    hangup(&api);
+    eventually(Duration::from_secs(10), "the reload logged", || async {
+        api.log().contains("lifecycles reloaded").then_some(())
+    })
+    .await;
+    assert_eq!(colour().await, "#123456");
+
+    std::fs::write(&file, recoloured.replace("statuses:", "statusez:")).expect("write");
+    hangup(&api);
+    eventually(Duration::from_secs(10), "the refusal logged", || async {
+        api.log().contains("NOT reloaded").then_some(())
+    })
+    .await;
+    assert!(api.log().contains("default.yaml"), "{}", api.log());
+    assert_eq!(colour().await, "#123456", "the running lifecycles stay");
+}

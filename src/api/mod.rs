@@ -59,8 +59,9 @@ pub struct ApiState(Arc<Inner>);
 pub struct Inner {
     pub store: Store,
     pub jobs: Arc<SharedPublisher>,
-    /// For status colours and the transitions a thread allows; read at start.
-    pub lifecycles: Arc<Lifecycles>,
+    /// For status colours and the transitions a thread allows; read at start, swapped
+    /// whole on reload (SIGHUP, see [`Running::reload`]).
+    pub lifecycles: std::sync::RwLock<Arc<Lifecycles>>,
     pub config: ApiConfig,
     pub clock: SharedClock,
 }
@@ -68,6 +69,16 @@ pub struct Inner {
 impl ApiState {
     pub fn new(inner: Inner) -> ApiState {
         ApiState(Arc::new(inner))
+    }
+}
+
+impl Inner {
+    /// The lifecycles in force now.
+    pub fn lifecycles(&self) -> Arc<Lifecycles> {
+        match self.lifecycles.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -187,9 +198,23 @@ pub struct Running {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
     jobs: Arc<SharedPublisher>,
+    state: ApiState,
 }
 
 impl Running {
+    /// Loads `dir`'s workflow set again (SIGHUP) and, if all of it is valid, puts its
+    /// lifecycles in force: status colours and allowed moves follow what ops changed,
+    /// as the worker's own reload does. An invalid set changes nothing.
+    pub fn reload(&self, dir: &std::path::Path) -> Result<(), crate::workflow::LoadError> {
+        let set = crate::workflow::WorkflowSet::load(dir)?;
+        let mut current = match self.state.lifecycles.write() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *current = set.lifecycles.clone();
+        Ok(())
+    }
+
     /// Waits for the server to finish its requests (after `shutdown` fired), then closes
     /// the broker connection.
     pub async fn stopped(self) {
@@ -217,15 +242,20 @@ pub async fn start(
     let state = ApiState::new(Inner {
         store,
         jobs: jobs.clone(),
-        lifecycles: set.lifecycles.clone(),
+        lifecycles: std::sync::RwLock::new(set.lifecycles.clone()),
         config: config.api.clone(),
         clock,
     });
-    let (addr, task) = serve(config.api.addr, state, shutdown)
+    let (addr, task) = serve(config.api.addr, state.clone(), shutdown)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.api.addr,
             source,
         })?;
-    Ok(Running { addr, task, jobs })
+    Ok(Running {
+        addr,
+        task,
+        jobs,
+        state,
+    })
 }

@@ -416,13 +416,14 @@ pub fn no_thread(id: Uuid) -> Problem {
 impl ApiState {
     /// Fills each card's status colour from its lifecycle.
     pub fn colour(&self, cards: &mut [ThreadCard]) {
-        self.lifecycles.colour(cards);
+        self.lifecycles().colour(cards);
     }
 
     /// The statuses an agent may set and the events that apply, from the card's status.
     fn moves(&self, card: &ThreadCard) -> (Vec<String>, Vec<String>) {
+        let lifecycles = self.lifecycles();
         let (Some(l), Some(status)) = (
-            self.lifecycles.for_thread(&card.lifecycle),
+            lifecycles.for_thread(&card.lifecycle),
             crate::lifecycle::parse_status(&card.status),
         ) else {
             return (Vec::new(), Vec::new());

@@ -33,7 +33,8 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         broker = %config.amqp.url,
         "serving the inbox API"
     );
-    shutdown::signal().await;
+    // SIGHUP reloads the lifecycles (status colours, allowed moves) until SIGTERM or SIGINT.
+    shutdown::signal_or_hangup(|| super::run::reload_api(&running, &config.workflows.dir)).await;
     tracing::info!("shutdown requested; finishing the requests in flight");
     stop.trigger();
     running.stopped().await;

@@ -70,7 +70,17 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         None
     };
 
-    wait_for_stop(&worker).await;
+    // SIGHUP reloads the workflows (and the API's lifecycles) until SIGTERM or SIGINT.
+    shutdown::signal_or_hangup(|| {
+        match worker.reload() {
+            Ok(kinds) => tracing::info!(?kinds, "workflows reloaded"),
+            Err(e) => tracing::error!(problems = %e, "workflows NOT reloaded (the previous ones stay in force)"),
+        }
+        if let Some(api) = &api {
+            reload_api(api, &api_config.workflows.dir);
+        }
+    })
+    .await;
     tracing::info!("shutdown requested; finishing in-flight work");
     worker.stop().await;
     http_stop.trigger();
@@ -82,24 +92,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the workflows on each SIGHUP meanwhile.
-async fn wait_for_stop(worker: &Worker) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            let stop = shutdown::signal();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = hup.recv() => match worker.reload() {
-                        Ok(kinds) => tracing::info!(?kinds, "workflows reloaded"),
-                        Err(e) => tracing::error!(problems = %e, "workflows NOT reloaded (the previous ones stay in force)"),
-                    },
-                }
-            }
+/// The API's lifecycles from `dir` again (SIGHUP), logged either way.
+pub(crate) fn reload_api(api: &crate::api::Running, dir: &std::path::Path) {
+    match api.reload(dir) {
+        Ok(()) => tracing::info!("the API's lifecycles reloaded"),
+        Err(e) => {
+            tracing::error!(problems = %e, "the API's lifecycles NOT reloaded (the previous ones stay in force)")
         }
     }
-    shutdown::signal().await;
 }

@@ -23,6 +23,12 @@ pub fn free_port() -> u16 {
 pub struct Worker(pub Child, pub std::path::PathBuf, Option<String>);
 
 impl Worker {
+    /// Another `gochat` process started by the test (logging to `log`), killed when
+    /// dropped, and the broker topology under `prefix` swept.
+    pub fn adopt(child: Child, log: std::path::PathBuf, prefix: String) -> Worker {
+        Worker(child, log, Some(prefix))
+    }
+
     /// What the worker logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.1).unwrap_or_default()
