@@ -203,26 +203,13 @@ async fn sighup_reloads_a_valid_workflow_set_and_keeps_the_old_one_when_the_new_
         renamed, original,
         "the shipped workflow names customer.created"
     );
-    std::fs::write(&file, &renamed).expect("write");
-    hangup(&worker);
-    eventually(Duration::from_secs(10), "the reload logged", || async {
-        worker.log().contains("workflows reloaded").then_some(())
-    })
-    .await;
+    rewrite_and_hangup(&worker, &file, &renamed, "workflows reloaded").await;
     let after = event_for("globex").await;
     assert_eq!(after.routing_key, "customer.onboarded");
 
     // A broken file: refused with its location, and the running set stays in force.
-    std::fs::write(
-        &file,
-        renamed.replace("action: upsert_customer", "action: upsert_custome"),
-    )
-    .expect("write");
-    hangup(&worker);
-    eventually(Duration::from_secs(10), "the refusal logged", || async {
-        worker.log().contains("NOT reloaded").then_some(())
-    })
-    .await;
+    let broken = renamed.replace("action: upsert_customer", "action: upsert_custome");
+    rewrite_and_hangup(&worker, &file, &broken, "NOT reloaded").await;
     let log = worker.log();
     assert!(log.contains("customer-upsert.yaml"), "{log}");
     assert!(
@@ -240,6 +227,21 @@ async fn sighup_reloads_a_valid_workflow_set_and_keeps_the_old_one_when_the_new_
     broker
         .cleanup(&gochat::config::AmqpConfig::default().retry_delays)
         .await;
+}
+
+/// Writes `text` to `file`, sends `process` SIGHUP and waits until its log says `logged`.
+async fn rewrite_and_hangup(
+    process: &common::process::Worker,
+    file: &std::path::Path,
+    text: &str,
+    logged: &str,
+) {
+    std::fs::write(file, text).expect("write");
+    hangup(process);
+    eventually(Duration::from_secs(10), logged, || async {
+        process.log().contains(logged).then_some(())
+    })
+    .await;
 }
 
 fn hangup(worker: &common::process::Worker) {
@@ -363,20 +365,11 @@ async fn sighup_reloads_the_apis_lifecycles_and_keeps_them_when_the_new_set_is_i
         recoloured, original,
         "the shipped lifecycle colours open #d32f2f"
     );
-    std::fs::write(&file, &recoloured).expect("write");
-    hangup(&api);
-    eventually(Duration::from_secs(10), "the reload logged", || async {
-        api.log().contains("lifecycles reloaded").then_some(())
-    })
-    .await;
+    rewrite_and_hangup(&api, &file, &recoloured, "lifecycles reloaded").await;
     assert_eq!(colour().await, "#123456");
 
-    std::fs::write(&file, recoloured.replace("statuses:", "statusez:")).expect("write");
-    hangup(&api);
-    eventually(Duration::from_secs(10), "the refusal logged", || async {
-        api.log().contains("NOT reloaded").then_some(())
-    })
-    .await;
+    let broken = recoloured.replace("statuses:", "statusez:");
+    rewrite_and_hangup(&api, &file, &broken, "NOT reloaded").await;
     assert!(api.log().contains("default.yaml"), "{}", api.log());
     assert_eq!(colour().await, "#123456", "the running lifecycles stay");
 }
