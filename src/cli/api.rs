@@ -34,13 +34,23 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "serving the inbox API"
     );
     // SIGHUP reloads the lifecycles (status colours, allowed moves) until SIGTERM or SIGINT.
-    shutdown::signal_or_hangup(|| super::run::reload_api(&running, &config.workflows.dir)).await;
+    shutdown::signal_or_hangup(|| reload_lifecycles(&running, &config.workflows.dir)).await;
     tracing::info!("shutdown requested; finishing the requests in flight");
     stop.trigger();
     running.stopped().await;
     store.close().await;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API's lifecycles from `dir` again (SIGHUP), logged either way.
+pub(super) fn reload_lifecycles(api: &crate::api::Running, dir: &std::path::Path) {
+    match api.reload(dir) {
+        Ok(()) => tracing::info!("the API's lifecycles reloaded"),
+        Err(e) => {
+            tracing::error!(problems = %e, "the API's lifecycles NOT reloaded (the previous ones stay in force)")
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

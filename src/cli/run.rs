@@ -77,7 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::error!(problems = %e, "workflows NOT reloaded (the previous ones stay in force)"),
         }
         if let Some(api) = &api {
-            reload_api(api, &api_config.workflows.dir);
+            super::api::reload_lifecycles(api, &api_config.workflows.dir);
         }
     })
     .await;
@@ -90,14 +90,4 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The API's lifecycles from `dir` again (SIGHUP), logged either way.
-pub(crate) fn reload_api(api: &crate::api::Running, dir: &std::path::Path) {
-    match api.reload(dir) {
-        Ok(()) => tracing::info!("the API's lifecycles reloaded"),
-        Err(e) => {
-            tracing::error!(problems = %e, "the API's lifecycles NOT reloaded (the previous ones stay in force)")
-        }
-    }
 }

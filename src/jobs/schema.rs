@@ -41,6 +41,8 @@ pub const SCHEMAS: &[(&str, &str)] = &[
 
 struct Compiled {
     validator: Validator,
+    /// The schema itself, for what else reads it (the workflow loader's `job.*` facts).
+    schema: Value,
 }
 
 /// Compiled once; a schema that does not compile is a build defect, caught by the tests.
@@ -58,7 +60,15 @@ fn compile(kind: &str, text: &str) -> Result<Compiled, String> {
         .should_validate_formats(true)
         .build(&schema)
         .map_err(|e| format!("schemas/{kind}.v1.json: {e}"))?;
-    Ok(Compiled { validator })
+    Ok(Compiled { validator, schema })
+}
+
+/// The parsed schema of `kind`, if it compiled.
+pub fn schema(kind: &str) -> Option<&'static Value> {
+    match COMPILED.get(kind) {
+        Some(Ok(c)) => Some(&c.schema),
+        _ => None,
+    }
 }
 
 /// Every schema compiles (checked at start-up and by `gochat check`).

@@ -8,15 +8,13 @@ use serde_json::Value;
 
 use super::spec::{FactSpec, FactType};
 
-/// Per kind, once per process. A schema that does not parse gives no facts here; the
-/// worker refuses to start on it anyway (`crate::jobs::schema::check_all`).
+/// Per kind, once per process, from the schemas `crate::jobs::schema` parsed. A schema
+/// that does not compile gives no facts here; the worker refuses to start on it anyway
+/// (`crate::jobs::schema::check_all`).
 static FACTS: LazyLock<BTreeMap<&'static str, Vec<FactSpec>>> = LazyLock::new(|| {
     crate::jobs::schema::SCHEMAS
         .iter()
-        .filter_map(|(kind, text)| {
-            let schema: Value = serde_json::from_str(text).ok()?;
-            Some((*kind, facts_of(&schema)))
-        })
+        .filter_map(|(kind, _)| Some((*kind, facts_of(crate::jobs::schema::schema(kind)?))))
         .collect()
 });
 

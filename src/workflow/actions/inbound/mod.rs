@@ -46,9 +46,18 @@ pub(in crate::workflow::actions) const CLASSES: &[&str] =
 pub(in crate::workflow::actions) fn mail<'c>(
     ctx: &'c StepContext<'_>,
 ) -> Result<&'c InboundMail, JobError> {
-    ctx.inbound
-        .as_deref()
-        .ok_or_else(|| JobError::permanent(NO_MAIL))
+    working_mail(ctx.inbound.as_deref())
+}
+
+/// [`mail`] of a job's state, for a set step.
+pub(in crate::workflow::actions) fn mail_of<'i>(
+    item: &'i JobState<'_>,
+) -> Result<&'i InboundMail, JobError> {
+    working_mail(item.inbound.as_deref())
+}
+
+fn working_mail(inbound: Option<&InboundMail>) -> Result<&InboundMail, JobError> {
+    inbound.ok_or_else(|| JobError::permanent(NO_MAIL))
 }
 
 /// Why a step finds no mail to work on.
@@ -65,12 +74,16 @@ pub(in crate::workflow::actions) fn parsed<'c>(
 
 /// Counts an inbound mail once the job commits (`gochat_inbound_mails_total{classification}`).
 pub(in crate::workflow::actions) fn count(ctx: &mut StepContext<'_>, label: &'static str) {
-    ctx.count_on_commit(move |m| m.inbound_mails.with_label_values(&[label]).inc());
+    ctx.count_on_commit(counted(label));
 }
 
-/// [`count`] for one job of a set-based step.
-pub(in crate::workflow::actions) fn count_item(item: &mut &mut JobState<'_>, label: &'static str) {
-    item.count_on_commit(move |m| m.inbound_mails.with_label_values(&[label]).inc());
+/// [`count`] for one job of a set step.
+pub(in crate::workflow::actions) fn count_item(item: &mut JobState<'_>, label: &'static str) {
+    item.count_on_commit(counted(label));
+}
+
+fn counted(label: &'static str) -> impl FnOnce(&crate::metrics::Metrics) + Send + 'static {
+    move |m| m.inbound_mails.with_label_values(&[label]).inc()
 }
 
 /// The mark and the reason of a mail refused after its raw row was written: the row says
@@ -89,15 +102,6 @@ pub(in crate::workflow::actions) fn refused(
         },
     };
     (mark, reason)
-}
-
-/// The working mail of an item; the loader guarantees `store_raw_mail` ran before.
-pub(in crate::workflow::actions) fn mail_of<'i>(
-    item: &'i JobState<'_>,
-) -> Result<&'i InboundMail, JobError> {
-    item.inbound
-        .as_deref()
-        .ok_or_else(|| JobError::permanent(NO_MAIL))
 }
 
 /// The sender as the actor of the changes its mail makes.
